@@ -1,0 +1,72 @@
+"""The defense plug-in shape.
+
+A defense can (a) transform the model, (b) compute the training loss of a batch,
+(c) offer its own loss to attacks for adaptive evaluation, and (d) declare its
+hyperparameters (a pydantic model, `Params`) with defaults for the profile schema.
+The trainer treats every defense alike through this interface.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+@dataclass
+class BatchContext:
+    """What a defense may need beyond the batch itself."""
+
+    epoch: int  # 0-based epoch in progress
+    epochs: int
+    step: int  # global step
+    is_adversarial: torch.Tensor | None = None  # bool mask over the batch, from the adv_train block
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # scalar to minimise
+    logits: torch.Tensor  # final logits of the batch, for training accuracy
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)  # named loss terms, logged as metrics
+
+
+# An attack loss: (model, x, y) -> per-sample loss to *maximise*.
+AttackLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Defense(ABC):
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def __init__(self, params: BaseModel, num_classes: int):
+        self.params = params
+        self.num_classes = num_classes
+
+    @classmethod
+    def from_config(cls, params: dict, num_classes: int) -> "Defense":
+        return cls(cls.Params.model_validate(params), num_classes)
+
+    def transform_model(self, model: nn.Module) -> nn.Module:
+        """(a) Change the architecture (e.g. compact layers). Must be deterministic: loading re-applies it."""
+        return model
+
+    def auxiliary(self) -> nn.Module | None:
+        """Trainable state beside the model (auxiliary heads, prototypes): checkpointed, never used at inference."""
+        return None
+
+    @abstractmethod
+    def training_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: BatchContext) -> LossOutput:
+        """(b) The loss of one training batch."""
+
+    def attack_loss(self) -> AttackLoss | None:
+        """(c) The defense's own objective, for adaptive attacks; None if it is plain cross-entropy."""
+        return None

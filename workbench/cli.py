@@ -1,0 +1,234 @@
+"""The `workbench` command line: train, attack, runs, stop, profiles."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import WorkbenchError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train image classifiers with compactness defenses and probe checkpoints with adversarial attacks.",
+)
+out = Console()
+err = Console(stderr=True)
+
+DataRoot = typer.Option(None, "--data-root", help="Dataset folder (default: $WORKBENCH_DATA, else the user cache).")
+Device = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
+
+
+def _pct(v: Optional[float]) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+@app.command()
+def train(
+    profile: Optional[str] = typer.Option(None, "--profile", "-p", help="Bundled profile name or path to a YAML file."),
+    set_: List[str] = typer.Option([], "--set", help="Override a key: --set epochs=3 --set adv_train.eps=0.2"),
+    out_dir: Path = typer.Option(Path("runs"), "--out", help="Folder that holds run folders."),
+    device: str = Device,
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint."),
+    detach: bool = typer.Option(False, "--detach", help="Train in a background process; print the run folder and return."),
+    data_root: Optional[str] = DataRoot,
+) -> None:
+    """Train a model from a profile; prints its run folder first."""
+    from .config import load_profile
+    from .runs import launch_detached, open_run
+    from .training import prepare_run, run_training
+    from .training.reporting import reporter_for
+    from .training.trainer import resolve_device
+
+    if resume is not None:
+        if profile or set_:
+            raise WorkbenchError("--resume continues a run with its own config; do not combine it with --profile or --set")
+        run = open_run(resume)
+    else:
+        if not profile:
+            raise WorkbenchError("give --profile NAME_OR_PATH (see `workbench profiles`) or --resume RUN_DIR")
+        cfg, path = load_profile(profile, set_)
+        resolve_device(device)  # fail on a bad device before creating anything
+        run = prepare_run(cfg, out_dir, path, data_root=data_root, device=device)
+    print(f"run: {run.root}", flush=True)
+    if detach:
+        args = ["--device", device] + (["--data-root", data_root] if data_root else [])
+        pid = launch_detached(run, args)
+        print(f"training in the background (pid {pid}); log: {run.log}", flush=True)
+        return
+    state = run_training(run.root, device=None if device == "auto" and resume is None else device,
+                         data_root=data_root, reporter=reporter_for(sys.stdout))
+    best = run.best if run.best.exists() else run.last
+    print(f"{state}: checkpoint {best}", flush=True)
+    if state == "failed":
+        from .runs import Status
+
+        status = Status.read(run.status)
+        raise WorkbenchError(status.message if status else "training failed")
+
+
+def _parse_eps(text: str) -> list[float]:
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "/" in part:
+                num, den = part.split("/", 1)
+                values.append(float(num) / float(den))
+            else:
+                values.append(float(part))
+        except (ValueError, ZeroDivisionError):
+            raise WorkbenchError(f"--eps: {part!r} is not a number (use e.g. 0.1,0.2,0.3 or 8/255)") from None
+    return values
+
+
+@app.command()
+def attack(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint file, or a run folder (uses its best.pt)."),
+    fgsm: bool = typer.Option(False, "--fgsm", help="Run FGSM."),
+    pgd: bool = typer.Option(False, "--pgd", help="Run PGD (L-inf, random start)."),
+    eps: str = typer.Option("0.1,0.2,0.3", "--eps", help="Comma-separated pixel eps values, e.g. 0.1,0.3 or 8/255."),
+    steps: int = typer.Option(40, "--steps", min=1, help="PGD iterations."),
+    step_size: Optional[float] = typer.Option(None, "--step-size", help="PGD step (default 2.5*eps/steps)."),
+    restarts: int = typer.Option(1, "--restarts", min=1, help="PGD random restarts (worst case per sample)."),
+    loss: str = typer.Option("ce", "--loss", help="Attack loss: ce | cw | dlr."),
+    n: Optional[int] = typer.Option(None, "--n", help="Evaluate the first N test samples (default: all)."),
+    batch_size: int = typer.Option(500, "--batch-size", min=1),
+    seed: int = typer.Option(0, "--seed", help="Seed of the attacks' random starts."),
+    device: str = Device,
+    data_root: Optional[str] = DataRoot,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Robust accuracy of a checkpoint under attacks, per eps; saved to evals/ beside it."""
+    from attacks import ATTACK_LOSSES
+
+    from .evaluation import AttackPlan, check_eps_list, evaluate_checkpoint, save_evaluation
+    from .training.trainer import resolve_device
+
+    eps_list = check_eps_list(_parse_eps(eps))
+    if step_size is not None and not step_size > 0:
+        raise WorkbenchError("--step-size must be > 0")
+    ATTACK_LOSSES.get(loss)
+    names = [name for name, on in (("fgsm", fgsm), ("pgd", pgd)) if on] or ["pgd"]
+    plans = [AttackPlan(name, eps_list, steps=steps, step_size=step_size, restarts=restarts, loss=loss, seed=seed)
+             for name in names]
+    dev = resolve_device(device)
+
+    progress_cb = None
+    if not as_json and sys.stderr.isatty():
+        from rich.progress import Progress
+
+        progress = Progress(console=err, transient=True)
+        progress.start()
+        task = progress.add_task("attack", total=None)
+
+        def progress_cb(name, e, done, total):
+            progress.update(task, description=f"{name} eps={e:g}", completed=done, total=total)
+    try:
+        result = evaluate_checkpoint(checkpoint, plans, n=n, batch_size=batch_size, data_root=data_root,
+                                     device=dev, on_progress=progress_cb)
+    finally:
+        if progress_cb is not None:
+            progress.stop()
+    saved = save_evaluation(result)
+    result["saved_to"] = str(saved)
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"{result['checkpoint']}  ({result['dataset']}, n={result['n']}, "
+                        f"clean {_pct(result['clean_accuracy'])})")
+    for col, justify in (("attack", "left"), ("eps", "right"), ("robust accuracy", "right"), ("settings", "left"),
+                         ("seconds", "right")):
+        table.add_column(col, justify=justify)
+    for r in result["results"]:
+        s = r["settings"]
+        detail = f"loss {s['loss']}" + (f", {s['steps']} steps, restarts {s['restarts']}" if "steps" in s else "")
+        table.add_row(r["attack"], f"{r['eps']:g}", _pct(r["robust_accuracy"]), detail, f"{r['seconds']:.1f}")
+    out.print(table)
+    out.print(f"saved: {saved}")
+
+
+@app.command()
+def runs(
+    runs_dir: Path = typer.Option(Path("runs"), "--runs", help="Folder that holds run folders."),
+    latest: bool = typer.Option(False, "--latest", help="Print only the newest run's folder."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List runs with their status and best accuracies."""
+    from dataclasses import asdict
+
+    from .runs import list_runs
+
+    summaries = list_runs(runs_dir)
+    if latest:
+        if not summaries:
+            raise WorkbenchError(f"no runs in {runs_dir}")
+        print(summaries[0].path)
+        return
+    if as_json:
+        print(json.dumps([{**asdict(s), "path": str(s.path)} for s in summaries]))
+        return
+    if not summaries:
+        out.print(f"no runs in {runs_dir}")
+        return
+    table = Table()
+    table.add_column("run", no_wrap=True)
+    table.add_column("state")
+    table.add_column("epoch", justify="right")
+    table.add_column("dataset / model / defense")
+    table.add_column("clean", justify="right")
+    table.add_column("robust", justify="right")
+    table.add_column("age", justify="right")
+    for s in summaries:
+        age = time.time() - s.started
+        age_s = f"{age / 86400:.1f}d" if age > 86400 else f"{age / 3600:.1f}h" if age > 3600 else f"{age / 60:.0f}m"
+        state = f"failed: {s.message}" if s.state == "failed" and s.message else s.state
+        table.add_row(s.name, state, f"{s.epoch}/{s.epochs}", f"{s.dataset} / {s.model} / {s.defense}",
+                      _pct(s.best_clean), _pct(s.best_robust), age_s)
+    out.print(table)
+
+
+@app.command()
+def stop(run: Path = typer.Argument(..., help="Run folder to stop.")) -> None:
+    """Stop a running training cleanly (it checkpoints first; resume with train --resume)."""
+    from .runs import stop_run
+
+    state = stop_run(run)
+    print(f"{run}: {state}")
+
+
+@app.command()
+def profiles() -> None:
+    """List the bundled profiles."""
+    from .config import list_profiles, read_yaml
+
+    table = Table()
+    for col in ("profile", "dataset", "model", "defense", "description"):
+        table.add_column(col)
+    for name, path in list_profiles().items():
+        data = read_yaml(path) or {}
+        model = data.get("model", "")
+        defense = data.get("defense", "softmax")
+        table.add_row(name, str(data.get("dataset", "")), str(model.get("name") if isinstance(model, dict) else model),
+                      str(defense.get("name") if isinstance(defense, dict) else defense), data.get("description", ""))
+    out.print(table)
+
+
+def main() -> None:
+    """Entry point: a `WorkbenchError` becomes one line on stderr and exit status 2."""
+    try:
+        app()
+    except WorkbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,192 @@
+"""The profile schema: every key a profile may set, its type and its default.
+
+Profiles are validated strictly (unknown keys and wrong types are errors); the
+resolved config of a run is this model dumped back to YAML.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+# A step size is a pixel value, or an expression of eps (and steps): "eps/4", "2.5*eps/steps".
+_STEP_RE = re.compile(r"^\s*(?:(?P<k>\d*\.?\d+(?:e-?\d+)?)\s*\*\s*)?eps\s*(?:/\s*(?P<d>\d*\.?\d+|steps))?\s*$")
+
+
+def resolve_step_size(step_size: float | str, eps: float, steps: int) -> float:
+    """The step size in pixels for a given eps and number of steps."""
+    if isinstance(step_size, (int, float)):
+        return float(step_size)
+    m = _STEP_RE.match(step_size)
+    assert m is not None, "validated by the schema"
+    k = float(m["k"]) if m["k"] else 1.0
+    d = m["d"]
+    div = float(steps) if d == "steps" else (float(d) if d else 1.0)
+    return k * eps / div
+
+
+def _check_step_size(v: Any) -> Any:
+    if isinstance(v, str):
+        if not _STEP_RE.match(v):
+            raise ValueError("must be a number or an expression like 'eps/4' or '2.5*eps/steps'")
+    elif isinstance(v, (int, float)) and not isinstance(v, bool):
+        if not (v > 0 and math.isfinite(v)):
+            raise ValueError("must be a positive number")
+    return v
+
+
+class NamedBlock(Strict):
+    """A block that may be written as just its name: `model: small_cnn` == `model: {name: small_cnn}`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+
+class ModelConfig(NamedBlock):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str
+    # "none": the model sees [0, 1] pixels; "dataset": the dataset's mean/std, inside the model;
+    # or explicit [mean..., std...] as {mean: [...], std: [...]}.
+    normalize: Union[Literal["none", "dataset"], dict[str, list[float]]] = "none"
+    options: dict[str, Any] = Field(default_factory=dict, description="model builder options, e.g. width")
+
+
+class DefenseConfig(NamedBlock):
+    name: str = "softmax"
+    params: dict[str, Any] = Field(default_factory=dict, description="the defense's hyperparameters")
+
+
+class AdvTrainConfig(Strict):
+    attack: Literal["none", "fgsm", "pgd"] = "none"
+    eps: Union[float, list[float]] = Field(0.3, description="pixel eps, or [lo, hi] sampled uniformly")
+    eps_sampling: Literal["batch", "sample"] = "batch"
+    steps: PositiveInt = 10
+    step_size: Union[float, str] = "2.5*eps/steps"
+    random_start: bool = True
+    ratio: Fraction = Field(1.0, description="share of adversarial samples in the training batch")
+    # split: the first ratio*B samples of a batch are replaced by their adversarial versions.
+    # concat: adversarial copies are appended to the clean batch (the PCL / PC-LC 1:1 recipe).
+    pairing: Literal["split", "concat"] = "split"
+    model_mode: Literal["eval", "train"] = "eval"
+    loss: Literal["ce", "cw"] = "ce"
+
+    _step = field_validator("step_size")(classmethod(lambda cls, v: _check_step_size(v)))
+
+    @field_validator("eps")
+    @classmethod
+    def _eps(cls, v: Any) -> Any:
+        values = v if isinstance(v, list) else [v]
+        if isinstance(v, list) and (len(v) != 2 or v[0] > v[1]):
+            raise ValueError("a range must be [lo, hi] with lo <= hi")
+        if any(not (math.isfinite(e) and e >= 0) for e in values):
+            raise ValueError("must be a finite number >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _pairing(self) -> "AdvTrainConfig":
+        if self.attack != "none" and self.pairing == "concat" and not (0 < self.ratio <= 0.5):
+            raise ValueError("pairing 'concat' appends at most one adversarial copy per sample: ratio must be in (0, 0.5]")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.attack != "none" and self.ratio > 0
+
+
+class SGDConfig(Strict):
+    name: Literal["sgd"]
+    lr: Annotated[float, Field(gt=0)] = 0.1
+    momentum: Annotated[float, Field(ge=0)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    nesterov: bool = False
+
+
+class AdamConfig(Strict):
+    name: Literal["adam", "adamw"]
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    betas: list[float] = Field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+
+
+OptimizerConfig = Annotated[Union[SGDConfig, AdamConfig], Field(discriminator="name")]
+
+
+class ScheduleConfig(NamedBlock):
+    # constant | multistep (milestones in epochs, gamma) | cosine (to 0 over the run) |
+    # onecycle (linear warm-up for warmup_epochs, then linear decay to 0)
+    name: Literal["constant", "multistep", "cosine", "onecycle"] = "constant"
+    milestones: list[NonNegInt] = Field(default_factory=list)
+    gamma: Annotated[float, Field(gt=0)] = 0.1
+    warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
+
+
+class EvalConfig(Strict):
+    clean_every: NonNegInt = Field(1, description="test clean accuracy every N epochs (0: never)")
+    clean_subset: Union[PositiveInt, None] = Field(None, description="test samples for clean accuracy (null: all)")
+    robust_every: NonNegInt = Field(1, description="robust accuracy every N epochs (0: never)")
+    robust_subset: PositiveInt = 500
+    attack: Literal["pgd", "fgsm"] = "pgd"
+    eps: Annotated[float, Field(gt=0)] = 0.3
+    steps: PositiveInt = 20
+    step_size: Union[float, str] = "2.5*eps/steps"
+    restarts: PositiveInt = 1
+    batch_size: PositiveInt = 500
+    best_by: Literal["auto", "clean", "robust"] = "auto"
+
+    _step = field_validator("step_size")(classmethod(lambda cls, v: _check_step_size(v)))
+
+
+class DataConfig(Strict):
+    augment: Literal["auto", "none", "crop_flip", "crop"] = "auto"
+    train_subset: Union[PositiveInt, None] = Field(None, description="use only the first N training samples")
+
+
+class RunConfig(Strict):
+    """A fully resolved training run."""
+
+    name: Union[str, None] = Field(None, description="run name prefix (default: the profile's file name)")
+    description: str = ""
+    dataset: str
+    model: ModelConfig
+    defense: DefenseConfig = Field(default_factory=DefenseConfig)
+    adv_train: AdvTrainConfig = Field(default_factory=AdvTrainConfig)
+    optimizer: OptimizerConfig = Field(default_factory=lambda: SGDConfig(name="sgd"))
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 128
+    seed: NonNegInt = 0
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    log_every: PositiveInt = Field(20, description="write a step metric every N steps")
+    checkpoint_every: NonNegInt = Field(0, description="also checkpoint every N steps mid-epoch (0: epoch ends only)")
+    grad_clip: Union[Annotated[float, Field(gt=0)], None] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_options(cls, data: Any) -> Any:
+        # Model options may be written inline: `model: {name: small_cnn, width: 64}`.
+        if isinstance(data, dict):
+            for key, known in (("model", {"name", "normalize", "options"}), ("defense", {"name", "params"})):
+                block = data.get(key)
+                if isinstance(block, dict):
+                    extra = {k: v for k, v in block.items() if k not in known}
+                    if extra:
+                        target = "options" if key == "model" else "params"
+                        block = {k: v for k, v in block.items() if k in known}
+                        block[target] = {**block.get(target, {}), **extra}
+                        data = {**data, key: block}
+        return data

@@ -1,0 +1,7 @@
+"""The model zoo. Importing this package registers every model family."""
+
+from . import tiny, small_cnn, lenet, cnn3, cnn6, madry, vgg, resnet, wrn  # noqa: F401  (registration side effects)
+from .base import Normalize, TapNet
+from .registry import MODELS, ModelSpec, create_model, model_taps, register_model
+
+__all__ = ["MODELS", "ModelSpec", "Normalize", "TapNet", "create_model", "model_taps", "register_model"]

@@ -1,0 +1,81 @@
+"""The `adv_train` block: turning a clean batch into the training batch.
+
+Serves the papers' set-ups: Madry PGD-AT (ratio 1), clean + FGSM 1:1 (CCN, PC-LC:
+pairing concat, ratio 0.5) and PCL's eps ~ U[lo, hi] per batch (or per sample).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attacks import FGSM, PGD, Attack
+
+from ..config.schema import AdvTrainConfig, resolve_step_size
+
+
+class AdversarialBatcher:
+    def __init__(self, cfg: AdvTrainConfig, model: nn.Module, seed: int):
+        self.cfg = cfg
+        self.model = model
+        # eps sampling has its own generator so resuming mid-epoch replays it exactly.
+        self.eps_generator = torch.Generator().manual_seed(seed + 1)
+        common = dict(loss=cfg.loss, seed=seed + 2, model_training=cfg.model_mode == "train")
+        if cfg.attack == "pgd":
+            self.attack: Attack | None = PGD(model, eps=0.0, steps=cfg.steps, random_start=cfg.random_start, **common)
+        elif cfg.attack == "fgsm":
+            self.attack = FGSM(model, eps=0.0, **common)
+        else:
+            self.attack = None
+        if self.attack is not None:
+            self.attack.validate_inputs = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.attack is not None and self.cfg.ratio > 0
+
+    def _eps(self, n: int, device: torch.device) -> torch.Tensor | float:
+        eps = self.cfg.eps
+        if not isinstance(eps, list):
+            return float(eps)
+        lo, hi = eps
+        size = n if self.cfg.eps_sampling == "sample" else 1
+        draw = lo + (hi - lo) * torch.rand(size, generator=self.eps_generator)
+        return draw.to(device) if size > 1 else float(draw)
+
+    def make_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(x_train, y_train, adversarial mask) for one clean batch."""
+        if not self.enabled:
+            return x, y, None
+        cfg = self.cfg
+        n = x.shape[0]
+        if cfg.pairing == "split":
+            k = n if cfg.ratio >= 1 else int(round(cfg.ratio * n))
+        else:
+            k = min(n, int(round(n * cfg.ratio / (1 - cfg.ratio))))
+        if k == 0:
+            return x, y, None
+        eps = self._eps(k, x.device)
+        self.attack.eps = eps
+        if isinstance(self.attack, PGD):
+            if isinstance(cfg.step_size, str):  # an expression of eps: scale it per sample
+                unit = resolve_step_size(cfg.step_size, 1.0, cfg.steps)
+                self.attack.step_size = unit * (eps.view(-1, 1, 1, 1) if isinstance(eps, torch.Tensor) else eps)
+            else:
+                self.attack.step_size = float(cfg.step_size)
+        x_adv = self.attack(x[:k], y[:k])
+        mask = torch.zeros(n + (k if cfg.pairing == "concat" else 0), dtype=torch.bool, device=x.device)
+        if cfg.pairing == "split":
+            mask[:k] = True
+            return torch.cat([x_adv, x[k:]]), y, mask
+        mask[n:] = True
+        return torch.cat([x, x_adv]), torch.cat([y, y[:k]]), mask
+
+    def state(self) -> dict:
+        return {"eps_generator": self.eps_generator.get_state(),
+                "attack_generator": self.attack.get_rng_state() if self.attack is not None else None}
+
+    def load_state(self, state: dict, device: torch.device) -> None:
+        self.eps_generator.set_state(state["eps_generator"])
+        if self.attack is not None and state.get("attack_generator") is not None:
+            self.attack.set_rng_state(state["attack_generator"], device)

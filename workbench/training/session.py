@@ -1,0 +1,71 @@
+"""Starting and resuming runs: the glue between a run folder and the trainer."""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from ..config import dump_yaml, read_yaml, validate_config
+from ..config.schema import RunConfig
+from ..data import resolve_data_root
+from ..errors import WorkbenchError
+from ..provenance import provenance
+from ..runs import RunPaths, Status, new_run_dir, open_run, read_json, write_json_atomic, write_text_atomic
+from .reporting import Reporter
+from .trainer import Trainer, resolve_device
+
+
+def prepare_run(cfg: RunConfig, out: Path, profile: Path | None = None, data_root: str | None = None,
+                device: str = "auto") -> RunPaths:
+    """Create the run folder with its resolved config, provenance and a 'starting' status."""
+    run = new_run_dir(Path(out), cfg.name or "run")
+    write_text_atomic(run.config, dump_yaml(cfg.model_dump(mode="json")))
+    write_json_atomic(run.root / "run.json", {
+        "profile": str(profile) if profile else None,
+        "data_root": str(resolve_data_root(data_root)),
+        "device": device,
+        "created": time.time(),
+        "provenance": provenance(),
+    })
+    Status(state="starting", epochs=cfg.epochs).write(run.status)
+    return run
+
+
+def load_run_config(run: RunPaths) -> RunConfig:
+    return validate_config(read_yaml(run.config), str(run.config))
+
+
+@contextmanager
+def run_lock(run: RunPaths) -> Iterator[None]:
+    """One trainer per run folder: a second one fails at once instead of corrupting it."""
+    fh = open(run.root / ".lock", "w")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            status = Status.read(run.status)
+            pid = f" (pid {status.pid})" if status and status.pid else ""
+            raise WorkbenchError(f"run {run.root} is already being trained by another process{pid}") from None
+        yield
+    finally:
+        fh.close()
+
+
+def run_training(path: str | Path, device: str | None = None, data_root: str | None = None,
+                 reporter: Reporter | None = None) -> str:
+    """Train the run in `path` from its last checkpoint (or from scratch); returns the final state."""
+    run = open_run(path)
+    meta = read_json(run.root / "run.json") or {}
+    with run_lock(run):
+        cfg = load_run_config(run)
+        status = Status.read(run.status)
+        if status is not None and status.state == "finished" and run.last.exists():
+            raise WorkbenchError(f"run {run.root} already finished its {cfg.epochs} epochs")
+        dev = resolve_device(device or meta.get("device") or "auto")
+        trainer = Trainer(cfg, run, dev, reporter=reporter, data_root=data_root or meta.get("data_root"))
+        if run.last.exists():
+            trainer.restore(run.last)
+        return trainer.train()
