@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import WorkbenchError
+from .errors import TrainingFailed, WorkbenchError
 
 app = typer.Typer(
     add_completion=False,
@@ -72,7 +72,7 @@ def train(
         from .runs import Status
 
         status = Status.read(run.status)
-        raise WorkbenchError(status.message if status else "training failed")
+        raise TrainingFailed(status.message if status else "training failed")
 
 
 def _parse_eps(text: str) -> list[float]:

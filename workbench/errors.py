@@ -9,3 +9,9 @@ class WorkbenchError(Exception):
     """An error the user can fix; its message is one self-contained line."""
 
     exit_code = 2
+
+
+class TrainingFailed(WorkbenchError):
+    """A run ended in the 'failed' state (e.g. a non-finite loss); not a usage error."""
+
+    exit_code = 1

@@ -323,9 +323,8 @@ class Trainer:
 
                 if self.position.step % cfg.log_every == 0 or self.position.batch == batches:
                     if not bool(finite):
-                        raise NonFiniteLoss(
-                            f"loss became non-finite (nan/inf) in epoch {epoch + 1} before step {self.position.step}; "
-                            f"stopped, keeping the last good checkpoint (epoch {self._saved_epoch()})")
+                        raise NonFiniteLoss(f"loss became non-finite (nan/inf) in epoch {epoch + 1} before step "
+                                            f"{self.position.step}; {self._kept()}")
                     rec = {"kind": "step", "epoch": epoch + 1, "batch": self.position.batch, "step": self.position.step,
                            "train_loss": float(interval_loss) / interval_seen,
                            "train_acc": int(interval_correct) / interval_seen, "lr": lr, "time": time.time()}
@@ -347,8 +346,7 @@ class Trainer:
 
             # End of epoch: evaluate, record, checkpoint.
             if not bool(finite):
-                raise NonFiniteLoss(f"loss became non-finite (nan/inf) in epoch {epoch + 1}; stopped, keeping the "
-                                    f"last good checkpoint (epoch {self._saved_epoch()})")
+                raise NonFiniteLoss(f"loss became non-finite (nan/inf) in epoch {epoch + 1}; {self._kept()}")
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             train_seconds = self.totals.seconds + time.perf_counter() - t_epoch
@@ -380,5 +378,7 @@ class Trainer:
                 return "stopped", f"stopped by {name} after epoch {epoch + 1}; resume to continue"
         return "finished", f"finished {cfg.epochs} epochs"
 
-    def _saved_epoch(self) -> int:
-        return self.history[-1]["epoch"] if self.history else 0
+    def _kept(self) -> str:
+        if self.run.last.exists():
+            return "stopped; checkpoints/last.pt, the last good state, is kept"
+        return "stopped before any checkpoint was written (try a lower learning rate)"

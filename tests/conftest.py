@@ -1,0 +1,40 @@
+"""Shared fixtures: real data only (bundled digits, MNIST from WORKBENCH_DATA), tiny real runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def mnist_root() -> Path | None:
+    root = os.environ.get("WORKBENCH_DATA")
+    if root and (Path(root) / "MNIST" / "raw" / "t10k-images-idx3-ubyte").exists():
+        return Path(root)
+    return None
+
+
+@pytest.fixture(scope="session")
+def mnist_available() -> Path:
+    root = mnist_root()
+    if root is None:
+        pytest.skip(f"MNIST not found under WORKBENCH_DATA={os.environ.get('WORKBENCH_DATA', '(unset)')}; "
+                    "set it to a folder with MNIST/raw (CI uses ../shared/data)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory):
+    """One real quickstart training run (digits, offline, ~10 s), shared by tests that need a trained model."""
+    from workbench.config import load_profile
+    from workbench.training import prepare_run, run_training
+
+    cfg, path = load_profile("quickstart")
+    run = prepare_run(cfg, tmp_path_factory.mktemp("runs"), path)
+    state = run_training(run.root, device="cpu")
+    assert state == "finished"
+    return run
