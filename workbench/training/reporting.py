@@ -76,10 +76,13 @@ class RichReporter(SilentReporter):
         self.progress.update(self.batch_task, info=f"loss {record['train_loss']:.4f} acc {_pct(record['train_acc'])}")
 
     def epoch(self, record):
-        self.progress.console.print(epoch_line(record, self.epochs))
+        self.progress.console.print(epoch_line(record, self.epochs), highlight=False)
         self.progress.update(self.epoch_task, completed=record["epoch"],
                              info=f"clean {_pct(record.get('test_clean_acc'))}")
-        self.progress.reset(self.batch_task, info="")
+        if record["epoch"] < self.epochs:
+            self.progress.reset(self.batch_task, info="")
+        else:
+            self.progress.update(self.batch_task, visible=False)
 
     def close(self):
         self.progress.stop()

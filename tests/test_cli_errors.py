@@ -1,0 +1,182 @@
+"""The real console script on bad input: one `error:` line on stderr, exit status 2, no traceback.
+
+Every case runs `python -m workbench ...` in a subprocess. Each one pays for importing torch,
+so the cases run concurrently from one module fixture and the tests only check the results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench.checkpoint import FORMAT, VERSION
+from workbench.config import load_profile
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+class _SystemCall:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch '{self.marker}'",))
+
+
+@dataclass
+class Case:
+    args: list[str]
+    env: dict[str, str]
+    # Text the error line must contain, so the user knows what was wrong.
+    mentions: tuple[str, ...] = ()
+    marker: Path | None = None  # a file that code smuggled into an input would create
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    """A workspace: a trained run and the bad inputs the cases use."""
+    from workbench.training import prepare_run, run_training
+
+    root = tmp_path_factory.mktemp("cli")
+    cfg, path = load_profile("quickstart", ["epochs=1", "eval.robust_every=0"])
+    run = prepare_run(cfg, root / "trained", path)
+    assert run_training(run.root, device="cpu") == "finished"
+
+    (root / "random.pt").write_bytes(os.urandom(8192))
+    torch.save({"format": FORMAT, "version": VERSION, "model": {}, "state_dict": {},
+                "x": _SystemCall(root / "PWNED_zip")}, root / "evil.pt")
+    (root / "evil_raw.pt").write_bytes(pickle.dumps({"x": _SystemCall(root / "PWNED_raw")}))
+    (root / "bad.yaml").write_text("dataset: digits\nmodel: tiny\nepochz: 3\n")
+    (root / "mnist.yaml").write_text("dataset: mnist\nmodel: small_cnn\nepochs: 1\n")
+    (root / "empty_data").mkdir()
+    (root / "not_a_run").mkdir()
+    (root / "not_a_run" / "notes.txt").write_text("hello\n")
+    return {"root": root, "run": run}
+
+
+def _cases(ws) -> dict[str, Case]:
+    root, run = ws["root"], ws["run"]
+    env = {**os.environ, "WORKBENCH_OFFLINE": "1"}
+    env.setdefault("WORKBENCH_DATA", str(root / "no_data_needed"))
+    ckpt = str(run.best)
+    cases = {
+        "attack_missing_file": Case(["attack", "missing.pt"], env, ("missing.pt",)),
+        "attack_negative_eps": Case(["attack", ckpt, "--eps", "-0.1"], env, ("--eps", "-0.1")),
+        "attack_nan_eps": Case(["attack", ckpt, "--eps", "nan"], env, ("--eps", "nan")),
+        "attack_text_eps": Case(["attack", ckpt, "--eps", "abc"], env, ("--eps", "abc")),
+        "attack_random_bytes": Case(["attack", str(root / "random.pt")], env, ("random.pt",)),
+        "attack_malicious_pickle": Case(["attack", str(root / "evil.pt")], env, ("evil.pt",), root / "PWNED_zip"),
+        "attack_malicious_raw_pickle": Case(["attack", str(root / "evil_raw.pt")], env, ("evil_raw.pt",),
+                                            root / "PWNED_raw"),
+        "attack_steps_zero": Case(["attack", ckpt, "--steps", "0"], env, ("--steps",)),
+        "train_unknown_profile": Case(["train", "--profile", "nosuchprofile"], env, ("nosuchprofile",)),
+        "train_profile_unknown_key": Case(["train", "--profile", "bad.yaml"], env, ("bad.yaml", "epochz")),
+        "train_set_wrong_type": Case(["train", "--profile", "quickstart", "--set", "epochs=zero"], env,
+                                     ("quickstart.yaml", "epochs", "zero")),
+        "train_resume_missing": Case(["train", "--resume", "/nonexistent"], env, ("/nonexistent",)),
+        "stop_not_a_run": Case(["stop", str(root / "not_a_run")], env, (str(root / "not_a_run"),)),
+        "train_dataset_missing_offline": Case(
+            ["train", "--profile", "mnist.yaml", "--out", str(root / "mnist_runs")],
+            {**env, "WORKBENCH_DATA": str(root / "empty_data")}, ("mnist", str(root / "empty_data"))),
+        "attack_success": Case(["attack", ckpt, "--fgsm", "--pgd", "--eps", "0.05,0.1", "--steps", "5", "--json"], env),
+    }
+    if not HAS_CUDA:
+        cases["train_cuda_without_cuda"] = Case(["train", "--profile", "quickstart", "--device", "cuda"], env, ("cuda",))
+    return cases
+
+
+@pytest.fixture(scope="module")
+def results(ws):
+    cases = _cases(ws)
+
+    def call(case: Case) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "workbench", *case.args], cwd=ws["root"], env=case.env,
+                              capture_output=True, text=True, timeout=300)
+
+    with ThreadPoolExecutor(max_workers=max(2, min(6, os.cpu_count() or 2))) as pool:
+        done = dict(zip(cases, pool.map(call, cases.values())))
+    return {name: (cases[name], proc) for name, proc in done.items()}
+
+
+ERROR_CASES = [
+    "attack_missing_file", "attack_negative_eps", "attack_nan_eps", "attack_text_eps", "attack_random_bytes",
+    "attack_malicious_pickle", "attack_malicious_raw_pickle", "attack_steps_zero", "train_unknown_profile",
+    "train_profile_unknown_key", "train_set_wrong_type", "train_resume_missing", "stop_not_a_run",
+    "train_dataset_missing_offline", "train_cuda_without_cuda",
+]
+
+
+@pytest.mark.parametrize("name", ERROR_CASES)
+def test_bad_input_is_one_error_line_and_exit_2(results, name):
+    if name == "train_cuda_without_cuda" and HAS_CUDA:
+        pytest.skip("CUDA is available here")
+    case, proc = results[name]
+    shown = f"\nstdout: {proc.stdout[-2000:]!r}\nstderr: {proc.stderr[-2000:]!r}"
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout, shown
+    assert proc.returncode == 2, shown
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, shown
+    line = lines[0]
+    assert line.startswith("error:") and line[len("error:"):].strip(), shown
+    assert all(ch.isprintable() for ch in line), shown
+    for text in case.mentions:
+        assert text in line, f"{text!r} not in {line!r}"
+    if case.marker is not None:
+        assert not case.marker.exists(), "code from the checkpoint ran"
+
+
+def test_bad_input_creates_no_run_folder(results, ws):
+    # Profile, --set and device errors are caught before a run folder is made (default --out: ./runs).
+    assert not (ws["root"] / "runs").exists() or not any((ws["root"] / "runs").iterdir())
+
+
+def test_attack_json_success(results, ws):
+    case, proc = results["attack_success"]
+    shown = f"\nstdout: {proc.stdout[-2000:]!r}\nstderr: {proc.stderr[-2000:]!r}"
+    assert proc.returncode == 0, shown
+    assert "Traceback" not in proc.stderr, shown
+    out_lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert len(out_lines) == 1, shown
+    result = json.loads(out_lines[0])
+    assert isinstance(result, dict)
+    assert {"checkpoint", "dataset", "n", "clean_accuracy", "results"} <= set(result)
+    assert Path(result["checkpoint"]).resolve() == ws["run"].best.resolve()
+    assert result["dataset"] == "digits"
+    assert result["n"] == 359  # the whole digits test split
+    clean = result["clean_accuracy"]
+    assert 0.0 <= clean <= 1.0
+    assert clean > 0.2  # a trained model, not chance
+
+    by = {(r["attack"], r["eps"]): r for r in result["results"]}
+    assert set(by) == {("fgsm", 0.05), ("fgsm", 0.1), ("pgd", 0.05), ("pgd", 0.1)}
+    for r in result["results"]:
+        assert {"attack", "eps", "robust_accuracy", "seconds"} <= set(r)
+        assert 0.0 <= r["robust_accuracy"] <= 1.0
+        assert r["seconds"] >= 0
+        # Robust accuracy counts samples that are correct clean *and* under attack.
+        assert r["robust_accuracy"] <= clean + 1e-9, r
+    assert by[("pgd", 0.1)]["robust_accuracy"] <= by[("pgd", 0.05)]["robust_accuracy"] + 0.02
+    assert by[("fgsm", 0.1)]["robust_accuracy"] <= by[("fgsm", 0.05)]["robust_accuracy"] + 0.02
+    # PGD (5 steps from a random start) is at least about as strong as FGSM at the same eps.
+    for e in (0.05, 0.1):
+        assert by[("pgd", e)]["robust_accuracy"] <= by[("fgsm", e)]["robust_accuracy"] + 0.03
+
+    # The evaluation was saved into the run's evals/ folder.
+    evals = ws["run"].evals
+    saved = sorted(evals.glob("*.json"))
+    assert len(saved) == 1, saved
+    assert "saved_to" not in result or (ws["root"] / result["saved_to"]).resolve() == saved[0].resolve()
+    on_disk = json.loads(saved[0].read_text())
+    assert on_disk["clean_accuracy"] == clean
+    assert [(r["attack"], r["eps"], r["robust_accuracy"]) for r in on_disk["results"]] == \
+           [(r["attack"], r["eps"], r["robust_accuracy"]) for r in result["results"]]
+    assert not [p for p in evals.iterdir() if p.name.endswith(".tmp")]

@@ -1,0 +1,102 @@
+"""Creating run folders and finding them again."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import WorkbenchError
+from .files import RunPaths, read_metrics
+from .status import Status, effective_state
+
+DEFAULT_RUNS_DIR = Path("runs")
+
+
+def new_run_dir(out: Path, name: str) -> RunPaths:
+    """A fresh `<out>/<name>-<YYYYmmdd-HHMMSS>` folder (suffixed if that exists)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WorkbenchError(f"cannot create runs folder {out}: {exc.strerror or exc}") from None
+    for i in range(1000):
+        root = out / (f"{safe}-{stamp}" if i == 0 else f"{safe}-{stamp}-{i}")
+        try:
+            root.mkdir()
+        except FileExistsError:
+            continue
+        (root / "checkpoints").mkdir()
+        (root / "evals").mkdir()
+        return RunPaths(root)
+    raise WorkbenchError(f"cannot create a new run folder in {out}")
+
+
+def open_run(path: str | Path) -> RunPaths:
+    run = RunPaths(Path(path))
+    if not run.root.is_dir():
+        raise WorkbenchError(f"run folder {run.root} does not exist")
+    if not run.is_run():
+        raise WorkbenchError(f"{run.root} is not a run folder (no config.yaml)")
+    return run
+
+
+@dataclass
+class RunSummary:
+    path: Path
+    name: str
+    state: str
+    epoch: int
+    epochs: int
+    best_clean: float | None
+    best_robust: float | None
+    dataset: str
+    model: str
+    defense: str
+    started: float
+    message: str
+
+
+def summarize(run: RunPaths) -> RunSummary:
+    from ..config import read_yaml
+
+    status = Status.read(run.status)
+    try:
+        cfg = read_yaml(run.config) or {}
+    except WorkbenchError:
+        cfg = {}
+    model = cfg.get("model", {})
+    defense = cfg.get("defense", {})
+    best_clean = status.best_clean if status else None
+    best_robust = status.best_robust if status else None
+    if status is None:
+        # No status yet: fall back to the metrics stream.
+        for rec in read_metrics(run.metrics):
+            if rec.get("kind") == "epoch":
+                best_clean = max(filter(None, [best_clean, rec.get("test_clean_acc")]), default=None)
+                best_robust = max(filter(None, [best_robust, rec.get("test_robust_acc")]), default=None)
+    return RunSummary(
+        path=run.root,
+        name=run.root.name,
+        state=effective_state(status),
+        epoch=status.epoch if status else 0,
+        epochs=status.epochs if status else int(cfg.get("epochs", 0) or 0),
+        best_clean=best_clean,
+        best_robust=best_robust,
+        dataset=str(cfg.get("dataset", "?")),
+        model=str(model.get("name", "?") if isinstance(model, dict) else model),
+        defense=str(defense.get("name", "?") if isinstance(defense, dict) else defense),
+        started=status.started if status else run.root.stat().st_mtime,
+        message=status.message if status else "",
+    )
+
+
+def list_runs(out: Path) -> list[RunSummary]:
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    runs = [RunPaths(p) for p in out.iterdir() if p.is_dir()]
+    return sorted((summarize(r) for r in runs if r.is_run()), key=lambda s: s.started, reverse=True)
