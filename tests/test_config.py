@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -116,11 +115,12 @@ def test_set_model_option_on_plain_string_model():
     assert cfg.model.options == {"width": 64}
 
 
-def test_set_on_plain_string_defense_and_schedule():
-    cfg, _ = load_profile("pgd_at_mnist", ["schedule.gamma=0.5"])
-    assert cfg.schedule.name == "multistep" and cfg.schedule.gamma == pytest.approx(0.5)
-    cfg, _ = load_profile("quickstart", ["defense.name=softmax"])
-    assert cfg.defense.name == "softmax"
+def test_set_on_plain_string_defense_and_schedule(tmp_path):
+    path = tmp_path / "strings.yaml"
+    path.write_text("dataset: mnist\nmodel: small_cnn\ndefense: softmax\nschedule: cosine\n")
+    cfg, _ = load_profile(str(path), ["schedule.warmup_epochs=2", "defense.name=softmax"])
+    assert cfg.schedule.name == "cosine" and cfg.schedule.warmup_epochs == 2
+    assert cfg.defense.name == "softmax" and cfg.defense.params == {}
 
 
 def test_set_does_not_touch_the_profile_file():

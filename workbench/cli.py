@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich import box
 from rich.table import Table
 
 from .errors import TrainingFailed, WorkbenchError
@@ -179,21 +179,20 @@ def runs(
     if not summaries:
         out.print(f"no runs in {runs_dir}")
         return
-    table = Table()
-    table.add_column("run", no_wrap=True)
-    table.add_column("state")
-    table.add_column("epoch", justify="right")
-    table.add_column("dataset / model / defense")
-    table.add_column("clean", justify="right")
-    table.add_column("robust", justify="right")
-    table.add_column("age", justify="right")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("run (name-started)", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("epoch", justify="right", no_wrap=True)
+    table.add_column("data/model/defense", overflow="fold", min_width=12)
+    table.add_column("clean", justify="right", no_wrap=True)
+    table.add_column("robust", justify="right", no_wrap=True)
     for s in summaries:
-        age = time.time() - s.started
-        age_s = f"{age / 86400:.1f}d" if age > 86400 else f"{age / 3600:.1f}h" if age > 3600 else f"{age / 60:.0f}m"
-        state = f"failed: {s.message}" if s.state == "failed" and s.message else s.state
-        table.add_row(s.name, state, f"{s.epoch}/{s.epochs}", f"{s.dataset} / {s.model} / {s.defense}",
-                      _pct(s.best_clean), _pct(s.best_robust), age_s)
+        table.add_row(s.name, s.state, f"{s.epoch}/{s.epochs}", f"{s.dataset}/{s.model}/{s.defense}",
+                      _pct(s.best_clean), _pct(s.best_robust))
     out.print(table)
+    for s in summaries:
+        if s.state == "failed" and s.message:
+            out.print(f"[red]{s.name}[/red]: {s.message}", highlight=False, overflow="ellipsis", no_wrap=True)
 
 
 @app.command()
@@ -222,13 +221,27 @@ def profiles() -> None:
     out.print(table)
 
 
+def _is_usage_error(exc: BaseException) -> bool:
+    # Typer ships click or a vendored copy of it; recognise its usage errors by shape, not by import.
+    return hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)
+
+
 def main() -> None:
-    """Entry point: a `WorkbenchError` becomes one line on stderr and exit status 2."""
+    """Entry point: bad input becomes one `error:` line on stderr and exit status 2, never a traceback."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except WorkbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:
+        if not _is_usage_error(exc):
+            raise
+        message = " ".join(exc.format_message().split())
+        print(f"error: {message} (see workbench --help)", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    if type(code).__name__ == "Abort" or code is None or code == 0:
+        sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)

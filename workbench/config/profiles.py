@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
-from pydantic import ValidationError
+import torch
+from pydantic import TypeAdapter, ValidationError
 
 from ..errors import WorkbenchError
 from .schema import RunConfig
@@ -61,12 +63,14 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return data
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
+def format_validation_error(exc: ValidationError, source: str, prefix: str = "") -> str:
     err = exc.errors()[0]
-    # Discriminated unions put the tag ('sgd') in the location; users never wrote it.
-    loc = [str(p) for p in err["loc"] if p not in ("sgd", "adam", "adamw", "function-after[_check_step_size(), union[float,str]]")]
-    loc = [p for p in loc if not p.startswith(("function-", "union[", "list[", "dict[", "literal["))] or loc
-    key = ".".join(loc) or "(top level)"
+    # pydantic puts union members and discriminator tags ('sgd', 'float', 'list[float]') in the location;
+    # users never wrote them.
+    tags = {"sgd", "adam", "adamw", "float", "int", "str", "bool", "none"}
+    noise = ("function-", "union[", "list[", "dict[", "literal[", "is-instance[", "constrained-")
+    loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and (p in tags or p.startswith(noise)))]
+    key = ".".join(([prefix] if prefix else []) + loc) or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":
         msg = "unknown key"
@@ -79,21 +83,28 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     return f"{source}: {key}: {msg}"
 
 
-def validate_config(data: Any, source: str) -> RunConfig:
+def validate_config(data: Any, source: str, overridden: Iterable[str] = ()) -> RunConfig:
     if not isinstance(data, dict):
         raise WorkbenchError(f"{source}: a profile must be a YAML mapping of keys to values")
     try:
-        cfg = RunConfig.model_validate(data)
-    except ValidationError as exc:
-        raise WorkbenchError(format_validation_error(exc, source)) from None
-    check_references(cfg, source)
+        try:
+            cfg = RunConfig.model_validate(data)
+        except ValidationError as exc:
+            raise WorkbenchError(format_validation_error(exc, source)) from None
+        check_references(cfg, source)
+    except WorkbenchError as exc:
+        # Say so when the offending key came from a --set override rather than the file.
+        key = str(exc).removeprefix(f"{source}: ").split(":", 1)[0]
+        if any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in overridden):
+            raise WorkbenchError(f"{exc} (set by --set)") from None
+        raise
     return cfg
 
 
 def check_references(cfg: RunConfig, source: str) -> None:
     """Check the names a config refers to (dataset, model and its options, defense) exist and fit."""
     from ..data import DATASETS
-    from ..models import MODELS
+    from ..models import MODELS, create_model
     from defenses import DEFENSES
 
     def fail(key: str, msg: str) -> None:
@@ -105,13 +116,29 @@ def check_references(cfg: RunConfig, source: str) -> None:
         fail("model.name", f"unknown model {cfg.model.name!r}; choose one of: {', '.join(MODELS.names())}")
     data_spec = DATASETS.get(cfg.dataset)
     model_spec = MODELS.get(cfg.model.name)
-    for opt in cfg.model.options:
+    hints = typing.get_type_hints(model_spec.builder)
+    for opt, value in cfg.model.options.items():
         if opt not in model_spec.defaults:
             known = ", ".join(sorted(model_spec.defaults)) or "none"
             fail(f"model.{opt}", f"unknown option of model {cfg.model.name!r} (options: {known})")
+        if opt in hints:
+            try:
+                TypeAdapter(hints[opt]).validate_python(value, strict=True)
+            except ValidationError:
+                fail(f"model.{opt}", f"expected {_type_name(hints[opt])} (got {value!r})")
     if not model_spec.fits(data_spec.channels, data_spec.image_size):
         fail("model.name", f"model {cfg.model.name!r} does not fit {cfg.dataset} images "
              f"({data_spec.channels}x{data_spec.image_size}x{data_spec.image_size})")
+    try:
+        # Build on the meta device: checks option values (e.g. width: 0) without allocating weights.
+        with torch.device("meta"):
+            create_model(cfg.model.name, data_spec.channels, data_spec.num_classes, data_spec.image_size,
+                         **cfg.model.options)
+    except WorkbenchError as exc:
+        fail("model", str(exc))
+    except Exception as exc:  # noqa: BLE001 - any builder failure is a bad option value
+        fail("model", f"cannot build {cfg.model.name!r} with options {cfg.model.options}: "
+             f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}")
     if isinstance(cfg.model.normalize, dict):
         norm = cfg.model.normalize
         if set(norm) != {"mean", "std"} or any(len(v) != data_spec.channels for v in norm.values()):
@@ -124,10 +151,15 @@ def check_references(cfg: RunConfig, source: str) -> None:
     try:
         defense_cls.Params.model_validate(cfg.defense.params)
     except ValidationError as exc:
-        fail("defense", format_validation_error(exc, "params").removeprefix("params: "))
+        raise WorkbenchError(format_validation_error(exc, source, prefix="defense.params")) from None
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def load_profile(name_or_path: str, overrides: Iterable[str] = ()) -> tuple[RunConfig, Path]:
+    overrides = list(overrides)
     path = find_profile(name_or_path)
     data = read_yaml(path)
     if data is None:
@@ -136,4 +168,5 @@ def load_profile(name_or_path: str, overrides: Iterable[str] = ()) -> tuple[RunC
         raise WorkbenchError(f"{path}: a profile must be a YAML mapping of keys to values")
     data = apply_overrides(data, overrides)
     data.setdefault("name", path.stem)
-    return validate_config(data, str(path)), path
+    keys = [o.partition("=")[0].strip() for o in overrides]
+    return validate_config(data, str(path), keys), path

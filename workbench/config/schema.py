@@ -10,7 +10,7 @@ import math
 import re
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class Strict(BaseModel):
@@ -77,10 +77,10 @@ class AdvTrainConfig(Strict):
     steps: PositiveInt = 10
     step_size: Union[float, str] = "2.5*eps/steps"
     random_start: bool = True
-    ratio: Fraction = Field(1.0, description="share of adversarial samples in the training batch")
     # split: the first ratio*B samples of a batch are replaced by their adversarial versions.
     # concat: adversarial copies are appended to the clean batch (the PCL / PC-LC 1:1 recipe).
     pairing: Literal["split", "concat"] = "split"
+    ratio: Fraction = Field(1.0, description="share of adversarial samples in the training batch")
     model_mode: Literal["eval", "train"] = "eval"
     loss: Literal["ce", "cw"] = "ce"
 
@@ -96,11 +96,12 @@ class AdvTrainConfig(Strict):
             raise ValueError("must be a finite number >= 0")
         return v
 
-    @model_validator(mode="after")
-    def _pairing(self) -> "AdvTrainConfig":
-        if self.attack != "none" and self.pairing == "concat" and not (0 < self.ratio <= 0.5):
+    @field_validator("ratio")
+    @classmethod
+    def _ratio(cls, v: float, info: ValidationInfo) -> float:
+        if info.data.get("attack") != "none" and info.data.get("pairing") == "concat" and not (0 < v <= 0.5):
             raise ValueError("pairing 'concat' appends at most one adversarial copy per sample: ratio must be in (0, 0.5]")
-        return self
+        return v
 
     @property
     def enabled(self) -> bool:

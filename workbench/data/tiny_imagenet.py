@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torchvision.datasets import ImageFolder
 
 from ..errors import WorkbenchError
 from .spec import DATASETS, DatasetSpec
@@ -21,19 +20,19 @@ _CACHE_FORMAT = 1  # bump when the cached layout changes, so old caches get rebu
 _LAYOUT = f"<root>/{_DIR}/{{train,val}}/<class>/[<subfolders>/]<image>"
 
 
-class _Folder(ImageFolder):
-    """ImageFolder with a class map fixed from outside.
+def _folder_samples(directory: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
+    """ImageFolder's file listing with a class map fixed from outside.
 
     val must use train's class indices even when it lacks some classes; ImageFolder
     would otherwise number val's own folders and silently mislabel them.
     """
+    from torchvision.datasets import ImageFolder  # imported here: torchvision is slow to import
 
-    def __init__(self, directory: Path, class_to_idx: dict[str, int]):
-        self._fixed = class_to_idx
-        super().__init__(str(directory), allow_empty=True)
+    class _Folder(ImageFolder):
+        def find_classes(self, directory):
+            return sorted(class_to_idx, key=class_to_idx.__getitem__), dict(class_to_idx)
 
-    def find_classes(self, directory):
-        return sorted(self._fixed, key=self._fixed.__getitem__), dict(self._fixed)
+    return _Folder(str(directory), allow_empty=True).samples
 
 
 def _subdirs(path: Path) -> list[str]:
@@ -86,7 +85,7 @@ def _samples(base: Path, folder: Path) -> list[tuple[str, int]]:
                 f"{folder} has class folders missing from {class_source}: {', '.join(unknown[:5])}; "
                 f"both splits must use the same classes (expected layout {_LAYOUT})"
             )
-        samples = _Folder(folder, class_to_idx).samples
+        samples = _folder_samples(folder, class_to_idx)
 
     if not samples:
         raise WorkbenchError(f"dataset 'tiny_imagenet' has no images in {folder} (expected layout {_LAYOUT})")

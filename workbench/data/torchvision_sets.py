@@ -9,7 +9,6 @@ from typing import Callable
 
 import torch
 from torch import Tensor
-from torchvision import datasets as tvd
 
 from ..errors import WorkbenchError
 from .spec import DATASETS, DatasetSpec
@@ -52,8 +51,17 @@ def _fetch(name: str, root: Path, expected: Path, download: bool, build: Callabl
         raise WorkbenchError(f"{where}; download failed: {_short_reason(exc)}. {_FIX}") from exc
 
 
-def _mnist_like(name: str, cls: type[tvd.MNIST]) -> Callable[[Path, str, bool], Raw]:
+def _tv(cls_name: str):
+    """A torchvision dataset class, imported on first use (torchvision takes seconds to import)."""
+    from torchvision import datasets
+
+    return getattr(datasets, cls_name)
+
+
+def _mnist_like(name: str, cls_name: str) -> Callable[[Path, str, bool], Raw]:
     def load(root: Path, split: str, download: bool) -> Raw:
+        cls = _tv(cls_name)
+
         def build(dl: bool) -> Raw:
             ds = cls(str(root), train=split == "train", download=dl)
             return ds.data.unsqueeze(1).contiguous(), ds.targets.to(torch.int64)
@@ -65,8 +73,10 @@ def _mnist_like(name: str, cls: type[tvd.MNIST]) -> Callable[[Path, str, bool], 
     return load
 
 
-def _cifar(name: str, cls: type[tvd.CIFAR10], train_file: str, test_file: str) -> Callable[[Path, str, bool], Raw]:
+def _cifar(name: str, cls_name: str, train_file: str, test_file: str) -> Callable[[Path, str, bool], Raw]:
     def load(root: Path, split: str, download: bool) -> Raw:
+        cls = _tv(cls_name)
+
         def build(dl: bool) -> Raw:
             ds = cls(str(root), train=split == "train", download=dl)
             # torchvision keeps CIFAR as a numpy N x H x W x C array.
@@ -80,12 +90,14 @@ def _cifar(name: str, cls: type[tvd.CIFAR10], train_file: str, test_file: str) -
 
 
 def _svhn(root: Path, split: str, download: bool) -> Raw:
+    svhn = _tv("SVHN")
+
     def build(dl: bool) -> Raw:
-        ds = tvd.SVHN(str(root), split=split, download=dl)
+        ds = svhn(str(root), split=split, download=dl)
         # Already N x C x H x W, and torchvision has mapped label 10 to digit 0.
         return torch.from_numpy(ds.data).contiguous(), torch.from_numpy(ds.labels).to(torch.int64)
 
-    expected = root / tvd.SVHN.split_list[split][1]
+    expected = root / svhn.split_list[split][1]
     return _fetch("svhn", root, expected, download, build)
 
 
@@ -97,24 +109,24 @@ _GREY = dict(channels=1, num_classes=10, image_size=28, augment="none")
 _COLOUR = dict(channels=3, image_size=32, augment="crop_flip")
 
 _register(
-    "mnist", _mnist_like("mnist", tvd.MNIST), mean=(0.1307,), std=(0.3081,),
+    "mnist", _mnist_like("mnist", "MNIST"), mean=(0.1307,), std=(0.3081,),
     description="MNIST handwritten digits, 60k train / 10k test", **_GREY,
 )
 _register(
-    "fashion_mnist", _mnist_like("fashion_mnist", tvd.FashionMNIST), mean=(0.2860,), std=(0.3530,),
+    "fashion_mnist", _mnist_like("fashion_mnist", "FashionMNIST"), mean=(0.2860,), std=(0.3530,),
     description="Fashion-MNIST clothing items, 60k train / 10k test", **_GREY,
 )
 _register(
-    "kmnist", _mnist_like("kmnist", tvd.KMNIST), mean=(0.1918,), std=(0.3483,),
+    "kmnist", _mnist_like("kmnist", "KMNIST"), mean=(0.1918,), std=(0.3483,),
     description="Kuzushiji-MNIST cursive Japanese characters, 60k train / 10k test", **_GREY,
 )
 _register(
-    "cifar10", _cifar("cifar10", tvd.CIFAR10, "data_batch_1", "test_batch"), num_classes=10,
+    "cifar10", _cifar("cifar10", "CIFAR10", "data_batch_1", "test_batch"), num_classes=10,
     mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
     description="CIFAR-10 colour objects, 50k train / 10k test", **_COLOUR,
 )
 _register(
-    "cifar100", _cifar("cifar100", tvd.CIFAR100, "train", "test"), num_classes=100,
+    "cifar100", _cifar("cifar100", "CIFAR100", "train", "test"), num_classes=100,
     mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
     description="CIFAR-100 colour objects in 100 classes, 50k train / 10k test", **_COLOUR,
 )

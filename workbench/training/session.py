@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,8 +65,17 @@ def run_training(path: str | Path, device: str | None = None, data_root: str | N
         status = Status.read(run.status)
         if status is not None and status.state == "finished" and run.last.exists():
             raise WorkbenchError(f"run {run.root} already finished its {cfg.epochs} epochs")
-        dev = resolve_device(device or meta.get("device") or "auto")
-        trainer = Trainer(cfg, run, dev, reporter=reporter, data_root=data_root or meta.get("data_root"))
-        if run.last.exists():
-            trainer.restore(run.last)
+        try:
+            dev = resolve_device(device or meta.get("device") or "auto")
+            trainer = Trainer(cfg, run, dev, reporter=reporter, data_root=data_root or meta.get("data_root"))
+            if run.last.exists():
+                trainer.restore(run.last)
+        except Exception as exc:
+            # Record why the run never started (missing data, bad device...) for `runs` and the TUI.
+            previous = status or Status(epochs=cfg.epochs)
+            previous.state = "failed"
+            previous.pid = os.getpid()
+            previous.message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            previous.write(run.status)
+            raise
         return trainer.train()
