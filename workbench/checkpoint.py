@@ -74,15 +74,19 @@ def build_model(recipe: dict[str, Any]) -> nn.Module:
     return create_defense(defense["name"], defense["params"], recipe["num_classes"]).transform_model(model)
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The classifier stored in a checkpoint, in eval mode: [0, 1] inputs in, logits out."""
-    data = read_checkpoint(path)
+def model_from_checkpoint(data: dict[str, Any], path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The eval-mode classifier described by an already-read checkpoint."""
     try:
         model = build_model(data["model"])
         model.load_state_dict(data["state_dict"])
     except WorkbenchError:
         raise
-    except (KeyError, TypeError, RuntimeError) as exc:
+    except Exception as exc:  # untrusted recipe: any mismatch is the file's fault
         msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise WorkbenchError(f"{path}: checkpoint does not match its model recipe ({msg})") from None
     return model.to(device).eval()
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The classifier stored in a checkpoint, in eval mode: [0, 1] inputs in, logits out."""
+    return model_from_checkpoint(read_checkpoint(path), path, device)

@@ -6,10 +6,9 @@ folder (the run's `evals/` for a run checkpoint), for the TUI and reports.
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,7 +17,7 @@ import torch
 from attacks import ATTACKS
 
 from ..attacks_util import iterate_batches
-from ..checkpoint import build_model, read_checkpoint
+from ..checkpoint import model_from_checkpoint, read_checkpoint
 from ..data import load_raw
 from ..errors import WorkbenchError
 from ..provenance import provenance
@@ -80,15 +79,8 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     ckpt = resolve_checkpoint(checkpoint)
     data = read_checkpoint(ckpt)
-    try:
-        model = build_model(data["model"])
-        model.load_state_dict(data["state_dict"])
-    except WorkbenchError:
-        raise
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise WorkbenchError(f"{ckpt}: checkpoint does not match its model recipe ({type(exc).__name__})") from None
     device = torch.device(device)
-    model = model.to(device).eval()
+    model = model_from_checkpoint(data, ckpt, device)
     dataset = data.get("dataset")
     if not isinstance(dataset, str):
         raise WorkbenchError(f"{ckpt}: checkpoint does not name its dataset")
@@ -152,7 +144,3 @@ def save_evaluation(result: dict[str, Any]) -> Path:
         i += 1
     write_json_atomic(path, result)
     return path
-
-
-def to_json(result: dict[str, Any]) -> str:
-    return json.dumps(result, indent=2)
