@@ -43,7 +43,7 @@ def train(
 ) -> None:
     """Train a model from a profile; prints its run folder first."""
     from .config import load_profile
-    from .runs import launch_detached, open_run
+    from .runs import Status, launch_detached, open_run
     from .training import prepare_run, run_training
     from .training.reporting import reporter_for
     from .training.trainer import resolve_device
@@ -64,15 +64,17 @@ def train(
         pid = launch_detached(run, args)
         print(f"training in the background (pid {pid}); log: {run.log}", flush=True)
         return
-    state = run_training(run.root, device=None if device == "auto" and resume is None else device,
+    # "auto" defers to the device the run was created with (a resumed run keeps its device).
+    state = run_training(run.root, device=None if device == "auto" else device,
                          data_root=data_root, reporter=reporter_for(sys.stdout))
-    best = run.best if run.best.exists() else run.last
-    print(f"{state}: checkpoint {best}", flush=True)
+    status = Status.read(run.status)
+    message = status.message if status else state
     if state == "failed":
-        from .runs import Status
-
-        status = Status.read(run.status)
-        raise TrainingFailed(status.message if status else "training failed")
+        raise TrainingFailed(message)
+    best = run.best if run.best.exists() else run.last
+    if state == "stopped":
+        print(f"{message}: workbench train --resume {run.root}", flush=True)
+    print(f"{state}: checkpoint {best}", flush=True)
 
 
 def _parse_eps(text: str) -> list[float]:
