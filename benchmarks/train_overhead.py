@@ -15,7 +15,9 @@ torch thread count, on the same device. No adversarial training, no evaluation.
 
 Runs alternate (bare, trainer, then trainer, bare, ...) `--repeats` times; with more
 than one epoch the first epoch of every run is dropped as warm-up, and the median of the
-remaining epoch times is compared.
+remaining epoch times is compared (a "fastest epoch" row is printed too: other processes
+only slow epochs down). Each run prints the CPU cores its process actually got; on CPU a
+WARNING says when other processes competed for them.
 
     WORKBENCH_DATA=/work/shared/data python benchmarks/train_overhead.py
     python benchmarks/train_overhead.py --epochs 3 --subset 0 --repeats 3 --device cuda

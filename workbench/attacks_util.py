@@ -12,5 +12,5 @@ def iterate_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Iterat
     for lo in range(0, len(y), batch_size):
         xb = x[lo:lo + batch_size]
         if xb.dtype == torch.uint8:
-            xb = xb.float().div_(255.0)
+            xb = torch.div(xb, 255.0)
         yield xb, y[lo:lo + batch_size]

@@ -43,7 +43,8 @@ class DeviceLoader:
         return len(self.labels)
 
     def _to_float(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        # One kernel: uint8 / float promotes to float32 (== x.float() / 255 exactly).
+        return torch.div(x, 255.0) if x.dtype == torch.uint8 else x.float()
 
     def epoch(self, generator: torch.Generator | None = None, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of one epoch; `start` skips batches already done (resume mid-epoch).

@@ -8,6 +8,7 @@ every RNG), and a run killed hard loses at most the epoch in progress.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -140,6 +141,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []  # epoch records
         self.best_value: float | None = None
         self.status = Status(pid=None, epochs=cfg.epochs, batches=len(self.loader), device=str(device))
+        self.provenance = provenance()
 
     # -- evaluation -------------------------------------------------------------------------
     def eval_attack(self):
@@ -189,7 +191,7 @@ class Trainer:
             "history": self.history,
             "config": self.cfg.model_dump(mode="json"),
             "dataset": self.cfg.dataset,
-            "provenance": provenance(),
+            "provenance": self.provenance,
         }
 
     def save(self, best: bool = False) -> None:
@@ -280,11 +282,10 @@ class Trainer:
     def _loop(self, metrics: MetricsWriter) -> tuple[str, str]:
         cfg = self.cfg
         batches = len(self.loader)
-        interval_loss = torch.zeros((), device=self.device)
-        interval_correct = torch.zeros((), dtype=torch.long, device=self.device)
-        interval_seen = 0
+        # Step metrics are differences of the epoch totals between log points: one accumulator,
+        # a few kernel launches per step, one device read per log point.
+        mark_loss, mark_correct, mark_seen = float(self.totals.loss), int(self.totals.correct), self.totals.seen
         last_status = time.time()
-        finite = torch.ones((), dtype=torch.bool, device=self.device)
         self.model.train()
         while self.position.epoch < cfg.epochs:
             epoch = self.position.epoch
@@ -304,16 +305,11 @@ class Trainer:
                     nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 self.optimizer.step()
 
-                # Accumulate on the device; read back only at log points (no per-step sync).
-                loss = out.loss.detach()
-                finite &= torch.isfinite(loss)
+                # Accumulate on the device; read back only at log points (no per-step sync). A nan/inf
+                # loss poisons the running sum, so checking the sum there catches it.
                 n = y_in.shape[0]
-                correct = (out.logits.detach().argmax(1) == y_in).sum()
-                interval_loss += loss * n
-                interval_correct += correct
-                interval_seen += n
-                self.totals.loss += loss * n
-                self.totals.correct += correct
+                self.totals.loss.add_(out.loss.detach(), alpha=n)
+                self.totals.correct.add_((out.logits.detach().argmax(1) == y_in).sum())
                 self.totals.seen += n
                 for k, v in out.parts.items():
                     self.totals.parts[k] = self.totals.parts.get(k, 0) + v.detach() * n
@@ -322,15 +318,17 @@ class Trainer:
                 self.reporter.batch(epoch, self.position.batch)
 
                 if self.position.step % cfg.log_every == 0 or self.position.batch == batches:
-                    if not bool(finite):
+                    total_loss, total_correct = float(self.totals.loss), int(self.totals.correct)
+                    if not math.isfinite(total_loss):
                         raise NonFiniteLoss(f"loss became non-finite (nan/inf) in epoch {epoch + 1} before step "
                                             f"{self.position.step}; {self._kept()}")
+                    seen = self.totals.seen - mark_seen
                     rec = {"kind": "step", "epoch": epoch + 1, "batch": self.position.batch, "step": self.position.step,
-                           "train_loss": float(interval_loss) / interval_seen,
-                           "train_acc": int(interval_correct) / interval_seen, "lr": lr, "time": time.time()}
+                           "train_loss": (total_loss - mark_loss) / seen,
+                           "train_acc": (total_correct - mark_correct) / seen, "lr": lr, "time": time.time()}
                     metrics.write(rec)
                     self.reporter.log(rec)
-                    interval_loss.zero_(); interval_correct.zero_(); interval_seen = 0
+                    mark_loss, mark_correct, mark_seen = total_loss, total_correct, self.totals.seen
                 if time.time() - last_status > STATUS_INTERVAL:
                     self.write_status("running")
                     last_status = time.time()
@@ -345,8 +343,6 @@ class Trainer:
                     self.save()
 
             # End of epoch: evaluate, record, checkpoint.
-            if not bool(finite):
-                raise NonFiniteLoss(f"loss became non-finite (nan/inf) in epoch {epoch + 1}; {self._kept()}")
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             train_seconds = self.totals.seconds + time.perf_counter() - t_epoch
@@ -368,6 +364,7 @@ class Trainer:
 
             self.position = Position(epoch + 1, 0, self.position.step)
             self.totals = EpochTotals.zeros(self.device)
+            mark_loss, mark_correct, mark_seen = 0.0, 0, 0
             self.epoch_start_state = self.data_generator.get_state()
             self.save(best=improved or not self.run.best.exists())
             metrics.write(record)
