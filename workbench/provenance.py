@@ -38,7 +38,9 @@ def package_versions() -> dict[str, str]:
 
 def provenance() -> dict[str, Any]:
     return {
-        "git": git_commit(Path(__file__).resolve().parent),
+        "git": git_commit(Path(__file__).resolve().parent),  # the workbench code
+        "cwd_git": git_commit(Path.cwd()),  # the user's experiment repository, if any
+        "cwd": str(Path.cwd()),
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
