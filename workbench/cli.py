@@ -223,6 +223,39 @@ def profiles() -> None:
     out.print(table)
 
 
+@app.command()
+def models() -> None:
+    """List the model zoo with the inputs each fits and its taps."""
+    import torch
+
+    from .models import MODELS, create_model
+
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("model", "description", "min size", "taps"):
+        table.add_column(col, overflow="fold")
+    for name, spec in MODELS.items():
+        channels = spec.channels[0]
+        size = max(spec.min_image_size, 32)
+        with torch.device("meta"):  # taps without allocating weights
+            taps = create_model(name, channels, 10, size).taps
+        table.add_row(name, spec.description, str(spec.min_image_size), ", ".join(taps))
+    out.print(table)
+
+
+@app.command()
+def datasets() -> None:
+    """List the datasets and their shapes."""
+    from .data import DATASETS, resolve_data_root
+
+    table = Table(box=box.SIMPLE_HEAD, caption=f"data root: {resolve_data_root()}")
+    for col in ("dataset", "shape", "classes", "augment", "description"):
+        table.add_column(col, overflow="fold")
+    for name, spec in DATASETS.items():
+        table.add_row(name, f"{spec.channels}x{spec.image_size}x{spec.image_size}", str(spec.num_classes),
+                      spec.augment, spec.description)
+    out.print(table)
+
+
 def _is_usage_error(exc: BaseException) -> bool:
     # Typer ships click or a vendored copy of it; recognise its usage errors by shape, not by import.
     return hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)

@@ -1,0 +1,30 @@
+"""The listing commands show every registered entry (in-process, through typer's test runner)."""
+
+from typer.testing import CliRunner
+
+from workbench.cli import app
+from workbench.config import list_profiles
+from workbench.data import DATASETS
+from workbench.models import MODELS
+
+runner = CliRunner()
+
+
+def test_models_lists_every_model_with_its_taps():
+    result = runner.invoke(app, ["models"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    for name in MODELS.names():
+        assert name in result.output
+    assert "gap, fc1, act1, fc2, act2, logits" in result.output  # cnn6's PCL taps
+
+
+def test_datasets_and_profiles_are_listed():
+    result = runner.invoke(app, ["datasets"], env={"COLUMNS": "300", "WORKBENCH_DATA": "/somewhere/data"})
+    assert result.exit_code == 0, result.output
+    for name in DATASETS.names():
+        assert name in result.output
+    assert "/somewhere/data" in result.output
+    result = runner.invoke(app, ["profiles"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0
+    for name in list_profiles():
+        assert name in result.output
