@@ -124,8 +124,9 @@ class Attack(ABC):
 
     # -- call contract ------------------------------------------------------------------------
     @abstractmethod
-    def perturb(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (x_adv, restart index per sample)."""
+    def perturb(self, x: torch.Tensor, y: torch.Tensor,
+                target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return (x_adv, restart index per sample, or None for single-run attacks)."""
 
     def settings(self) -> dict[str, Any]:
         """The fully resolved hyper-parameters, for reports."""
@@ -163,6 +164,8 @@ class Attack(ABC):
         success = adv_pred == target if self.targeted else adv_pred != y
         delta = (x_adv - x).flatten(1)
         norm = delta.abs().amax(1) if self.norm == "linf" else delta.norm(p=2, dim=1)
+        if restart is None:
+            restart = torch.where(success, 0, -1)
         return AttackResult(x_adv.detach(), clean_correct, clean_correct & (adv_pred == y), success,
                             norm, restart, self.settings())
 

@@ -4,8 +4,6 @@ x' = clip_[0,1](x + eps * sign(grad_x loss)). Untargeted by default; targeted mo
 steps down the loss toward the target class.
 """
 
-import torch
-
 from .base import Attack, as_eps, project_linf
 from .registry import register_attack
 
@@ -18,5 +16,4 @@ class FGSM(Attack):
     def perturb(self, x, y, target):
         eps = as_eps(self.eps, x)
         grad = self.input_grad(x, y, target)
-        x_adv = project_linf(x + eps * grad.sign(), x, eps)
-        return x_adv, torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        return project_linf(x + eps * grad.sign(), x, eps), None

@@ -23,7 +23,7 @@ class PGD(Attack):
         super().__init__(model, eps, **kwargs)
         if steps < 1 or restarts < 1:
             raise ValueError("steps and restarts must be >= 1")
-        if step_size is not None and not step_size > 0:
+        if step_size is not None and not bool((torch.as_tensor(step_size) > 0).all()):
             raise ValueError("step_size must be > 0")
         self.steps = steps
         self.step_size = step_size
@@ -35,11 +35,10 @@ class PGD(Attack):
         if step is None:
             step = 2.5 * self.eps / self.steps if isinstance(self.eps, (int, float)) else "2.5*eps/steps"
         elif isinstance(step, torch.Tensor):
-            step = "per-sample"
+            step = step.flatten().tolist() if step.numel() > 1 else float(step)
         return {"steps": self.steps, "step_size": step, "random_start": self.random_start, "restarts": self.restarts}
 
-    def _one_run(self, x, y, target, eps):
-        alpha = self.step_size if self.step_size is not None else 2.5 * eps / self.steps
+    def _one_run(self, x, y, target, eps, alpha):
         if self.random_start:
             noise = torch.rand(x.shape, generator=self.generator(x.device), device=x.device, dtype=x.dtype)
             x_adv = (x + (2 * noise - 1) * eps).clamp_(0.0, 1.0)
@@ -57,21 +56,23 @@ class PGD(Attack):
 
     def perturb(self, x, y, target):
         eps = as_eps(self.eps, x)
-        per_sample = eps.dim() > 0 and eps.numel() > 1
-        restart = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
-        x_best = self._one_run(x, y, target, eps)
+        alpha = as_eps(self.step_size, x) if self.step_size is not None else 2.5 * eps / self.steps
+
+        def rows(t, idx):  # per-sample tensors follow the subset; scalars stay as they are
+            return t[idx] if t.dim() > 0 and t.numel() > 1 else t
+
+        x_best = self._one_run(x, y, target, eps, alpha)
         if self.restarts == 1:
-            restart[self._succeeded(x_best, y, target)] = 0
-            return x_best, restart
+            return x_best, None  # no extra forward pass: run() derives the restart from success
+        restart = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
         active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         for r in range(self.restarts):
             if r > 0:
                 idx = active.nonzero().squeeze(1)
                 if idx.numel() == 0:
                     break
-                e = eps[idx] if per_sample else eps
                 t = target[idx] if target is not None else None
-                x_best[idx] = self._one_run(x[idx], y[idx], t, e)
+                x_best[idx] = self._one_run(x[idx], y[idx], t, rows(eps, idx), rows(alpha, idx))
             hit = self._succeeded(x_best, y, target) & active
             restart[hit] = r
             active &= ~hit

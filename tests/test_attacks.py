@@ -134,3 +134,13 @@ def test_as_strong_as_torchattacks_pgd(model_and_data):
     theirs = accuracy(model, theirs_adv, y)
     # Same algorithm: our robust accuracy must not be higher beyond random-start noise.
     assert ours <= theirs + 0.02
+
+
+def test_per_sample_step_size_with_restarts(model_and_data):
+    model, x, y = model_and_data
+    eps = torch.linspace(0.05, 0.3, len(y))
+    attack = PGD(model, eps=eps, steps=5, step_size=eps / 4, restarts=3)
+    res = attack.run(x, y)
+    assert ((x_adv_dist := (res.x_adv - x).flatten(1).abs().amax(1)) <= eps + 1e-6).all()
+    assert x_adv_dist.max() > 0.2  # large-eps samples really moved
+    assert res.restart.max() < 3

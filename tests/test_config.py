@@ -268,3 +268,30 @@ def test_valid_minimal_profile_gets_defaults(tmp_path):
     assert cfg.name == "mini"
     assert cfg.defense.name == "softmax" and cfg.adv_train.attack == "none" and not cfg.adv_train.enabled
     assert cfg.optimizer.name == "sgd"
+
+
+@pytest.mark.parametrize("override, key", [
+    ("adv_train.step_size=eps/0", "adv_train.step_size"),
+    ("adv_train.step_size=0*eps", "adv_train.step_size"),
+    ("adv_train.step_size=0", "adv_train.step_size"),
+    ("optimizer.betas=[0.9]", "optimizer.betas"),
+    ("optimizer.betas=[1.5, 0.9]", "optimizer.betas"),
+    ("eval.eps=.inf", "eval.eps"),
+    ("optimizer.lr=.nan", "optimizer.lr"),
+    ("adv_train.eps=[0.1, .inf]", "adv_train.eps"),
+])
+def test_values_that_would_crash_training_are_rejected_up_front(override, key):
+    """Each of these once validated and then crashed (or silently did nothing) at train time."""
+    with pytest.raises(WorkbenchError) as err:
+        load_profile("quickstart", ["optimizer.name=adam", override])
+    assert key in str(err.value) and "\n" not in str(err.value)
+
+
+def test_concat_pairing_checks_the_default_ratio_too():
+    with pytest.raises(WorkbenchError, match="adv_train.ratio"):
+        load_profile("quickstart", ["adv_train.attack=fgsm", "adv_train.pairing=concat", "adv_train.ratio=1.0"])
+    data = {"dataset": "digits", "model": "tiny", "adv_train": {"attack": "fgsm", "pairing": "concat"}}
+    from workbench.config import validate_config
+
+    with pytest.raises(WorkbenchError, match="adv_train.ratio"):
+        validate_config(data, "inline")

@@ -185,3 +185,50 @@ def test_stop_command_stops_detached_run(tmp_path):
     status = Status.read(run.status)
     assert status.state == "stopped" and "SIGTERM" in status.message
     assert read_checkpoint(run.last)["position"]["step"] == status.step
+
+
+def test_nan_never_overwrites_last_good_checkpoint_mid_epoch(tmp_path):
+    """Mid-epoch checkpoints (checkpoint_every) must not save a state a nan loss has already poisoned."""
+    cfg, path = load_profile("quickstart", ["epochs=2", "optimizer.name=sgd", "optimizer.lr=1e8",
+                                            "adv_train.attack=none", "log_every=1000", "checkpoint_every=3",
+                                            *FAST])
+    run = prepare_run(cfg, tmp_path, path)
+    assert run_training(run.root, device="cpu") == "failed"
+    if run.last.exists():
+        for v in read_checkpoint(run.last)["state_dict"].values():
+            assert torch.isfinite(v.float()).all()
+
+
+def test_fresh_start_drops_lines_of_an_attempt_killed_before_any_checkpoint(tmp_path):
+    cfg, path = load_profile("quickstart", ["epochs=1", *FAST])
+    run = prepare_run(cfg, tmp_path, path)
+    # What a trainer killed before its first checkpoint leaves: complete lines and a partial one.
+    run.metrics.write_text('{"kind": "step", "step": 20, "epoch": 1}\n{"kind": "step", "st')
+    assert run_training(run.root, device="cpu") == "finished"
+    steps = [r["step"] for r in read_metrics(run.metrics) if r["kind"] == "step"]
+    assert steps == sorted(set(steps)) and steps[0] == cfg.log_every
+    assert all(line.endswith("}") for line in run.metrics.read_text().splitlines())
+
+
+def test_prepared_run_reads_as_starting_until_launched(tmp_path):
+    cfg, path = load_profile("quickstart")
+    run = prepare_run(cfg, tmp_path, path)
+    assert effective_state(Status.read(run.status)) == "starting"
+
+
+def test_resume_on_another_device_reseeds_instead_of_crashing(tmp_path, capsys):
+    """A CUDA run resumed on CPU (or back): generator states do not carry across devices."""
+    from workbench.checkpoint import save_checkpoint
+
+    cfg, path = load_profile("quickstart", ["epochs=2", *FAST])
+    run = prepare_run(cfg, tmp_path, path)
+    reporter = StopAt(epoch=0, batch=5)
+    trainer = Trainer(load_run_config(run), run, torch.device("cpu"), reporter=reporter)
+    reporter.trainer = trainer
+    assert trainer.train() == "stopped"
+    data = read_checkpoint(run.last)
+    data["rng"]["adversary"]["attack_device"] = "cuda"  # as written by a run on a GPU
+    data["rng"]["adversary"]["attack_generator"] = torch.zeros(16, dtype=torch.uint8)
+    save_checkpoint({k: v for k, v in data.items() if k not in ("format", "version")}, run.last)
+    assert run_training(run.root, device="cpu") == "finished"
+    assert "reseeded" in capsys.readouterr().out

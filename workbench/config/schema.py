@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -39,8 +39,11 @@ def resolve_step_size(step_size: float | str, eps: float, steps: int) -> float:
 
 def _check_step_size(v: Any) -> Any:
     if isinstance(v, str):
-        if not _STEP_RE.match(v):
+        m = _STEP_RE.match(v)
+        if not m:
             raise ValueError("must be a number or an expression like 'eps/4' or '2.5*eps/steps'")
+        if (m["k"] and float(m["k"]) <= 0) or (m["d"] and m["d"] != "steps" and float(m["d"]) <= 0):
+            raise ValueError("must be a positive multiple of eps (no zero factor or divisor)")
     elif isinstance(v, (int, float)) and not isinstance(v, bool):
         if not (v > 0 and math.isfinite(v)):
             raise ValueError("must be a positive number")
@@ -57,7 +60,6 @@ class NamedBlock(Strict):
 
 
 class ModelConfig(NamedBlock):
-    model_config = ConfigDict(extra="forbid", strict=True)
     name: str
     # "none": the model sees [0, 1] pixels; "dataset": the dataset's mean/std, inside the model;
     # or explicit [mean..., std...] as {mean: [...], std: [...]}.
@@ -80,7 +82,8 @@ class AdvTrainConfig(Strict):
     # split: the first ratio*B samples of a batch are replaced by their adversarial versions.
     # concat: adversarial copies are appended to the clean batch (the PCL / PC-LC 1:1 recipe).
     pairing: Literal["split", "concat"] = "split"
-    ratio: Fraction = Field(1.0, description="share of adversarial samples in the training batch")
+    ratio: Fraction = Field(1.0, validate_default=True,
+                            description="share of adversarial samples in the training batch (1: all, 0.5: 1:1)")
     model_mode: Literal["eval", "train"] = "eval"
     loss: Literal["ce", "cw"] = "ce"
 
@@ -119,7 +122,8 @@ class SGDConfig(Strict):
 class AdamConfig(Strict):
     name: Literal["adam", "adamw"]
     lr: Annotated[float, Field(gt=0)] = 1e-3
-    betas: list[float] = Field(default_factory=lambda: [0.9, 0.999])
+    betas: list[Annotated[float, Field(ge=0.0, lt=1.0)]] = Field(default_factory=lambda: [0.9, 0.999],
+                                                                min_length=2, max_length=2)
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
 
 

@@ -26,10 +26,15 @@ def launch_detached(run: RunPaths, extra_args: list[str] | None = None) -> int:
     with open(run.log, "ab") as log, open(os.devnull, "rb") as devnull:
         proc = subprocess.Popen(cmd, stdin=devnull, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, env=env, close_fds=True)
+    # Record the child at once, so `runs`/`stop` see it while it is still loading data.
+    status = Status.read(run.status) or Status()
+    if status.state == "starting":
+        status.pid = proc.pid
+        status.write(run.status)
     return proc.pid
 
 
-def stop_run(path: str | Path, timeout: float = 30.0) -> str:
+def stop_run(path: str | Path, timeout: float = 120.0) -> str:
     """Ask a running trainer to stop (SIGTERM: it checkpoints and exits); returns the final state."""
     run = open_run(path)
     status = Status.read(run.status)
@@ -48,6 +53,7 @@ def stop_run(path: str | Path, timeout: float = 30.0) -> str:
             break
         time.sleep(0.1)
     else:
-        raise WorkbenchError(f"run {run.root} (pid {status.pid}) did not stop within {timeout:.0f} s")
+        raise WorkbenchError(f"run {run.root} (pid {status.pid}) has not stopped after {timeout:.0f} s; it stops at "
+                             "its next batch (an evaluation in progress finishes first)")
     final = Status.read(run.status)
     return final.state if final else "stopped"

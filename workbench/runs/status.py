@@ -76,6 +76,8 @@ def effective_state(status: Status | None) -> str:
     """The state to show: a 'running' run whose process is gone (killed) shows as 'stopped'."""
     if status is None:
         return "unknown"
+    if status.state == "starting" and status.pid is None:
+        return "starting"  # prepared; the trainer has not been launched yet
     if status.state in ("running", "starting"):
         if status.host == socket.gethostname():
             return status.state if pid_alive(status.pid) else "stopped"

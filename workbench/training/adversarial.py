@@ -72,10 +72,19 @@ class AdversarialBatcher:
         return torch.cat([x, x_adv]), torch.cat([y, y[:k]]), mask
 
     def state(self) -> dict:
-        return {"eps_generator": self.eps_generator.get_state(),
-                "attack_generator": self.attack.get_rng_state() if self.attack is not None else None}
+        gen = self.attack.get_rng_state() if self.attack is not None else None
+        return {"eps_generator": self.eps_generator.get_state(), "attack_generator": gen,
+                "attack_device": self.attack._generator.device.type if gen is not None else None}
 
-    def load_state(self, state: dict, device: torch.device) -> None:
+    def load_state(self, state: dict, device: torch.device, step: int) -> bool:
+        """Restore the generators; False if the attack's could not be (the run moved device)."""
         self.eps_generator.set_state(state["eps_generator"])
-        if self.attack is not None and state.get("attack_generator") is not None:
-            self.attack.set_rng_state(state["attack_generator"], device)
+        gen = state.get("attack_generator")
+        if self.attack is None or gen is None:
+            return True
+        if state.get("attack_device") == torch.device(device).type:
+            self.attack.set_rng_state(gen, device)
+            return True
+        # CPU and CUDA generator states are not interchangeable: reseed deterministically.
+        self.attack.generator(device).manual_seed(self.attack.seed + 1_000_003 * (step + 1))
+        return False

@@ -37,38 +37,39 @@ def build_optimizer(params: Iterable, cfg: SGDConfig | AdamConfig) -> torch.opti
     return OPTIMIZERS.get(cfg.name)(params, cfg)
 
 
-SCHEDULES: Registry[Callable[[ScheduleConfig, float, int], float]] = Registry("schedule")
+# A schedule maps (config, fractional epoch t, total epochs, one step in epochs dt) to an lr factor.
+SCHEDULES: Registry[Callable[[ScheduleConfig, float, int, float], float]] = Registry("schedule")
 
 
 @SCHEDULES.register("constant")
-def _constant(cfg: ScheduleConfig, t: float, epochs: int) -> float:
+def _constant(cfg: ScheduleConfig, t: float, epochs: int, dt: float) -> float:
     return 1.0
 
 
 @SCHEDULES.register("multistep")
-def _multistep(cfg: ScheduleConfig, t: float, epochs: int) -> float:
+def _multistep(cfg: ScheduleConfig, t: float, epochs: int, dt: float) -> float:
     # Milestones are epoch numbers at which the drop applies (torch MultiStepLR semantics).
     return cfg.gamma ** sum(1 for m in cfg.milestones if math.floor(t) >= m)
 
 
 @SCHEDULES.register("cosine")
-def _cosine(cfg: ScheduleConfig, t: float, epochs: int) -> float:
+def _cosine(cfg: ScheduleConfig, t: float, epochs: int, dt: float) -> float:
     w = cfg.warmup_epochs
     if t < w:
-        return t / w
+        return min(1.0, (t + dt) / w)  # warm-up never gives a zero first step
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (t - w) / max(epochs - w, 1e-9))))
 
 
 @SCHEDULES.register("onecycle")
-def _onecycle(cfg: ScheduleConfig, t: float, epochs: int) -> float:
+def _onecycle(cfg: ScheduleConfig, t: float, epochs: int, dt: float) -> float:
     w = cfg.warmup_epochs or 0.2 * epochs
     if t < w:
-        return t / w
+        return min(1.0, (t + dt) / w)
     return max(0.0, (epochs - t) / max(epochs - w, 1e-9))
 
 
-def lr_factor(cfg: ScheduleConfig, t: float, epochs: int) -> float:
-    return SCHEDULES.get(cfg.name)(cfg, t, epochs)
+def lr_factor(cfg: ScheduleConfig, t: float, epochs: int, dt: float = 0.0) -> float:
+    return SCHEDULES.get(cfg.name)(cfg, t, epochs, dt)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

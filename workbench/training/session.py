@@ -61,21 +61,27 @@ def run_training(path: str | Path, device: str | None = None, data_root: str | N
     run = open_run(path)
     meta = read_json(run.root / "run.json") or {}
     with run_lock(run):
-        cfg = load_run_config(run)
         status = Status.read(run.status)
-        if status is not None and status.state == "finished" and run.last.exists():
-            raise WorkbenchError(f"run {run.root} already finished its {cfg.epochs} epochs")
         try:
+            cfg = load_run_config(run)
+            if status is not None and status.state == "finished" and run.last.exists():
+                raise WorkbenchError(f"run {run.root} already finished its {cfg.epochs} epochs")
             dev = resolve_device(device or meta.get("device") or "auto")
             trainer = Trainer(cfg, run, dev, reporter=reporter, data_root=data_root or meta.get("data_root"))
+            if status is not None:
+                trainer.status.started = status.started
             if run.last.exists():
                 trainer.restore(run.last)
+            else:
+                trainer.start_fresh()
         except Exception as exc:
-            # Record why the run never started (missing data, bad device...) for `runs` and the TUI.
-            previous = status or Status(epochs=cfg.epochs)
-            previous.state = "failed"
-            previous.pid = os.getpid()
-            previous.message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-            previous.write(run.status)
+            if status is not None and status.state == "finished":
+                raise  # nothing went wrong with the run itself
+            # Record why the run could not start (missing data, bad config, bad device...) for `runs` and the TUI.
+            failed = status or Status()
+            failed.state = "failed"
+            failed.pid = os.getpid()
+            failed.message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            failed.write(run.status)
             raise
         return trainer.train()

@@ -120,8 +120,8 @@ class Trainer:
         self.model: nn.Module = self.defense.transform_model(model).to(device)
         aux = self.defense.auxiliary()
         self.auxiliary = aux.to(device) if aux is not None else None
-        params = list(self.model.parameters()) + (list(self.auxiliary.parameters()) if self.auxiliary else [])
-        self.optimizer = build_optimizer(params, cfg.optimizer)
+        self.params = list(self.model.parameters()) + (list(self.auxiliary.parameters()) if self.auxiliary else [])
+        self.optimizer = build_optimizer(self.params, cfg.optimizer)
         self.base_lr = cfg.optimizer.lr
         self.adversary = AdversarialBatcher(cfg.adv_train, self.model, cfg.seed)
 
@@ -195,6 +195,9 @@ class Trainer:
         }
 
     def save(self, best: bool = False) -> None:
+        # Never write a non-finite state over the last good checkpoint.
+        if not math.isfinite(float(self.totals.loss)):
+            raise NonFiniteLoss(f"loss became non-finite (nan/inf) in epoch {self.position.epoch + 1}; {self._kept()}")
         data = self.checkpoint_data()
         save_checkpoint(data, self.run.last)
         if best:
@@ -214,13 +217,19 @@ class Trainer:
         if rng.get("cuda") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.epoch_start_state = rng["data_epoch_start"]
-        self.adversary.load_state(rng["adversary"], self.device)
+        if not self.adversary.load_state(rng["adversary"], self.device, self.position.step):
+            print(f"note: resumed on {self.device.type}; the adversarial-training attack's random starts are "
+                  "reseeded (a generator state does not carry across devices)", flush=True)
         self.best_value = data.get("best_value")
         self.history = list(data.get("history", []))
         # Drop metric lines written after this checkpoint, so no step appears twice.
         pos = self.position
         truncate_metrics(self.run.metrics, lambda r: (r.get("step", 0) <= pos.step)
                          and not (r.get("kind") == "epoch" and r.get("epoch", 0) > pos.epoch))
+
+    def start_fresh(self) -> None:
+        """No checkpoint yet: drop metric lines a killed earlier attempt may have written."""
+        truncate_metrics(self.run.metrics, lambda r: False)
 
     # -- signals ----------------------------------------------------------------------------
     @contextmanager
@@ -294,7 +303,7 @@ class Trainer:
             t_epoch = time.perf_counter()
             for x, y in self.loader.epoch(self.data_generator, start=self.position.batch):
                 t = epoch + self.position.batch / batches
-                lr = self.base_lr * lr_factor(cfg.schedule, t, cfg.epochs)
+                lr = self.base_lr * lr_factor(cfg.schedule, t, cfg.epochs, dt=1.0 / batches)
                 set_lr(self.optimizer, lr)
                 x_in, y_in, adv_mask = self.adversary.make_batch(x, y)
                 ctx = BatchContext(epoch=epoch, epochs=cfg.epochs, step=self.position.step, is_adversarial=adv_mask)
@@ -302,7 +311,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
                 if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
                 self.optimizer.step()
 
                 # Accumulate on the device; read back only at log points (no per-step sync). A nan/inf
@@ -343,6 +352,8 @@ class Trainer:
                     self.save()
 
             # End of epoch: evaluate, record, checkpoint.
+            if not math.isfinite(float(self.totals.loss)):
+                raise NonFiniteLoss(f"loss became non-finite (nan/inf) in epoch {epoch + 1}; {self._kept()}")
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             train_seconds = self.totals.seconds + time.perf_counter() - t_epoch
@@ -366,8 +377,8 @@ class Trainer:
             self.totals = EpochTotals.zeros(self.device)
             mark_loss, mark_correct, mark_seen = 0.0, 0, 0
             self.epoch_start_state = self.data_generator.get_state()
-            self.save(best=improved or not self.run.best.exists())
             metrics.write(record)
+            self.save(best=improved or not self.run.best.exists())
             self.reporter.epoch(record)
             self.write_status("running")
             if self._stop_signal is not None and self.position.epoch < cfg.epochs:
