@@ -11,19 +11,13 @@ import torch
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
-def mnist_root() -> Path | None:
-    root = os.environ.get("WORKBENCH_DATA")
-    if root and (Path(root) / "MNIST" / "raw" / "t10k-images-idx3-ubyte").exists():
-        return Path(root)
-    return None
-
-
 @pytest.fixture(scope="session")
-def mnist_available() -> Path:
-    root = mnist_root()
-    if root is None:
-        pytest.skip(f"MNIST not found under WORKBENCH_DATA={os.environ.get('WORKBENCH_DATA', '(unset)')}; "
-                    "set it to a folder with MNIST/raw (CI uses ../shared/data)")
+def mnist_root() -> Path:
+    """Real MNIST from WORKBENCH_DATA (CI sets it to ../shared/data); skips with the reason elsewhere."""
+    value = os.environ.get("WORKBENCH_DATA", "")
+    root = Path(value) if value else None
+    if root is None or not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.skip(f"MNIST not found under WORKBENCH_DATA={value or '(unset)'}; set it to a folder with MNIST/raw")
     return root
 
 

@@ -22,15 +22,6 @@ def _assert_one_line(err: WorkbenchError) -> str:
 # --- MNIST (only where the real files are available) ------------------------------------
 
 
-@pytest.fixture(scope="module")
-def mnist_root() -> Path:
-    value = os.environ.get("WORKBENCH_DATA", "")
-    root = Path(value) if value else None
-    if root is None or not (root / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        pytest.skip(f"MNIST not found under WORKBENCH_DATA={value or '(unset)'}; set it to a folder with MNIST/raw")
-    return root
-
-
 @pytest.mark.parametrize("split, count", [("train", 60000), ("test", 10000)])
 def test_mnist_splits(mnist_root, split, count):
     x, y = load_data("mnist", split, root=mnist_root, download=False)
