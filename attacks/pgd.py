@@ -33,10 +33,13 @@ class PGD(Attack):
     def extra_settings(self):
         step = self.step_size
         if step is None:
-            step = 2.5 * self.eps / self.steps if isinstance(self.eps, (int, float)) else "2.5*eps/steps"
+            step = self._default_step(self.eps) if isinstance(self.eps, (int, float)) else "default (per-sample eps)"
         elif isinstance(step, torch.Tensor):
             step = step.flatten().tolist() if step.numel() > 1 else float(step)
         return {"steps": self.steps, "step_size": step, "random_start": self.random_start, "restarts": self.restarts}
+
+    def _default_step(self, eps):
+        return 2.5 * eps / self.steps  # Madry et al.: enough to cross the ball and back
 
     def _one_run(self, x, y, target, eps, alpha):
         if self.random_start:
@@ -56,7 +59,7 @@ class PGD(Attack):
 
     def perturb(self, x, y, target):
         eps = as_eps(self.eps, x)
-        alpha = as_eps(self.step_size, x) if self.step_size is not None else 2.5 * eps / self.steps
+        alpha = as_eps(self.step_size, x) if self.step_size is not None else self._default_step(eps)
 
         def rows(t, idx):  # per-sample tensors follow the subset; scalars stay as they are
             return t[idx] if t.dim() > 0 and t.numel() > 1 else t

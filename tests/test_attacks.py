@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attacks import ATTACK_LOSSES, FGSM, PGD
+from attacks import ATTACK_LOSSES, ATTACKS, BIM, FGSM, MIM, PGD
 from workbench import load_data, load_model
 
 
@@ -27,7 +27,10 @@ def accuracy(model, x, y):
     lambda m, e: PGD(m, eps=e, steps=10, random_start=False),
     lambda m, e: PGD(m, eps=e, steps=10, loss="cw"),
     lambda m, e: PGD(m, eps=e, steps=10, loss="dlr", restarts=2),
-], ids=["fgsm", "pgd", "bim", "pgd-cw", "pgd-dlr-restarts"])
+    lambda m, e: BIM(m, eps=e),
+    lambda m, e: MIM(m, eps=e),
+    lambda m, e: MIM(m, eps=e, loss="cw", decay=0.5),
+], ids=["fgsm", "pgd", "pgd-no-start", "pgd-cw", "pgd-dlr-restarts", "bim", "mim", "mim-cw"])
 def test_attack_stays_in_ball_and_lowers_accuracy(model_and_data, make):
     model, x, y = model_and_data
     eps = 0.15
@@ -144,3 +147,28 @@ def test_per_sample_step_size_with_restarts(model_and_data):
     assert ((x_adv_dist := (res.x_adv - x).flatten(1).abs().amax(1)) <= eps + 1e-6).all()
     assert x_adv_dist.max() > 0.2  # large-eps samples really moved
     assert res.restart.max() < 3
+
+
+def test_iterative_attacks_beat_single_step(model_and_data):
+    model, x, y = model_and_data
+    fgsm = FGSM(model, eps=0.15).run(x, y).robust_accuracy
+    for attack in (BIM(model, eps=0.15), MIM(model, eps=0.15)):
+        assert attack.run(x, y).robust_accuracy <= fgsm + 0.02, attack
+
+
+def test_bim_is_deterministic_pgd_from_the_clean_input(model_and_data):
+    model, x, y = model_and_data
+    bim = BIM(model, eps=0.1, steps=5)(x, y)
+    assert torch.equal(bim, PGD(model, eps=0.1, steps=5, step_size=0.01, random_start=False)(x, y))
+    assert ATTACKS.get("bim") is BIM and ATTACKS.get("mim") is MIM
+
+
+def test_bim_and_mim_as_strong_as_torchattacks(model_and_data):
+    torchattacks = pytest.importorskip("torchattacks")
+    model, x, y = model_and_data
+    for ours, theirs in (
+        (BIM(model, eps=0.15, steps=10, step_size=0.015), torchattacks.BIM(model, eps=0.15, alpha=0.015, steps=10)),
+        (MIM(model, eps=0.15, steps=10, step_size=0.015), torchattacks.MIFGSM(model, eps=0.15, alpha=0.015, steps=10,
+                                                                             decay=1.0)),
+    ):
+        assert ours.run(x, y).robust_accuracy <= accuracy(model, theirs(x, y), y) + 0.01, ours
