@@ -42,7 +42,9 @@ def as_eps(eps: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return e.view(-1, *([1] * (like.dim() - 1))) if e.dim() == 1 else e
 
 
-def check_eps(eps: float | torch.Tensor) -> None:
+def check_eps(eps: float | torch.Tensor | None) -> None:
+    if eps is None:
+        return
     values = eps.flatten().tolist() if isinstance(eps, torch.Tensor) else [eps]
     for v in values:
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
@@ -58,6 +60,13 @@ class AttackResult:
     norm: torch.Tensor  # (B,) perturbation size in the attack's norm
     restart: torch.Tensor  # int (B,): restart that produced x_adv (-1: none succeeded)
     settings: dict[str, Any] = field(default_factory=dict)
+    stage: torch.Tensor | None = None  # int (B,): index into `stages` of the sub-attack that succeeded (-1: none)
+    stages: tuple[str, ...] = ()  # sub-attacks of an ensemble (AutoAttack); (name,) for a single attack
+
+    def succeeded_by(self) -> list[str | None]:
+        """Per sample, the name of the (sub-)attack that produced a successful x_adv, else None."""
+        stage = self.stage.tolist() if self.stage is not None else [-1] * len(self.success)
+        return [self.stages[i] if i >= 0 else None for i in stage]
 
     @property
     def robust_accuracy(self) -> float:
@@ -68,32 +77,63 @@ class AttackResult:
         return float(self.clean_correct.float().mean())
 
 
+NORMS = ("linf", "l2")
+
+
+def rows(t: torch.Tensor | float | None, idx: torch.Tensor):
+    """The rows `idx` of a per-sample tensor; scalars (and None) apply to every row as they are."""
+    if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[0] > 1:
+        return t[idx]
+    return t
+
+
 class Attack(ABC):
-    """Base of every attack. Subclasses implement `perturb`."""
+    """Base of every attack. Subclasses implement `perturb`.
+
+    Class attributes describe the attack to the evaluation engine: `norms` it supports,
+    whether it is `bounded` by eps (minimum-norm attacks like C&W and DeepFool are not:
+    they report the size of the smallest perturbation they found), and `targeted_capable`.
+    """
 
     name: ClassVar[str] = ""
-    norm: ClassVar[str] = "linf"
+    norms: ClassVar[tuple[str, ...]] = ("linf",)
+    bounded: ClassVar[bool] = True
+    targeted_capable: ClassVar[bool] = True
     # Input checks read values back from the device; trusted hot loops (training) turn them off.
     validate_inputs: bool = True
 
     def __init__(
         self,
         model: nn.Module,
-        eps: float | torch.Tensor = 8 / 255,
+        eps: float | torch.Tensor | None = 8 / 255,
         *,
+        norm: str | None = None,
         loss: str | ModelLoss = "ce",
         targeted: bool = False,
         seed: int = 0,
         model_training: bool = False,
+        early_stop: bool = True,
     ):
         check_eps(eps)
+        if self.bounded and eps is None:
+            raise ValueError(f"{self.name} needs eps")
+        norm = norm or self.norms[0]
+        if norm not in self.norms:
+            raise ValueError(f"{self.name} supports norm {' | '.join(self.norms)}, not {norm!r}")
+        if targeted and not self.targeted_capable:
+            raise ValueError(f"{self.name} has no targeted mode")
         self.model = model
         self.eps = eps
+        self.norm = norm
         self.loss = loss
         self.loss_fn = ATTACK_LOSSES.get(loss) if isinstance(loss, str) else None
         self.targeted = targeted
         self.seed = seed
         self.model_training = model_training
+        # Iterative attacks stop working on a sample once it is fooled (its x_adv is then a
+        # valid adversarial example). Adversarial training turns this off: it wants the
+        # full-strength point, not the first misclassified one.
+        self.early_stop = early_stop
         self._generator: torch.Generator | None = None
 
     # -- randomness -------------------------------------------------------------------------
@@ -110,30 +150,58 @@ class Attack(ABC):
         self.generator(device).set_state(state)
 
     # -- objective ----------------------------------------------------------------------------
-    def objective(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        """Per-sample loss to maximise at x."""
+    def objective_and_logits(self, x: torch.Tensor, y: torch.Tensor,
+                             target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-sample loss to maximise at x, and the logits when the forward pass gave them."""
         if self.loss_fn is None:
-            value = self.loss(self.model, x, y)  # adaptive: the defense's own objective
-            return value if target is None else -value
-        return self.loss_fn(self.model(x), y, target)
+            # Adaptive: the defense's own objective, returning a loss or (loss, logits).
+            value = self.loss(self.model, x, y)
+            value, logits = value if isinstance(value, tuple) else (value, None)
+            return (value if target is None else -value), logits
+        logits = self.model(x)
+        return self.loss_fn(logits, y, target), logits
+
+    def objective(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        return self.objective_and_logits(x, y, target)[0]
+
+    def loss_grad(self, x: torch.Tensor, y: torch.Tensor,
+                  target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Gradient of the objective w.r.t. the input only (no parameter gradients), and the logits at x."""
+        x = x.detach().requires_grad_(True)
+        loss, logits = self.objective_and_logits(x, y, target)
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+        return grad.detach(), (None if logits is None else logits.detach())
 
     def input_grad(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        x = x.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad(self.objective(x, y, target).sum(), x)
-        return grad.detach()
+        return self.loss_grad(x, y, target)[0]
+
+    def fooled(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """Per-sample: the attack's goal is met by these logits."""
+        pred = logits.argmax(1)
+        return pred == target if target is not None else pred != y
+
+    def project(self, x_adv: torch.Tensor, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Onto this attack's norm ball around x, intersected with [0, 1]."""
+        return project_linf(x_adv, x, eps) if self.norm == "linf" else project_l2(x_adv, x, eps)
 
     # -- call contract ------------------------------------------------------------------------
     @abstractmethod
-    def perturb(self, x: torch.Tensor, y: torch.Tensor,
-                target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return (x_adv, restart index per sample, or None for single-run attacks)."""
+    def perturb(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> tuple:
+        """Return (x_adv, restart) or (x_adv, restart, stage).
+
+        restart: int (B,) restart index that produced x_adv, or None for single-run attacks;
+        stage: int (B,) index into `stages()` of the sub-attack that succeeded (ensembles only).
+        """
+
+    def stages(self) -> tuple[str, ...]:
+        return (self.name,)
 
     def settings(self) -> dict[str, Any]:
         """The fully resolved hyper-parameters, for reports."""
         eps = self.eps.tolist() if isinstance(self.eps, torch.Tensor) else self.eps
         loss = self.loss if isinstance(self.loss, str) else getattr(self.loss, "__name__", "custom")
-        return {"attack": self.name, "norm": self.norm, "eps": eps, "loss": loss,
-                "targeted": self.targeted, "seed": self.seed, **self.extra_settings()}
+        return {"attack": self.name, "norm": self.norm, "eps": eps, "loss": loss, "targeted": self.targeted,
+                "seed": self.seed, "early_stop": self.early_stop, **self.extra_settings()}
 
     def extra_settings(self) -> dict[str, Any]:
         return {}
@@ -156,26 +224,47 @@ class Attack(ABC):
         self._check_inputs(x, y, target)
         x = x.detach()
         with model_mode(self.model, self.model_training), torch.enable_grad():
-            x_adv, restart = self.perturb(x, y, target if self.targeted else None)
+            x_adv, restart, *stage = self.perturb(x, y, target if self.targeted else None)
             with torch.no_grad():
                 clean_pred = self.model(x).argmax(1)
                 adv_pred = self.model(x_adv).argmax(1)
         clean_correct = clean_pred == y
         success = adv_pred == target if self.targeted else adv_pred != y
-        delta = (x_adv - x).flatten(1)
-        norm = delta.abs().amax(1) if self.norm == "linf" else delta.norm(p=2, dim=1)
+        norm = perturbation_norm(x_adv - x, self.norm)
         if restart is None:
             restart = torch.where(success, 0, -1)
+        stage = stage[0] if stage and stage[0] is not None else torch.where(success, 0, -1)
         return AttackResult(x_adv.detach(), clean_correct, clean_correct & (adv_pred == y), success,
-                            norm, restart, self.settings())
+                            norm, restart, self.settings(), stage, self.stages())
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         self._check_inputs(x, y, target)
         with model_mode(self.model, self.model_training), torch.enable_grad():
-            x_adv, _ = self.perturb(x.detach(), y, target if self.targeted else None)
+            x_adv = self.perturb(x.detach(), y, target if self.targeted else None)[0]
         return x_adv.detach()
 
 
 def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """Project onto the L-inf ball of radius eps around x, intersected with [0, 1]."""
     return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
+
+
+def project_l2(x_adv: torch.Tensor, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """Project onto the L2 ball of radius eps around x, then clip to [0, 1] (clipping only shrinks the norm)."""
+    delta = x_adv - x
+    norm = delta.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (x.dim() - 1)))
+    scale = torch.clamp(eps / norm.clamp_min(1e-12), max=1.0)
+    return (x + delta * scale).clamp_(0.0, 1.0)
+
+
+def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    flat = delta.flatten(1)
+    return flat.abs().amax(1) if norm == "linf" else flat.norm(p=2, dim=1)
+
+
+def unit_step(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """Steepest-ascent direction of unit size in the norm: sign for L-inf, grad/||grad||2 for L2."""
+    if norm == "linf":
+        return grad.sign()
+    n = grad.flatten(1).norm(p=2, dim=1).clamp_min(1e-12)
+    return grad / n.view(-1, *([1] * (grad.dim() - 1)))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Attack, as_eps, project_linf
+from .base import Attack, as_eps, rows
 from .registry import register_attack
 
 
@@ -38,9 +38,22 @@ class MIM(Attack):
         alpha = as_eps(self.step_size, x) if self.step_size is not None else eps / 10
         momentum = torch.zeros_like(x)
         x_adv = x.clone()
+        idx = torch.arange(x.shape[0], device=x.device)
+        xa, x0, ya, ta = x_adv.clone(), x, y, target
         for _ in range(self.steps):
-            grad = self.input_grad(x_adv, y, target)
+            grad, logits = self.loss_grad(xa, ya, ta)
+            if self.early_stop and logits is not None:
+                keep = ~self.fooled(logits, ya, ta)
+                if not bool(keep.all()):  # see PGD: fooled rows keep their iterate
+                    x_adv[idx] = xa
+                    idx = idx[keep]
+                    if idx.numel() == 0:
+                        return x_adv, None
+                    xa, x0, ya, grad, momentum = xa[keep], x0[keep], ya[keep], grad[keep], momentum[keep]
+                    ta = None if ta is None else ta[keep]
+                    eps, alpha = rows(eps, keep), rows(alpha, keep)
             l1 = grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
             momentum = self.decay * momentum + grad / l1
-            x_adv = project_linf(x_adv + alpha * momentum.sign(), x, eps)
+            xa = self.project(xa + alpha * momentum.sign(), x0, eps)
+        x_adv[idx] = xa
         return x_adv, None

@@ -1,22 +1,25 @@
-"""PGD, L-inf (Madry et al., 2018): iterated signed-gradient steps with projection.
+"""PGD (Madry et al., 2018) in L-inf and L2: iterated steepest-ascent steps with projection.
 
 Uniform random start in the eps-ball (off gives BIM), `steps` steps of `step_size`
 (default 2.5 * eps / steps), and `restarts` independent runs keeping, per sample,
 the first restart that succeeds (later restarts only run on still-robust samples).
+With `early_stop` (the default) a sample leaves the batch at the first iterate that
+fools the model: that iterate is a valid adversarial example, and the remaining steps
+would only be spent on it.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .base import Attack, as_eps, project_linf
+from .base import Attack, as_eps, rows, unit_step
 from .registry import register_attack
 
 
 @register_attack
 class PGD(Attack):
     name = "pgd"
-    norm = "linf"
+    norms = ("linf", "l2")
 
     def __init__(self, model, eps=8 / 255, steps: int = 10, step_size: float | None = None,
                  random_start: bool = True, restarts: int = 1, **kwargs):
@@ -41,28 +44,45 @@ class PGD(Attack):
     def _default_step(self, eps):
         return 2.5 * eps / self.steps  # Madry et al.: enough to cross the ball and back
 
+    def _start(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        if not self.random_start:
+            return x.clone()
+        gen = self.generator(x.device)
+        if self.norm == "linf":
+            noise = torch.rand(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+            return (x + (2 * noise - 1) * eps).clamp_(0.0, 1.0)
+        # L2: a uniformly random direction, radius uniform in [0, eps].
+        direction = unit_step(torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype), "l2")
+        radius = torch.rand(x.shape[0], generator=gen, device=x.device, dtype=x.dtype)
+        return (x + direction * radius.view(-1, *([1] * (x.dim() - 1))) * eps).clamp_(0.0, 1.0)
+
     def _one_run(self, x, y, target, eps, alpha):
-        if self.random_start:
-            noise = torch.rand(x.shape, generator=self.generator(x.device), device=x.device, dtype=x.dtype)
-            x_adv = (x + (2 * noise - 1) * eps).clamp_(0.0, 1.0)
-        else:
-            x_adv = x.clone()
+        x_adv = self._start(x, eps)
+        idx = torch.arange(x.shape[0], device=x.device)  # rows still being attacked
+        xa, x0, ya, ta = x_adv.clone(), x, y, target
         for _ in range(self.steps):
-            grad = self.input_grad(x_adv, y, target)
-            x_adv = project_linf(x_adv + alpha * grad.sign(), x, eps)
+            grad, logits = self.loss_grad(xa, ya, ta)
+            if self.early_stop and logits is not None:
+                keep = ~self.fooled(logits, ya, ta)
+                if not bool(keep.all()):  # fooled rows keep the iterate that fooled the model
+                    x_adv[idx] = xa
+                    idx = idx[keep]
+                    if idx.numel() == 0:
+                        return x_adv
+                    xa, x0, ya, grad = xa[keep], x0[keep], ya[keep], grad[keep]
+                    ta = None if ta is None else ta[keep]
+                    eps, alpha = rows(eps, keep), rows(alpha, keep)
+            xa = self.project(xa + alpha * unit_step(grad, self.norm), x0, eps)
+        x_adv[idx] = xa
         return x_adv
 
     def _succeeded(self, x_adv, y, target):
         with torch.no_grad():
-            pred = self.model(x_adv).argmax(1)
-        return pred == target if target is not None else pred != y
+            return self.fooled(self.model(x_adv), y, target)
 
     def perturb(self, x, y, target):
         eps = as_eps(self.eps, x)
         alpha = as_eps(self.step_size, x) if self.step_size is not None else self._default_step(eps)
-
-        def rows(t, idx):  # per-sample tensors follow the subset; scalars stay as they are
-            return t[idx] if t.dim() > 0 and t.numel() > 1 else t
 
         x_best = self._one_run(x, y, target, eps, alpha)
         if self.restarts == 1:

@@ -29,6 +29,7 @@ class AdversarialBatcher:
             self.attack = None
         if self.attack is not None:
             self.attack.validate_inputs = False
+            self.attack.early_stop = False  # train on the full-strength point, not the first fooling one
 
     @property
     def enabled(self) -> bool:
