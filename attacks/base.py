@@ -99,6 +99,9 @@ class Attack(ABC):
     norms: ClassVar[tuple[str, ...]] = ("linf",)
     bounded: ClassVar[bool] = True
     targeted_capable: ClassVar[bool] = True
+    # The parameter an evaluation sweeps (eps; DeepFool's max_ratio); None for one unbounded run.
+    # The engine passes one value per sample, so a sweep runs as a single batch.
+    sweep_param: ClassVar[str | None] = "eps"
     # Input checks read values back from the device; trusted hot loops (training) turn them off.
     validate_inputs: bool = True
 

@@ -92,70 +92,133 @@ def _parse_eps(text: str) -> list[float]:
     return values
 
 
+ATTACK_FLAGS = ("fgsm", "bim", "mim", "pgd", "apgd", "square", "autoattack", "multitarget", "spsa", "cw", "deepfool")
+
+
+def _progress_callback(enabled: bool):
+    """A Rich progress bar on stderr (TTY only); returns (callback or None, stop function)."""
+    if not enabled:
+        return None, lambda: None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err, transient=True)
+    progress.start()
+    tasks: dict[str, int] = {}
+
+    def callback(label: str, done: int, total: int) -> None:
+        if label not in tasks:
+            tasks[label] = progress.add_task(label, total=total)
+        progress.update(tasks[label], completed=done, total=total)
+    return callback, progress.stop
+
+
 @app.command()
 def attack(
     checkpoint: Path = typer.Argument(..., help="A checkpoint file, or a run folder (uses its best.pt)."),
-    fgsm: bool = typer.Option(False, "--fgsm", help="Run FGSM."),
-    pgd: bool = typer.Option(False, "--pgd", help="Run PGD (L-inf, random start)."),
-    eps: str = typer.Option("0.1,0.2,0.3", "--eps", help="Comma-separated pixel eps values, e.g. 0.1,0.3 or 8/255."),
-    steps: int = typer.Option(40, "--steps", min=1, help="PGD iterations."),
-    step_size: Optional[float] = typer.Option(None, "--step-size", help="PGD step (default 2.5*eps/steps)."),
-    restarts: int = typer.Option(1, "--restarts", min=1, help="PGD random restarts (worst case per sample)."),
+    fgsm: bool = typer.Option(False, "--fgsm", help="FGSM (one signed-gradient step)."),
+    bim: bool = typer.Option(False, "--bim", help="BIM: PGD without random start, step eps/10 x10."),
+    mim: bool = typer.Option(False, "--mim", help="MIM: momentum iterative method."),
+    pgd: bool = typer.Option(False, "--pgd", help="PGD with random start (--norm linf|l2)."),
+    apgd: bool = typer.Option(False, "--apgd", help="Auto-PGD on --loss (ce, dlr, cw)."),
+    square: bool = typer.Option(False, "--square", help="Square attack (score-based, gradient-free)."),
+    autoattack: bool = typer.Option(False, "--autoattack", help="Standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square)."),
+    multitarget: bool = typer.Option(False, "--multitarget", help="Targeted PGD toward every other class."),
+    spsa: bool = typer.Option(False, "--spsa", help="SPSA (gradient-free)."),
+    cw: bool = typer.Option(False, "--cw", help="Carlini-Wagner L2 (minimum norm)."),
+    deepfool: bool = typer.Option(False, "--deepfool", help="DeepFool L2 (minimum norm; --d for max residue ratios)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="A paper's attack settings: pcl | pc | adr | ccn | strong."),
+    strong_: Optional[bool] = typer.Option(None, "--strong/--no-strong",
+                                           help="Also run the strong protocol (default: on with a paper --preset)."),
+    eps: Optional[str] = typer.Option(None, "--eps", help="Comma-separated eps, e.g. 0.1,0.3 or 8/255 (default: per dataset)."),
+    norm: str = typer.Option("linf", "--norm", help="linf | l2 (for pgd, apgd, square, autoattack)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Iterations of the iterative attacks."),
+    step_size: Optional[float] = typer.Option(None, "--step-size", help="Step of PGD/BIM/MIM (default per attack)."),
+    restarts: int = typer.Option(1, "--restarts", min=1, help="Random restarts (worst case per sample)."),
     loss: str = typer.Option("ce", "--loss", help="Attack loss: ce | cw | dlr."),
+    c: Optional[float] = typer.Option(None, "--c", help="C&W initial constant."),
+    kappa: float = typer.Option(0.0, "--kappa", help="C&W confidence margin."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="C&W Adam learning rate."),
+    cw_steps: Optional[int] = typer.Option(None, "--cw-steps", min=1, help="C&W / DeepFool iterations."),
+    search_steps: Optional[int] = typer.Option(None, "--search-steps", min=1, help="C&W binary-search steps."),
+    queries: Optional[int] = typer.Option(None, "--queries", min=1, help="Square query budget."),
+    d: Optional[str] = typer.Option(None, "--d", help="DeepFool max residue ratios ||eta||/||x||, e.g. 0.1,0.2,0.3."),
+    transfer_from: Optional[Path] = typer.Option(None, "--transfer-from",
+                                                 help="Craft on this checkpoint, evaluate the target (black-box)."),
+    adaptive: bool = typer.Option(False, "--adaptive", help="Add attacks on the defense's own training loss."),
+    targeted: bool = typer.Option(False, "--targeted", help="Targeted mode toward a random other class."),
+    save_examples: int = typer.Option(0, "--save-examples", min=0, help="Save K clean/adversarial pairs per attack and eps."),
     n: Optional[int] = typer.Option(None, "--n", help="Evaluate the first N test samples (default: all)."),
     batch_size: int = typer.Option(500, "--batch-size", min=1),
-    seed: int = typer.Option(0, "--seed", help="Seed of the attacks' random starts."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the attacks' randomness."),
     device: str = Device,
     data_root: Optional[str] = DataRoot,
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
-    """Robust accuracy of a checkpoint under attacks, per eps; saved to evals/ beside it."""
+    """Robust accuracy of a checkpoint under attacks and protocols; saved (JSON, CSV) to evals/ beside it."""
     from attacks import ATTACK_LOSSES
 
-    from .evaluation import AttackPlan, check_eps_list, evaluate_checkpoint, save_evaluation
+    from .evaluation import (
+        PRESETS, AttackOptions, adaptive_loss, adaptive_protocol, build_protocol, check_eps_list, check_linf_eps,
+        custom_protocol, default_eps, evaluate_checkpoint, save_evaluation,
+    )
+    from .evaluation.report import results_table, side_by_side_table
     from .training.trainer import resolve_device
 
-    eps_list = check_eps_list(_parse_eps(eps))
+    flags = dict(zip(ATTACK_FLAGS, (fgsm, bim, mim, pgd, apgd, square, autoattack, multitarget, spsa, cw, deepfool)))
+    names = [name for name, on in flags.items() if on]
+    if norm not in ("linf", "l2"):
+        raise WorkbenchError(f"--norm must be linf or l2, not {norm!r}")
+    eps_list = check_eps_list(_parse_eps(eps)) if eps is not None else None
+    if eps_list and norm == "linf":
+        check_linf_eps(eps_list)
+    ratios = check_eps_list(_parse_eps(d)) if d is not None else None
     if step_size is not None and not step_size > 0:
         raise WorkbenchError("--step-size must be > 0")
     ATTACK_LOSSES.get(loss)
-    names = [name for name, on in (("fgsm", fgsm), ("pgd", pgd)) if on] or ["pgd"]
-    plans = [AttackPlan(name, eps_list, steps=steps, step_size=step_size, restarts=restarts, loss=loss, seed=seed)
-             for name in names]
+    if preset is not None:
+        PRESETS.get(preset)
+    if not names and preset is None:
+        names = ["pgd"]
+    run_strong = strong_ if strong_ is not None else (preset is not None and preset != "strong")
     dev = resolve_device(device)
 
-    progress_cb = None
-    if not as_json and sys.stderr.isatty():
-        from rich.progress import Progress
+    def protocols_for(ckpt_data: dict) -> list:
+        dataset = ckpt_data["dataset"]
+        eps_values = eps_list or default_eps(dataset, norm)
+        protocols = []
+        if preset is not None:
+            protocols.append(build_protocol(preset, dataset, eps_list, norm))
+        if names:
+            protocols.append(custom_protocol(names, AttackOptions(
+                eps=eps_values, norm=norm, steps=steps, step_size=step_size, restarts=restarts, loss=loss, c=c,
+                kappa=kappa, lr=lr, cw_steps=cw_steps, search_steps=search_steps, queries=queries,
+                ratios=ratios or [0.1, 0.2, 0.3, 0.4, 0.5], seed=seed)))
+        if run_strong:
+            protocols.append(build_protocol("strong", dataset, eps_values, norm))
+        if adaptive:
+            protocols.append(adaptive_protocol(adaptive_loss(ckpt_data["recipe"], ckpt_data["path"]), eps_values, norm))
+        return protocols
 
-        progress = Progress(console=err, transient=True)
-        progress.start()
-        task = progress.add_task("attack", total=None)
-
-        def progress_cb(name, e, done, total):
-            progress.update(task, description=f"{name} eps={e:g}", completed=done, total=total)
+    callback, stop_progress = _progress_callback(not as_json and sys.stderr.isatty())
     try:
-        result = evaluate_checkpoint(checkpoint, plans, n=n, batch_size=batch_size, data_root=data_root,
-                                     device=dev, on_progress=progress_cb)
+        report, outcomes = evaluate_checkpoint(
+            checkpoint, protocols_for, n=n, batch_size=batch_size, data_root=data_root, device=dev, seed=seed,
+            transfer_from=transfer_from, targeted=targeted, save_examples=save_examples, on_progress=callback)
     finally:
-        if progress_cb is not None:
-            progress.stop()
-    saved = save_evaluation(result)
-    result["saved_to"] = str(saved)
+        stop_progress()
+    saved = save_evaluation(report, outcomes)
+    report["saved_to"] = str(saved)
     if as_json:
-        print(json.dumps(result))
+        print(json.dumps(report))
         return
-    table = Table(title=f"{result['checkpoint']}  ({result['dataset']}, n={result['n']}, "
-                        f"clean {_pct(result['clean_accuracy'])})")
-    for col, justify in (("attack", "left"), ("eps", "right"), ("robust accuracy", "right"), ("settings", "left"),
-                         ("seconds", "right")):
-        table.add_column(col, justify=justify)
-    for r in result["results"]:
-        s = r["settings"]
-        detail = f"loss {s['loss']}" + (f", {s['steps']} steps, restarts {s['restarts']}" if "steps" in s else "")
-        table.add_row(r["attack"], f"{r['eps']:g}", _pct(r["robust_accuracy"]), detail, f"{r['seconds']:.1f}")
-    out.print(table)
-    out.print(f"saved: {saved}")
+    out.print(results_table(report))
+    side = side_by_side_table(report)
+    if side is not None:
+        out.print(side)
+    if not run_strong and preset != "strong":
+        out.print("[dim]strong protocol not run (add --strong): weak attacks overstate robustness[/dim]")
+    out.print(f"saved: {saved} (+ .csv{', examples' if report.get('examples') else ''})")
 
 
 @app.command()

@@ -1,5 +1,19 @@
-"""Evaluating checkpoints under attacks."""
+"""Evaluating checkpoints under attacks: protocols, presets, the engine, reports and the audit."""
 
-from .attack_eval import AttackPlan, check_eps_list, evaluate_checkpoint, resolve_checkpoint, save_evaluation
+from .attack_eval import (
+    adaptive_loss,
+    adaptive_protocol,
+    check_eps_list,
+    check_linf_eps,
+    evaluate_checkpoint,
+    resolve_checkpoint,
+    save_evaluation,
+)
+from .custom import AttackOptions, custom_protocol
+from .engine import Evaluator, evaluate
+from .presets import PRESETS, build_protocol, default_eps
+from .protocol import AttackSpec, Protocol
 
-__all__ = ["AttackPlan", "check_eps_list", "evaluate_checkpoint", "resolve_checkpoint", "save_evaluation"]
+__all__ = ["PRESETS", "AttackOptions", "AttackSpec", "Evaluator", "Protocol", "adaptive_loss", "adaptive_protocol",
+           "build_protocol", "check_eps_list", "check_linf_eps", "custom_protocol", "default_eps", "evaluate",
+           "evaluate_checkpoint", "resolve_checkpoint", "save_evaluation"]

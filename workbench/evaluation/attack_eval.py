@@ -1,45 +1,30 @@
-"""`workbench attack`: robust accuracy of a checkpoint under attacks at several eps.
+"""`workbench attack`: evaluate a checkpoint under protocols of attacks; save JSON, CSV and examples.
 
-Results are returned as plain data and saved as JSON in the checkpoint's `evals/`
-folder (the run's `evals/` for a run checkpoint), for the TUI and reports.
+Results go to the checkpoint's `evals/` folder (the run's `evals/` for a run checkpoint),
+where the TUI lists them: `<stem>-<time>.json` (the full report), `.csv` (one row per
+attack and eps) and, with `--save-examples`, `-examples.pt` (tensors only, loadable with
+`torch.load(weights_only=True)`).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from attacks import ATTACKS
-
-from ..attacks_util import iterate_batches
+from ..atomic import atomic_write_bytes, atomic_write_text
 from ..checkpoint import model_from_checkpoint, read_checkpoint
 from ..data import load_raw
 from ..errors import WorkbenchError
 from ..provenance import provenance
 from ..runs import write_json_atomic
-
-
-@dataclass
-class AttackPlan:
-    attack: str
-    eps: list[float]
-    steps: int = 40
-    step_size: float | None = None  # None: 2.5 * eps / steps
-    restarts: int = 1
-    loss: str = "ce"
-    seed: int = 0
-
-    def build(self, model, eps: float):
-        cls = ATTACKS.get(self.attack)
-        params: dict[str, Any] = {"eps": eps, "loss": self.loss, "seed": self.seed}
-        if self.attack == "pgd":
-            params.update(steps=self.steps, step_size=self.step_size, restarts=self.restarts)
-        return cls(model, **params)
+from .engine import SpecOutcome, evaluate
+from .protocol import AttackSpec, Protocol
 
 
 def check_eps_list(eps: list[float]) -> list[float]:
@@ -48,9 +33,14 @@ def check_eps_list(eps: list[float]) -> list[float]:
     for e in eps:
         if not (math.isfinite(e) and e >= 0):
             raise WorkbenchError(f"--eps values must be finite numbers >= 0 (got {e})")
-        if e > 1:
-            raise WorkbenchError(f"--eps {e} is larger than the whole [0, 1] pixel range; eps is in pixel units (e.g. 0.3 or 8/255=0.031)")
     return eps
+
+
+def check_linf_eps(eps: list[float]) -> None:
+    for e in eps:
+        if e > 1:
+            raise WorkbenchError(f"--eps {e} is larger than the whole [0, 1] pixel range; L-inf eps is in pixel "
+                                 "units (e.g. 0.3 or 8/255=0.031)")
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -68,79 +58,132 @@ def evals_dir_for(ckpt: Path) -> Path:
     return ckpt.parent.parent / "evals" if ckpt.parent.name == "checkpoints" else ckpt.parent / "evals"
 
 
+def load_checkpoint_model(checkpoint: str | Path, device: torch.device) -> tuple[Path, dict[str, Any], Any]:
+    ckpt = resolve_checkpoint(checkpoint)
+    data = read_checkpoint(ckpt)
+    return ckpt, data, model_from_checkpoint(data, ckpt, device)
+
+
+def adaptive_loss(data: dict[str, Any], ckpt: Path) -> Callable:
+    """The defense's own objective, for adaptive attacks (the PCL papers attack CE + PC)."""
+    from defenses import create_defense
+
+    recipe = data["model"]
+    defense = recipe.get("defense") or {"name": "softmax", "params": {}}
+    loss = create_defense(defense["name"], defense.get("params", {}), recipe["num_classes"]).attack_loss()
+    if loss is None:
+        raise WorkbenchError(f"{ckpt}: defense {defense['name']!r} trains on cross-entropy; it has no adaptive "
+                             "loss beyond the standard attacks (drop --adaptive)")
+    return loss
+
+
+def adaptive_protocol(loss: Callable, eps: list[float], norm: str) -> Protocol:
+    name = getattr(loss, "__name__", "defense loss")
+    return Protocol("adaptive", [
+        AttackSpec("pgd", {"steps": 100, "restarts": 2, "loss": loss, "norm": norm}, eps, f"PGD-100x2 {name}"),
+        AttackSpec("apgd", {"steps": 100, "loss": loss, "norm": norm}, eps, f"APGD-100 {name}"),
+    ], "white-box attacks on the defense's own training objective", cascade=True)
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
-    plans: list[AttackPlan],
+    protocols: list[Protocol] | Callable[[dict[str, Any]], list[Protocol]],
+    *,
     n: int | None = None,
     batch_size: int = 500,
     data_root: str | None = None,
     device: torch.device | str = "cpu",
-    on_progress: Callable[[str, float, int, int], None] | None = None,
-) -> dict[str, Any]:
-    ckpt = resolve_checkpoint(checkpoint)
-    data = read_checkpoint(ckpt)
+    seed: int = 0,
+    transfer_from: str | Path | None = None,
+    targeted: bool = False,
+    save_examples: int = 0,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[dict[str, Any], list[SpecOutcome]]:
     device = torch.device(device)
-    model = model_from_checkpoint(data, ckpt, device)
+    ckpt, data, model = load_checkpoint_model(checkpoint, device)
     dataset = data.get("dataset")
     if not isinstance(dataset, str):
         raise WorkbenchError(f"{ckpt}: checkpoint does not name its dataset")
+    source = None
+    source_path = None
+    if transfer_from is not None:
+        source_path, source_data, source = load_checkpoint_model(transfer_from, device)
+        if source_data.get("dataset") != dataset:
+            raise WorkbenchError(f"--transfer-from {source_path} was trained on {source_data.get('dataset')!r}, "
+                                 f"the target on {dataset!r}")
+    if callable(protocols):  # built once the checkpoint's dataset is known (per-dataset eps and settings)
+        protocols = protocols({"dataset": dataset, "recipe": data, "path": ckpt})
     x, y = load_raw(dataset, "test", root=data_root)
     if n is not None:
         if n <= 0:
             raise WorkbenchError("--n must be a positive number of test samples")
         x, y = x[:n], y[:n]
     x, y = x.to(device), y.to(device)
-
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        clean_correct = torch.cat([model(xb).argmax(1) == yb for xb, yb in iterate_batches(x, y, batch_size)])
-    clean_seconds = time.perf_counter() - t0
-
-    results = []
-    for plan in plans:
-        for eps in plan.eps:
-            attack = plan.build(model, eps)
-            robust = torch.zeros((), dtype=torch.long, device=device)
-            norm_max = 0.0
-            done = 0
-            t0 = time.perf_counter()
-            for xb, yb in iterate_batches(x, y, batch_size):
-                res = attack.run(xb, yb)
-                robust += res.adv_correct.sum()
-                norm_max = max(norm_max, float(res.norm.max()))
-                done += len(yb)
-                if on_progress:
-                    on_progress(plan.attack, eps, done, len(y))
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            results.append({
-                "attack": plan.attack, "eps": eps, "robust_accuracy": int(robust) / len(y),
-                "seconds": time.perf_counter() - t0, "max_perturbation": norm_max, "settings": attack.settings(),
-            })
-    return {
+    report, outcomes = evaluate(model, x, y, protocols, batch_size=batch_size, seed=seed, craft_model=source,
+                                targeted=targeted, save_examples=save_examples, on_progress=on_progress)
+    report.update({
         "checkpoint": str(ckpt),
         "dataset": dataset,
         "model": data["model"]["name"],
         "defense": (data["model"].get("defense") or {}).get("name", "softmax"),
-        "n": int(len(y)),
-        "clean_accuracy": int(clean_correct.sum()) / len(y),
-        "clean_seconds": clean_seconds,
-        "results": results,
+        "transfer_from": str(source_path) if source_path else None,
+        "seed": seed,
         "device": str(device),
         "created": time.time(),
         "provenance": provenance(),
-    }
+    })
+    return report, outcomes
 
 
-def save_evaluation(result: dict[str, Any]) -> Path:
-    ckpt = Path(result["checkpoint"])
+CSV_FIELDS = ["protocol", "label", "attack", "norm", "sweep_param", "value", "n", "attacked", "robust_accuracy",
+              "ci95_low", "ci95_high", "success_rate", "mean_norm", "seconds", "cumulative"]
+
+
+def report_csv(report: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerow({"protocol": "clean", "label": "clean", "n": report["n"],
+                     "robust_accuracy": report["clean_accuracy"], "ci95_low": report["clean_ci95"][0],
+                     "ci95_high": report["clean_ci95"][1]})
+    for r in report["results"]:
+        writer.writerow({**r, "ci95_low": r["ci95"][0], "ci95_high": r["ci95"][1]})
+    for r in report["worst_case"]:
+        writer.writerow({**r, "label": "worst case", "attack": "any", "sweep_param": "eps", "value": r["eps"],
+                         "ci95_low": r["ci95"][0], "ci95_high": r["ci95"][1]})
+    return buf.getvalue()
+
+
+def examples_payload(outcomes: list[SpecOutcome]) -> dict[str, Any]:
+    """Tensors and plain data only, so the viewer loads it with weights_only=True."""
+    items = []
+    for out in outcomes:
+        for ex in out.examples:
+            v = out.values[ex["value_index"]]
+            items.append({"protocol": out.protocol, "attack": out.spec.label, "value": v, "sample": ex["sample"],
+                          "true": ex["label"], "clean_pred": ex["clean_pred"], "clean_conf": ex["clean_conf"],
+                          "adv_pred": ex["adv_pred"], "adv_conf": ex["adv_conf"],
+                          "clean": ex["clean"].half(), "adversarial": ex["adversarial"].half()})
+    return {"format": "workbench-examples", "version": 1, "examples": items}
+
+
+def save_evaluation(report: dict[str, Any], outcomes: list[SpecOutcome] | None = None) -> Path:
+    ckpt = Path(report["checkpoint"])
     out = evals_dir_for(ckpt)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = out / f"{ckpt.stem}-{stamp}.json"
+    base = f"{ckpt.stem}-{stamp}"
     i = 1
-    while path.exists():
-        path = out / f"{ckpt.stem}-{stamp}-{i}.json"
+    while (out / f"{base}.json").exists():
+        base = f"{ckpt.stem}-{stamp}-{i}"
         i += 1
-    write_json_atomic(path, result)
+    path = out / f"{base}.json"
+    if outcomes and any(o.examples for o in outcomes):
+        ex_path = out / f"{base}-examples.pt"
+        payload = examples_payload(outcomes)
+        atomic_write_bytes(ex_path, lambda fh: torch.save(payload, fh))
+        report["examples"] = str(ex_path)
+    atomic_write_text(out / f"{base}.csv", report_csv(report))
+    report["csv"] = str(out / f"{base}.csv")
+    write_json_atomic(path, report)
     return path

@@ -1,0 +1,292 @@
+"""The evaluation engine: run protocols of attack specs over a test set, without wasted work.
+
+- Only samples the model classifies correctly are attacked (the others are not robust anyway).
+- Attacks stop on a sample once it is fooled (their `early_stop`), so cost follows the robust samples.
+- A sweep (eps values, or DeepFool's ratio d) runs as one batch with one value per sample row,
+  and a sample fooled at some eps counts as fooled at every larger eps: the same perturbation
+  lies inside the larger ball. Robust accuracy is therefore monotone in eps by construction.
+- With `cascade`, later specs of a protocol attack only what earlier ones left robust.
+- Every accuracy comes with a 95% Wilson interval; the worst case across attacks ("any attack
+  succeeded") is reported per protocol and overall.
+
+Transfer (black-box) evaluation crafts on `craft_model` and checks the evaluated model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..attacks_util import iterate_batches
+from .protocol import AttackSpec, Protocol
+from .stats import wilson_interval
+
+Progress = Callable[[str, int, int], None]
+
+
+def _as_float(xb: torch.Tensor) -> torch.Tensor:
+    return torch.div(xb, 255.0) if xb.dtype == torch.uint8 else xb
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    was = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        dummy = torch.zeros(len(x), dtype=torch.long, device=x.device)
+        return torch.cat([model(xb).argmax(1) for xb, _ in iterate_batches(x, dummy, batch_size)])
+    finally:
+        for m, flag in was:
+            m.training = flag
+
+
+@dataclass
+class SpecOutcome:
+    spec: AttackSpec
+    protocol: str
+    n: int  # evaluated on the first n samples
+    values: list[float | None]  # sweep values (None: one unbounded run)
+    fooled: torch.Tensor  # bool (V, n), monotone in the sweep value
+    attacked: torch.Tensor  # bool (V, n): samples this spec actually attacked
+    norm: torch.Tensor  # (V, n) perturbation size where fooled, nan elsewhere
+    target_hit: torch.Tensor | None  # bool (V, n) in targeted mode
+    stage_counts: list[dict[str, int]]
+    seconds: float
+    settings: dict[str, Any]
+    cumulative: bool  # robust counts include earlier specs of a cascade
+    examples: list[dict[str, torch.Tensor]] = field(default_factory=list)
+
+
+class Evaluator:
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 500,
+                 seed: int = 0, craft_model: nn.Module | None = None, targeted: bool = False,
+                 save_examples: int = 0, on_progress: Progress | None = None):
+        self.model = model
+        self.craft_model = craft_model or model
+        self.transfer = craft_model is not None
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.seed = seed
+        self.targeted = targeted
+        self.save_examples = save_examples
+        self.on_progress = on_progress
+        self.device = y.device
+        t0 = time.perf_counter()
+        self.clean_pred = predict(model, x, batch_size)
+        self.clean_seconds = time.perf_counter() - t0
+        self.clean_correct = self.clean_pred == y
+        self.num_classes = None
+        self.targets = None
+        if targeted:
+            gen = torch.Generator(device="cpu").manual_seed(seed + 7)
+            with torch.no_grad():
+                k = int(model(_as_float(x[:1])).shape[1])
+            shift = torch.randint(1, k, (len(y),), generator=gen).to(self.device)
+            self.targets = (y + shift) % k  # a random class other than the label
+
+    # -- one spec -------------------------------------------------------------------------------
+    def run_spec(self, spec: AttackSpec, protocol: str, alive: dict | None = None) -> SpecOutcome:
+        n = len(self.y) if spec.max_samples is None else min(spec.max_samples, len(self.y))
+        values: list[float | None] = list(spec.sweep) if spec.sweep is not None else [None]
+        V = len(values)
+        dev = self.device
+        cand = self.clean_correct[:n].expand(V, n).clone()
+        if alive is not None:
+            for i, v in enumerate(values):
+                key = (spec.norm, v)
+                if key in alive:
+                    cand[i] &= alive[key][:n]
+        fooled = torch.zeros(V, n, dtype=torch.bool, device=dev)
+        target_hit = torch.zeros(V, n, dtype=torch.bool, device=dev) if self.targeted else None
+        norm = torch.full((V, n), float("nan"), device=dev)
+        stage_counts: list[dict[str, int]] = [{} for _ in values]
+        examples: list[dict[str, torch.Tensor]] = []
+
+        v_idx, s_idx = cand.nonzero(as_tuple=True)
+        order = torch.argsort(s_idx, stable=True)  # a sample's sweep values travel in the same chunk
+        v_idx, s_idx = v_idx[order], s_idx[order]
+        total = int(s_idx.numel())
+        chunk = max(1, self.batch_size)
+        value_t = torch.tensor([0.0 if v is None else v for v in values], device=dev)
+        # Reported settings: the attack at one scalar value, with the sweep and any step expression restored.
+        settings = spec.build(self.craft_model, values[0]).settings()
+        if isinstance(spec.params.get("step_size"), str):
+            settings["step_size"] = spec.params["step_size"]
+        if self.transfer:
+            settings["early_stop"] = False
+        t0 = time.perf_counter()
+        if self.on_progress:
+            self.on_progress(spec.label, 0, total)
+        for c, lo in enumerate(range(0, total, chunk)):
+            vi, si = v_idx[lo:lo + chunk], s_idx[lo:lo + chunk]
+            xb, yb = _as_float(self.x[si]), self.y[si]
+            tb = self.targets[si] if self.targets is not None else None
+            value = None if values[0] is None else value_t[vi]
+            attack = spec.build(self.craft_model, value)
+            attack.seed = int(spec.params.get("seed", self.seed)) + 1_000_003 * c
+            if self.transfer:
+                attack.early_stop = False  # fooling the source is not the goal; use the full budget
+            if self.targeted and attack.targeted_capable:
+                attack.targeted = True
+            res = attack.run(xb, yb, tb if attack.targeted else None)
+            if self.transfer:
+                adv_pred = predict(self.model, res.x_adv, self.batch_size)
+                hit = adv_pred != yb
+                tgt = (adv_pred == tb) if tb is not None else None
+            else:
+                hit = ~res.adv_correct
+                tgt = res.success if (tb is not None and attack.targeted) else None
+            fooled[vi, si] = hit
+            norm[vi, si] = torch.where(hit, res.norm.to(norm.dtype), torch.nan)
+            if target_hit is not None and tgt is not None:
+                target_hit[vi, si] = tgt
+            if res.stages and len(res.stages) > 1:
+                for i, name in zip(vi[hit].tolist(), [s for s, h in zip(res.succeeded_by(), hit.tolist()) if h]):
+                    if name is not None:
+                        stage_counts[i][name] = stage_counts[i].get(name, 0) + 1
+            if self.save_examples:
+                self._keep_examples(examples, vi, si, xb, res.x_adv, yb)
+            if self.on_progress:
+                self.on_progress(spec.label, min(lo + chunk, total), total)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds = time.perf_counter() - t0
+
+        if spec.sweep is not None and V > 1:
+            # Fooled at a smaller value => fooled at every larger one, by the same perturbation.
+            for i in range(1, V):
+                carry = fooled[i - 1] & ~fooled[i]
+                fooled[i] |= carry
+                norm[i] = torch.where(carry, norm[i - 1], norm[i])
+        if spec.sweep_param and spec.sweep is not None:
+            settings[spec.sweep_param] = list(spec.sweep)
+        settings["seed"] = int(spec.params.get("seed", self.seed))
+        return SpecOutcome(spec, protocol, n, values, fooled, cand, norm, target_hit, stage_counts, seconds,
+                           settings, cumulative=alive is not None, examples=examples)
+
+    def _keep_examples(self, examples, vi, si, xb, x_adv, yb) -> None:
+        room = self.save_examples * max(1, int(vi.max()) + 1) - len(examples)
+        if room <= 0:
+            return
+        with torch.no_grad():
+            p_clean = self.model(xb).softmax(1)
+            p_adv = self.model(x_adv).softmax(1)
+        for j in range(min(room, len(yb))):
+            examples.append({
+                "value_index": int(vi[j]), "sample": int(si[j]), "label": int(yb[j]),
+                "clean": xb[j].cpu(), "adversarial": x_adv[j].detach().cpu(),
+                "clean_pred": int(p_clean[j].argmax()), "clean_conf": float(p_clean[j].max()),
+                "adv_pred": int(p_adv[j].argmax()), "adv_conf": float(p_adv[j].max()),
+            })
+
+    # -- protocols ------------------------------------------------------------------------------
+    def run_protocol(self, protocol: Protocol) -> list[SpecOutcome]:
+        alive: dict | None = {} if protocol.cascade else None
+        outcomes = []
+        for spec in protocol.specs:
+            out = self.run_spec(spec, protocol.name, alive)
+            if alive is not None:
+                for i, v in enumerate(out.values):
+                    key = (spec.norm, v)
+                    prev = alive.get(key, torch.ones(len(self.y), dtype=torch.bool, device=self.device))
+                    prev = prev.clone()
+                    prev[:out.n] &= ~out.fooled[i]
+                    alive[key] = prev
+            outcomes.append(out)
+        return outcomes
+
+
+# -- summaries ------------------------------------------------------------------------------------
+def _acc(k: int, n: int) -> dict[str, Any]:
+    lo, hi = wilson_interval(k, n)
+    return {"accuracy": k / n if n else 0.0, "ci95": [lo, hi], "correct": k, "n": n}
+
+
+def spec_rows(ev: Evaluator, out: SpecOutcome) -> list[dict[str, Any]]:
+    rows = []
+    clean = ev.clean_correct[:out.n]
+    for i, v in enumerate(out.values):
+        # `attacked` is clean-correct (and, in a cascade, robust to every earlier spec).
+        robust = out.attacked[i] & ~out.fooled[i]
+        attacked = int(out.attacked[i].sum())
+        fooled = out.fooled[i] & clean
+        norms = out.norm[i][fooled]
+        acc = _acc(int(robust.sum()), out.n)
+        row = {
+            "protocol": out.protocol, "attack": out.spec.attack, "label": out.spec.label, "norm": out.spec.norm,
+            "sweep_param": out.spec.sweep_param, "eps": v if out.spec.sweep_param == "eps" else None,
+            "value": v, "n": out.n, "attacked": attacked,
+            "robust_accuracy": acc["accuracy"], "ci95": acc["ci95"],
+            "success_rate": int((out.fooled[i] & out.attacked[i]).sum()) / max(attacked, 1),
+            "mean_norm": float(norms.mean()) if norms.numel() else None,
+            "seconds": out.seconds, "cumulative": out.cumulative, "settings": out.settings,
+        }
+        if out.spec.attack == "deepfool" or out.spec.sweep_param == "max_ratio":
+            x_norm = _as_float(ev.x[:out.n]).flatten(1).norm(dim=1).to(norms.dtype)
+            ratio = out.norm[i][fooled] / x_norm[fooled].clamp_min(1e-12)
+            row["mean_ratio"] = float(ratio.mean()) if ratio.numel() else None  # the CCN paper's rho_adv
+        if out.target_hit is not None:
+            row["target_hit_rate"] = int(out.target_hit[i].sum()) / max(attacked, 1)
+        if out.stage_counts[i]:
+            row["broken_by"] = out.stage_counts[i]
+        rows.append(row)
+        if v is None and out.spec.thresholds:
+            for t in sorted(out.spec.thresholds):
+                within = out.fooled[i] & (out.norm[i] <= t)
+                acc_t = _acc(int((clean & ~within).sum()), out.n)
+                rows.append({**row, "eps": t, "value": t, "robust_accuracy": acc_t["accuracy"],
+                             "ci95": acc_t["ci95"], "success_rate": int(within.sum()) / max(int(clean.sum()), 1),
+                             "threshold_of_minimum_norm": True})
+    return rows
+
+
+def worst_case_rows(ev: Evaluator, outcomes: list[SpecOutcome], protocol: str) -> list[dict[str, Any]]:
+    """Per (norm, eps): robust only if no eps-bounded attack run at that eps fooled the sample."""
+    groups: dict[tuple[str, float], list[tuple[SpecOutcome, int]]] = {}
+    for out in outcomes:
+        if out.spec.sweep_param != "eps" or out.spec.sweep is None:
+            continue
+        for i, v in enumerate(out.values):
+            groups.setdefault((out.spec.norm, v), []).append((out, i))
+    rows = []
+    for (norm_name, eps), members in sorted(groups.items()):
+        n = min(o.n for o, _ in members)
+        robust = ev.clean_correct[:n].clone()
+        for o, i in members:
+            robust &= ~o.fooled[i][:n]
+        acc = _acc(int(robust.sum()), n)
+        rows.append({"protocol": protocol, "norm": norm_name, "eps": eps, "n": n,
+                     "robust_accuracy": acc["accuracy"], "ci95": acc["ci95"],
+                     "attacks": sorted({o.spec.label for o, _ in members})})
+    return rows
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, protocols: list[Protocol],
+             **kwargs) -> tuple[dict[str, Any], list[SpecOutcome]]:
+    """Run every protocol; return the report (plain data) and the raw per-spec outcomes."""
+    ev = Evaluator(model, x, y, **kwargs)
+    outcomes: list[SpecOutcome] = []
+    results: list[dict[str, Any]] = []
+    worst: list[dict[str, Any]] = []
+    summaries = []
+    for protocol in protocols:
+        outs = ev.run_protocol(protocol)
+        outcomes += outs
+        for out in outs:
+            results += spec_rows(ev, out)
+        worst += worst_case_rows(ev, outs, protocol.name)
+        summaries.append({"name": protocol.name, "description": protocol.description, "cascade": protocol.cascade,
+                          "attacks": [s.label for s in protocol.specs]})
+    if len(protocols) > 1:
+        worst += worst_case_rows(ev, outcomes, "all")
+    clean = _acc(int(ev.clean_correct.sum()), len(y))
+    report = {
+        "n": len(y), "clean_accuracy": clean["accuracy"], "clean_ci95": clean["ci95"],
+        "clean_seconds": ev.clean_seconds, "protocols": summaries, "results": results, "worst_case": worst,
+        "targeted": ev.targeted, "transfer": ev.transfer,
+    }
+    return report, outcomes
