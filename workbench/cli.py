@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -219,6 +220,94 @@ def attack(
     if not run_strong and preset != "strong":
         out.print("[dim]strong protocol not run (add --strong): weak attacks overstate robustness[/dim]")
     out.print(f"saved: {saved} (+ .csv{', examples' if report.get('examples') else ''})")
+
+
+@app.command()
+def audit(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint file, or a run folder (uses its best.pt)."),
+    eps: Optional[str] = typer.Option(None, "--eps", help="Reference L-inf eps (default 0.3 MNIST-like, 8/255 colour)."),
+    large_eps: Optional[float] = typer.Option(None, "--large-eps", help="Eps at which accuracy must reach ~0."),
+    source: Optional[Path] = typer.Option(None, "--source", help="Independently trained model for the transfer check."),
+    queries: int = typer.Option(1000, "--queries", min=1, help="Square query budget (the gradient-free check)."),
+    n: int = typer.Option(500, "--n", min=1, help="Test samples to use."),
+    batch_size: int = typer.Option(500, "--batch-size", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = Device,
+    data_root: Optional[str] = DataRoot,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Gradient-masking audit: pass / warn per check, with the numbers behind it."""
+    from .data import load_raw
+    from .evaluation import check_eps_list, check_linf_eps
+    from .evaluation.attack_eval import evals_dir_for, load_checkpoint_model
+    from .evaluation.audit import audit_model
+    from .runs import write_json_atomic
+    from .training.trainer import resolve_device
+
+    eps_value = None
+    if eps is not None:
+        values = check_eps_list(_parse_eps(eps))
+        check_linf_eps(values)
+        if len(values) != 1:
+            raise WorkbenchError("--eps takes one value for the audit")
+        eps_value = values[0]
+    if large_eps is not None:
+        check_linf_eps(check_eps_list([large_eps]))
+    dev = resolve_device(device)
+    ckpt, data, model = load_checkpoint_model(checkpoint, dev)
+    source_model = load_checkpoint_model(source, dev)[2] if source is not None else None
+    x, y = load_raw(data["dataset"], "test", root=data_root)
+    x, y = x[:n].to(dev), y[:n].to(dev)
+    callback, stop_progress = _progress_callback(not as_json and sys.stderr.isatty())
+    try:
+        result = audit_model(model, x, y, dataset=data["dataset"], eps=eps_value, large_eps=large_eps,
+                             queries=queries, source_model=source_model, batch_size=batch_size, seed=seed,
+                             on_progress=callback)
+    finally:
+        stop_progress()
+    result["checkpoint"] = str(ckpt)
+    path = evals_dir_for(ckpt) / f"audit-{ckpt.stem}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    write_json_atomic(path, result)
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"gradient-masking audit: {ckpt}\nn={result['n']}, clean {_pct(result['clean_accuracy'])}",
+                  box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("check")
+    table.add_column("result", no_wrap=True)
+    table.add_column("numbers", overflow="fold")
+    colours = {"pass": "green", "warn": "bold red", "skip": "dim"}
+    for check in result["checks"]:
+        table.add_row(check["name"], f"[{colours[check['status']]}]{check['status']}[/]", check["detail"])
+    out.print(table)
+    verdict = result["verdict"]
+    out.print("[bold red]warning: signs of gradient masking; gradient-attack numbers likely overstate robustness"
+              "[/bold red]" if verdict == "warn" else "[green]no sign of gradient masking in these checks[/green]")
+    out.print(f"saved: {path}")
+
+
+@app.command(name="attacks")
+def list_attacks() -> None:
+    """List the attacks and the evaluation presets."""
+    from attacks import ATTACKS
+
+    from .evaluation import PRESETS, build_protocol
+
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("attack", "norms", "kind", "description"):
+        table.add_column(col, overflow="fold")
+    for name, cls in ATTACKS.items():
+        kind = "minimum-norm" if not cls.bounded else "eps-bounded"
+        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        table.add_row(name, ", ".join(cls.norms), kind, doc)
+    out.print(table)
+    presets = Table(box=box.SIMPLE_HEAD)
+    for col in ("preset", "attacks (MNIST)", "description"):
+        presets.add_column(col, overflow="fold")
+    for name in PRESETS.names():
+        proto = build_protocol(name, "mnist")
+        presets.add_row(name, ", ".join(s.label for s in proto.specs), proto.description)
+    out.print(presets)
 
 
 @app.command()

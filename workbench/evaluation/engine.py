@@ -2,9 +2,12 @@
 
 - Only samples the model classifies correctly are attacked (the others are not robust anyway).
 - Attacks stop on a sample once it is fooled (their `early_stop`), so cost follows the robust samples.
-- A sweep (eps values, or DeepFool's ratio d) runs as one batch with one value per sample row,
-  and a sample fooled at some eps counts as fooled at every larger eps: the same perturbation
-  lies inside the larger ball. Robust accuracy is therefore monotone in eps by construction.
+- A sample fooled at some eps counts as fooled at every larger eps: the same perturbation lies
+  inside the larger ball. So a sweep (eps values, or DeepFool's ratio d) runs in ascending
+  order and each value attacks only the samples that survived the smaller ones ("carry", the
+  default: strictly less work than separate runs), or as one batch holding every (value,
+  sample) pair with one value per row ("joint": bigger batches for a GPU). Either way robust
+  accuracy is monotone in eps by construction.
 - With `cascade`, later specs of a protocol attack only what earlier ones left robust.
 - Every accuracy comes with a 95% Wilson interval; the worst case across attacks ("any attack
   succeeded") is reported per protocol and overall.
@@ -64,7 +67,10 @@ class SpecOutcome:
 class Evaluator:
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 500,
                  seed: int = 0, craft_model: nn.Module | None = None, targeted: bool = False,
-                 save_examples: int = 0, on_progress: Progress | None = None):
+                 save_examples: int = 0, on_progress: Progress | None = None, sweep: str = "carry"):
+        if sweep not in ("carry", "joint"):
+            raise ValueError("sweep must be 'carry' or 'joint'")
+        self.sweep = sweep
         self.model = model
         self.craft_model = craft_model or model
         self.transfer = craft_model is not None
@@ -106,10 +112,6 @@ class Evaluator:
         stage_counts: list[dict[str, int]] = [{} for _ in values]
         examples: list[dict[str, torch.Tensor]] = []
 
-        v_idx, s_idx = cand.nonzero(as_tuple=True)
-        order = torch.argsort(s_idx, stable=True)  # a sample's sweep values travel in the same chunk
-        v_idx, s_idx = v_idx[order], s_idx[order]
-        total = int(s_idx.numel())
         chunk = max(1, self.batch_size)
         value_t = torch.tensor([0.0 if v is None else v for v in values], device=dev)
         # Reported settings: the attack at one scalar value, with the sweep and any step expression restored.
@@ -118,45 +120,45 @@ class Evaluator:
             settings["step_size"] = spec.params["step_size"]
         if self.transfer:
             settings["early_stop"] = False
+        carry = self.sweep == "carry" and spec.monotone and V > 1
+        # carry: one stage per value, ascending, each attacking only what survived the smaller values;
+        # joint: one stage holding every (value, sample) pair, one value per row.
+        stages = list(range(V)) if carry else [None]
+        total = int(cand.sum())
+        done = 0
+        chunk_no = 0
         t0 = time.perf_counter()
         if self.on_progress:
             self.on_progress(spec.label, 0, total)
-        for c, lo in enumerate(range(0, total, chunk)):
-            vi, si = v_idx[lo:lo + chunk], s_idx[lo:lo + chunk]
-            xb, yb = _as_float(self.x[si]), self.y[si]
-            tb = self.targets[si] if self.targets is not None else None
-            value = None if values[0] is None else value_t[vi]
-            attack = spec.build(self.craft_model, value)
-            attack.seed = int(spec.params.get("seed", self.seed)) + 1_000_003 * c
-            if self.transfer:
-                attack.early_stop = False  # fooling the source is not the goal; use the full budget
-            if self.targeted and attack.targeted_capable:
-                attack.targeted = True
-            res = attack.run(xb, yb, tb if attack.targeted else None)
-            if self.transfer:
-                adv_pred = predict(self.model, res.x_adv, self.batch_size)
-                hit = adv_pred != yb
-                tgt = (adv_pred == tb) if tb is not None else None
+        for stage in stages:
+            if stage is None:
+                v_idx, s_idx = cand.nonzero(as_tuple=True)
+                order = torch.argsort(s_idx, stable=True)  # a sample's values travel in the same chunk
+                v_idx, s_idx = v_idx[order], s_idx[order]
             else:
-                hit = ~res.adv_correct
-                tgt = res.success if (tb is not None and attack.targeted) else None
-            fooled[vi, si] = hit
-            norm[vi, si] = torch.where(hit, res.norm.to(norm.dtype), torch.nan)
-            if target_hit is not None and tgt is not None:
-                target_hit[vi, si] = tgt
-            if res.stages and len(res.stages) > 1:
-                for i, name in zip(vi[hit].tolist(), [s for s, h in zip(res.succeeded_by(), hit.tolist()) if h]):
-                    if name is not None:
-                        stage_counts[i][name] = stage_counts[i].get(name, 0) + 1
-            if self.save_examples:
-                self._keep_examples(examples, vi, si, xb, res.x_adv, yb)
-            if self.on_progress:
-                self.on_progress(spec.label, min(lo + chunk, total), total)
+                todo = cand[stage] & ~fooled[:stage].any(0)
+                s_idx = todo.nonzero().squeeze(1)
+                v_idx = torch.full_like(s_idx, stage)
+                done += int((cand[stage] & ~todo).sum())  # carried over: fooled at a smaller value
+            for lo in range(0, int(s_idx.numel()), chunk):
+                vi, si = v_idx[lo:lo + chunk], s_idx[lo:lo + chunk]
+                self._attack_chunk(spec, values, value_t, vi, si, chunk_no, fooled, norm, target_hit, stage_counts,
+                                   examples)
+                chunk_no += 1
+                done += int(si.numel())
+                if self.on_progress:
+                    self.on_progress(spec.label, done, total)
+            if stage is not None and stage + 1 < V:  # carry: fooled here => fooled at every larger value
+                nxt = fooled[stage] & ~fooled[stage + 1]
+                fooled[stage + 1] |= nxt
+                norm[stage + 1] = torch.where(nxt, norm[stage], norm[stage + 1])
+        if self.on_progress:
+            self.on_progress(spec.label, total, total)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - t0
 
-        if spec.sweep is not None and V > 1:
+        if spec.sweep is not None and V > 1 and spec.monotone:
             # Fooled at a smaller value => fooled at every larger one, by the same perturbation.
             for i in range(1, V):
                 carry = fooled[i - 1] & ~fooled[i]
@@ -167,6 +169,37 @@ class Evaluator:
         settings["seed"] = int(spec.params.get("seed", self.seed))
         return SpecOutcome(spec, protocol, n, values, fooled, cand, norm, target_hit, stage_counts, seconds,
                            settings, cumulative=alive is not None, examples=examples)
+
+    def _attack_chunk(self, spec, values, value_t, vi, si, chunk_no, fooled, norm, target_hit, stage_counts,
+                      examples) -> None:
+        xb, yb = _as_float(self.x[si]), self.y[si]
+        tb = self.targets[si] if self.targets is not None else None
+        value = None if values[0] is None else value_t[vi]
+        overrides: dict[str, Any] = {"seed": int(spec.params.get("seed", self.seed)) + 1_000_003 * chunk_no}
+        if self.transfer:
+            overrides["early_stop"] = False  # fooling the source is not the goal; use the full budget
+        if self.targeted and spec.cls.targeted_capable and spec.params.get("target_mode") is None:
+            overrides["targeted"] = True
+        attack = spec.build(self.craft_model, value, **overrides)
+        res = attack.run(xb, yb, tb if attack.targeted else None)
+        if self.transfer:
+            adv_pred = predict(self.model, res.x_adv, self.batch_size)
+            hit = adv_pred != yb
+            tgt = (adv_pred == tb) if tb is not None else None
+        else:
+            hit = ~res.adv_correct
+            tgt = res.success if (tb is not None and attack.targeted) else None
+        fooled[vi, si] = hit
+        norm[vi, si] = torch.where(hit, res.norm.to(norm.dtype), torch.nan)
+        if target_hit is not None and tgt is not None:
+            target_hit[vi, si] = tgt
+        if res.stages and len(res.stages) > 1:
+            names = res.succeeded_by()
+            for i, name, h in zip(vi.tolist(), names, hit.tolist()):
+                if h and name is not None:
+                    stage_counts[i][name] = stage_counts[i].get(name, 0) + 1
+        if self.save_examples:
+            self._keep_examples(examples, vi, si, xb, res.x_adv, yb)
 
     def _keep_examples(self, examples, vi, si, xb, x_adv, yb) -> None:
         room = self.save_examples * max(1, int(vi.max()) + 1) - len(examples)

@@ -26,6 +26,9 @@ class AttackSpec:
     max_samples: int | None = None  # evaluate on the first N samples only (the papers use 1k for costly attacks)
     # Minimum-norm attacks (C&W, DeepFool): also report robust accuracy at these perturbation sizes.
     thresholds: list[float] | None = None
+    # Count a sample fooled at eps as fooled at every larger eps (valid: the same perturbation fits).
+    # The gradient-masking audit turns it off to see whether accuracy falls with eps on its own.
+    monotone: bool = True
 
     def __post_init__(self) -> None:
         cls = ATTACKS.get(self.attack)
@@ -51,9 +54,9 @@ class AttackSpec:
     def norm(self) -> str:
         return self.params.get("norm") or self.cls.norms[0]
 
-    def build(self, model, value=None):
-        """The attack for one sweep value (a float or a per-sample tensor)."""
-        params = dict(self.params)
+    def build(self, model, value=None, **overrides):
+        """The attack for one sweep value (a float or a per-sample tensor); overrides win over params."""
+        params = {**self.params, **overrides}
         step = params.get("step_size")
         if isinstance(step, str):  # an expression of eps, resolved per sample
             params["step_size"] = resolve_step_size(step, 1.0, int(params.get("steps", 1))) * value
