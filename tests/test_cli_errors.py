@@ -88,6 +88,15 @@ def _cases(ws) -> dict[str, Case]:
         "attack_malicious_raw_pickle": Case(["attack", str(root / "evil_raw.pt")], env, ("evil_raw.pt",),
                                             root / "PWNED_raw"),
         "attack_steps_zero": Case(["attack", ckpt, "--steps", "0"], env, ("--steps",)),
+        "attack_unknown_preset": Case(["attack", ckpt, "--preset", "madeup"], env, ("madeup", "pcl")),
+        "attack_bad_norm": Case(["attack", ckpt, "--norm", "l3"], env, ("--norm", "l3")),
+        "attack_linf_eps_too_big": Case(["attack", ckpt, "--eps", "8"], env, ("--eps", "8")),
+        "attack_linf_only_with_l2": Case(["attack", ckpt, "--fgsm", "--norm", "l2", "--eps", "1.0"], env,
+                                         ("--fgsm", "linf")),
+        "attack_unknown_loss": Case(["attack", ckpt, "--loss", "hinge"], env, ("hinge",)),
+        "attack_adaptive_softmax": Case(["attack", ckpt, "--adaptive", "--n", "10"], env, ("softmax", "--adaptive")),
+        "attack_transfer_missing": Case(["attack", ckpt, "--transfer-from", "nosource.pt"], env, ("nosource.pt",)),
+        "audit_two_eps": Case(["audit", ckpt, "--eps", "0.1,0.2"], env, ("--eps",)),
         "train_unknown_profile": Case(["train", "--profile", "nosuchprofile"], env, ("nosuchprofile",)),
         "train_profile_unknown_key": Case(["train", "--profile", "bad.yaml"], env, ("bad.yaml", "epochz")),
         "train_set_wrong_type": Case(["train", "--profile", "quickstart", "--set", "epochs=zero"], env,
@@ -118,7 +127,9 @@ def results(ws):
 
 ERROR_CASES = [
     "attack_missing_file", "attack_negative_eps", "attack_nan_eps", "attack_text_eps", "attack_random_bytes",
-    "attack_malicious_pickle", "attack_malicious_raw_pickle", "attack_steps_zero", "train_unknown_profile",
+    "attack_malicious_pickle", "attack_malicious_raw_pickle", "attack_steps_zero", "attack_unknown_preset",
+    "attack_bad_norm", "attack_linf_eps_too_big", "attack_linf_only_with_l2", "attack_unknown_loss",
+    "attack_adaptive_softmax", "attack_transfer_missing", "audit_two_eps", "train_unknown_profile",
     "train_profile_unknown_key", "train_set_wrong_type", "train_resume_missing", "stop_not_a_run",
     "train_dataset_missing_offline", "train_cuda_without_cuda",
 ]
