@@ -1,12 +1,26 @@
-"""Adversarial attacks in the torchattacks call convention: `PGD(model, eps=0.3)(x, y) -> x_adv`."""
+"""Adversarial attacks in the torchattacks call convention: `PGD(model, eps=0.3)(x, y) -> x_adv`.
 
-from .base import Attack, AttackResult, model_mode, project_linf
+Importing the package registers every attack by name in `ATTACKS`.
+"""
+
+from .apgd import APGD, APGDCE, APGDDLR, APGDT
+from .autoattack import AutoAttack
+from .base import Attack, AttackResult, model_mode, project_l2, project_linf
 from .bim import BIM
+from .cw import CW
+from .deepfool import DeepFool
+from .fab import FAB, FABT
 from .fgsm import FGSM
 from .losses import ATTACK_LOSSES
 from .mim import MIM
+from .multitarget import MultiTargeted
 from .pgd import PGD
 from .registry import ATTACKS, create_attack, register_attack
+from .spsa import SPSA
+from .square import Square
 
-__all__ = ["ATTACKS", "ATTACK_LOSSES", "Attack", "AttackResult", "BIM", "FGSM", "MIM", "PGD", "create_attack", "model_mode",
-           "project_linf", "register_attack"]
+__all__ = [
+    "APGD", "APGDCE", "APGDDLR", "APGDT", "ATTACKS", "ATTACK_LOSSES", "BIM", "CW", "FAB", "FABT", "FGSM", "MIM",
+    "PGD", "SPSA", "Attack", "AttackResult", "AutoAttack", "DeepFool", "MultiTargeted", "Square", "create_attack",
+    "model_mode", "project_l2", "project_linf", "register_attack",
+]

@@ -158,7 +158,8 @@ class Attack(ABC):
         """Per-sample loss to maximise at x, and the logits when the forward pass gave them."""
         if self.loss_fn is None:
             # Adaptive: the defense's own objective, returning a loss or (loss, logits).
-            value = self.loss(self.model, x, y)
+            # Targeted: descend the objective toward the target label instead of ascending it at y.
+            value = self.loss(self.model, x, y if target is None else target)
             value, logits = value if isinstance(value, tuple) else (value, None)
             return (value if target is None else -value), logits
         logits = self.model(x)

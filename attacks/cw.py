@@ -19,8 +19,11 @@ Choices:
 - Defaults follow advertorch (c0 1e-3, 9 search steps, lr 0.01, kappa 0, early abort) except
   `steps`: 1000 instead of advertorch's 10,000 iterations, to stay usable on CPU; the papers'
   settings (SPEC 5.2) set it explicitly (PCL/CCN 1000, PC-LC 100 or 1000).
-- Early abort is per sample: every steps/10 iterations a sample whose objective did not drop by
-  0.01% leaves the current search step (advertorch decides for the whole batch).
+- Early abort is per sample, so results do not depend on the batch: every steps/10 iterations the
+  objective is checked, and a sample leaves the current search step after two checks in a row
+  without a 0.01% improvement on its lowest checked objective. (advertorch and Carlini's code
+  abort the whole batch at the first check where the summed objective did not improve; aborting
+  a sample at its first stalled check cost 1-4% in mean L2 in our measurements.)
 - `early_stop` of the base is ignored: a minimum-norm attack keeps optimising after success.
 - Samples already fooled at the clean input (margin past kappa) are returned unchanged (norm 0).
 - `eps`, if given (float or per sample), is only a cap: a sample whose smallest adversarial
@@ -143,7 +146,8 @@ class CW(Attack):
         found = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         local = torch.arange(x.shape[0], device=x.device)  # row of each active sample in this call
         m, v = torch.zeros_like(w), torch.zeros_like(w)
-        prev = torch.full_like(c, float("inf"))
+        prev = torch.full_like(c, float("inf"))  # lowest objective at a check so far
+        strikes = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)  # checks in a row without progress
         check_every = max(self.steps // 10, 1)
         beta1, beta2 = 0.9, 0.999
         for it in range(1, self.steps + 1):
@@ -169,10 +173,13 @@ class CW(Attack):
                 w = w.detach() - step
                 if self.abort_early and it % check_every == 0:
                     loss = loss.detach()
-                    keep = ~(loss > prev - 1e-4 * prev.abs())  # inf - inf is nan: never aborts at the first check
-                    prev = loss
+                    stalled = loss > prev - 1e-4 * prev.abs()  # inf - inf is nan: never stalls at the first check
+                    strikes = torch.where(stalled, strikes + 1, 0)
+                    prev = torch.minimum(prev, loss)
+                    keep = strikes < 2
                     if not bool(keep.all()):
-                        local, w, m, v, prev = local[keep], w[keep], m[keep], v[keep], prev[keep]
+                        local, w, m, v = local[keep], w[keep], m[keep], v[keep]
+                        prev, strikes = prev[keep], strikes[keep]
                         x, labels, c = x[keep], labels[keep], c[keep]
                         if local.numel() == 0:
                             break

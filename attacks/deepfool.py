@@ -20,8 +20,10 @@ example with ratio > d as a failure, so every returned ratio is <= d.
 
 Returns the clean x for samples it did not fool (after `steps` iterations or at the ratio
 limit), like advertorch's minimum-norm attacks; samples fooled at the clean input are left
-unchanged, and fooled samples leave the batch. After a call, `last_ratio` holds each sample's
-||x_adv - x||_2 / ||x||_2 (0 where x is returned) and `last_step_ratio` as above.
+unchanged, and fooled samples leave the batch. The examples are re-checked in one forward pass
+over the whole batch (the pass run() makes): a boundary case that flips back there is a failure.
+After a call, `last_ratio` holds each sample's ||x_adv - x||_2 / ||x||_2 (0 where x is returned)
+and `last_step_ratio` as above.
 The CCN robustness rho_adv (Eq. 9) is `rho_adv(result, x)`: the mean ratio over samples that
 were correct on the clean input and fooled.
 """
@@ -33,7 +35,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .base import AttackResult, Attack, rows
+from .base import Attack, AttackResult, rows
 from .registry import register_attack
 
 
@@ -139,13 +141,16 @@ class DeepFool(Attack):
                 xa = xa.detach()[keep]
                 da = rows(da, keep) if da is not None and da.dim() > 0 else da
                 w_norm = grads.flatten(2).norm(dim=2).clamp_min(1e-12)  # (b, k-1)
-                l = (f.abs() / w_norm).argmin(1)
-                sel = torch.arange(len(l), device=x.device)
-                f_l, w_l, wn_l = f[sel, l].abs(), grads[sel, l], w_norm[sel, l]
+                near = (f.abs() / w_norm).argmin(1)  # the closest linearised boundary
+                sel = torch.arange(len(near), device=x.device)
+                f_l, w_l, wn_l = f[sel, near].abs(), grads[sel, near], w_norm[sel, near]
                 r_tot = r_tot + (f_l / wn_l.pow(2)).view(-1, *([1] * (x.dim() - 1))) * w_l
                 x_new = (x0 + (1 + self.overshoot) * r_tot).clamp(0.0, 1.0)
                 last = (x_new - xa).flatten(1).norm(dim=1) / xn
                 xa = x_new
 
+        with torch.no_grad():  # a boundary case must also hold up in the full-batch pass run() makes
+            lost = (self.model(x_adv).argmax(1) == y) & (ratio_out > 0)
+        x_adv[lost], ratio_out[lost], step_out[lost] = x[lost], 0.0, 0.0
         self.last_ratio, self.last_step_ratio = ratio_out, step_out
         return x_adv, None

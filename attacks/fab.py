@@ -31,7 +31,8 @@ Choices:
 - FAB-T (`targeted_search=True`, registry "fab_t"): the targets are the top
   `n_target_classes` non-true classes by clean logit (capped at K - 1), tried in order;
   success means misclassification, as in the reference. With `targeted=True` and
-  user-given targets, FAB linearises f_t - f_y and success means predicting t (no search).
+  user-given targets t, FAB linearises f_t - f_k against the currently strongest other class
+  k (the boundary that must be crossed for t to win) and success means predicting t (no search).
 - The `loss` setting is ignored: FAB works on the model's logit differences.
 - A per-run result is re-checked with a full-batch forward pass before it is kept.
 - Restart index reported for FAB-T: target_rank * restarts + restart.
@@ -119,11 +120,13 @@ class FAB(Attack):
         return out
 
     # -- one linearisation ------------------------------------------------------------------
-    def _hyperplane(self, x: torch.Tensor, y: torch.Tensor,
-                    cls: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _hyperplane(self, x: torch.Tensor, y: torch.Tensor, cls: torch.Tensor | None,
+                    goal: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(f_l - f_y)(x) and its input gradient (N, D) for the class l to cross at x."""
         xg = x.detach().requires_grad_(True)
         logits = self.model(xg)
+        if goal is not None:  # user targets: cross from the strongest other class to the target
+            y = logits.detach().scatter(1, goal[:, None], -math.inf).argmax(1)
         z_y = logits.gather(1, y[:, None])
         if cls is not None:  # FAB-T / targeted: only f_t - f_y is needed, one backward pass
             diff = logits.gather(1, cls[:, None]) - z_y
@@ -159,7 +162,7 @@ class FAB(Attack):
         idx = torch.arange(n, device=x0.device)  # rows still being attacked
         x0a, ya, ca, ga, ea = x0, y, cls, goal, eps
         for _ in range(self.steps):
-            df, w = self._hyperplane(xa, ya, ca)
+            df, w = self._hyperplane(xa, ya, ca, ga)
             m = xa.shape[0]
             b = (w * xa.flatten(1)).sum(1) - df
             d = project_hyperplane_box(torch.cat((xa.flatten(1), x0a.flatten(1))), torch.cat((w, w)),
@@ -216,10 +219,11 @@ class FAB(Attack):
                 idx = todo.nonzero().squeeze(1)
                 if idx.numel() == 0:
                     continue
-                sub = (lambda t: None if t is None else t[idx])
-                x_run, _ = self._run(x[idx], y[idx], sub(cls), sub(target), eps[idx], best[idx], random_start=r > 0)
+                cls_r = None if cls is None else cls[idx]
+                tgt_r = None if target is None else target[idx]
+                x_run, _ = self._run(x[idx], y[idx], cls_r, tgt_r, eps[idx], best[idx], random_start=r > 0)
                 with torch.no_grad():  # keep only verified adversarials
-                    ok = self.fooled(self.model(x_run), y[idx], sub(target))
+                    ok = self.fooled(self.model(x_run), y[idx], tgt_r)
                 dist = torch.where(ok, perturbation_norm(x_run - x[idx], self.norm), math.inf)
                 better = dist < best[idx]
                 hit = idx[better]
