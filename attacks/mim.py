@@ -22,7 +22,7 @@ class MIM(Attack):
         super().__init__(model, eps, **kwargs)
         if steps < 1:
             raise ValueError("steps must be >= 1")
-        if step_size is not None and not step_size > 0:
+        if step_size is not None and not bool((torch.as_tensor(step_size) > 0).all()):
             raise ValueError("step_size must be > 0")
         if decay < 0:
             raise ValueError("decay must be >= 0")
@@ -31,6 +31,8 @@ class MIM(Attack):
     def extra_settings(self):
         step = self.step_size if self.step_size is not None else (
             self.eps / 10 if isinstance(self.eps, (int, float)) else "eps/10")
+        if isinstance(step, torch.Tensor):
+            step = step.flatten().tolist() if step.numel() > 1 else float(step)
         return {"steps": self.steps, "step_size": step, "decay": self.decay}
 
     def perturb(self, x, y, target):

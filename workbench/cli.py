@@ -189,7 +189,11 @@ def attack(
         eps_values = eps_list or default_eps(dataset, norm)
         protocols = []
         if preset is not None:
-            protocols.append(build_protocol(preset, dataset, eps_list, norm))
+            paper = build_protocol(preset, dataset, eps_list, norm)
+            protocols.append(paper)
+            if eps_list is None:  # the strong protocol attacks at the paper's eps values, for a side-by-side
+                swept = {v for s in paper.specs if s.sweep_param == "eps" and s.norm == norm for v in s.sweep or []}
+                eps_values = sorted(swept) or eps_values
         if names:
             protocols.append(custom_protocol(names, AttackOptions(
                 eps=eps_values, norm=norm, steps=steps, step_size=step_size, restarts=restarts, loss=loss, c=c,

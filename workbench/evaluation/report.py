@@ -43,7 +43,10 @@ def results_table(report: dict[str, Any]) -> Table:
              f"clean {pct(report['clean_accuracy'])}% [{ci({'ci95': report['clean_ci95']})}]")
     if report.get("transfer_from"):
         title += f"\ntransfer: crafted on {report['transfer_from']}"
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    caption = ("cascade: each row counts robustness to it and every row above it"
+               if any(p.get("cascade") for p in report.get("protocols", [])) else None)
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left", caption_justify="left",
+                  pad_edge=False)
     table.add_column("attack", overflow="fold", min_width=10)
     for col in ("eps", "robust%", "95% CI", "fooled%"):
         table.add_column(col, justify="right", no_wrap=True)
@@ -59,8 +62,8 @@ def results_table(report: dict[str, Any]) -> Table:
     for k, (proto, rows) in enumerate(by_protocol.items()):
         if k:
             table.add_section()
-        cascade = " (cascade: each row robust to all above)" if descriptions.get(proto, {}).get("cascade") else ""
-        table.add_row(f"[bold cyan]{proto}[/bold cyan]{cascade}", end_section=False)
+        cascade = descriptions.get(proto, {}).get("cascade")
+        table.add_row(f"[bold cyan]{proto}[/bold cyan]" + (" (cascade)" if cascade else ""))
         seen_time: set[str] = set()
         for r in rows:
             secs = "" if r["label"] in seen_time else f"{r['seconds']:.1f}"
