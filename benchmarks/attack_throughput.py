@@ -78,16 +78,18 @@ def plain_pgd(model, x, y, eps, alpha, steps, gen):
 
 def make_runners(model, eps, alpha, steps):
     runners = {
-        "ours": lambda x, y: PGD(model, eps=eps, steps=steps, step_size=alpha)(x, y),
-        "ours-full": lambda x, y: PGD(model, eps=eps, steps=steps, step_size=alpha, early_stop=False)(x, y),
-        "plain loop": lambda x, y: plain_pgd(model, x, y, eps, alpha, steps,
-                                             torch.Generator(device=x.device).manual_seed(0)),
+        "ours": lambda x, y, s: PGD(model, eps=eps, steps=steps, step_size=alpha, seed=s)(x, y),
+        "ours-full": lambda x, y, s: PGD(model, eps=eps, steps=steps, step_size=alpha, early_stop=False,
+                                         seed=s)(x, y),
+        "plain loop": lambda x, y, s: plain_pgd(model, x, y, eps, alpha, steps,
+                                                torch.Generator(device=x.device).manual_seed(s)),
     }
     try:
         import torchattacks
 
-        def ta(x, y):
+        def ta(x, y, s):
             with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+                torch.manual_seed(s)
                 return torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)(x, y)
         runners["torchattacks"] = ta
     except ImportError:
@@ -101,7 +103,7 @@ def make_runners(model, eps, alpha, steps):
                                 clip_values=(0.0, 1.0), device_type="gpu" if next(model.parameters()).is_cuda else "cpu")
         art_pgd = ProjectedGradientDescent(clf, eps=eps, eps_step=alpha, max_iter=steps, num_random_init=1,
                                            batch_size=1000, verbose=False)
-        runners["art"] = lambda x, y: torch.from_numpy(
+        runners["art"] = lambda x, y, s: torch.from_numpy(
             art_pgd.generate(x.cpu().numpy(), y=np.eye(10)[y.cpu().numpy()])).to(x.device)
     except ImportError:
         print("ART not installed (pip install adversarial-robustness-toolbox): skipped")
@@ -126,27 +128,30 @@ def bench_model(kind, path, args, device):
         clean = (torch.cat([model(xb).argmax(1) for xb in x.split(args.batch_size)]) == y).float().mean().item()
     runners = make_runners(model, args.eps, args.step_size, args.steps)
     times = {k: [] for k in runners}
-    accs = {}
+    accs = {k: [] for k in runners}
     for r in range(args.repeats):
         order = list(runners) if r % 2 == 0 else list(reversed(runners))
         for name in order:
             total, robust = 0.0, 0
-            for xb, yb in zip(x.split(args.batch_size), y.split(args.batch_size)):
-                x_adv, secs = timed(runners[name], xb, yb, device=device)
+            for b, (xb, yb) in enumerate(zip(x.split(args.batch_size), y.split(args.batch_size))):
+                x_adv, secs = timed(runners[name], xb, yb, 1000 * r + b, device=device)
                 total += secs
                 with torch.no_grad():
                     robust += int((model(x_adv).argmax(1) == yb).sum())
             times[name].append(total)
-            accs[name] = robust / len(y)
+            accs[name].append(robust / len(y))
     ref = statistics.median(times["plain loop"])
     base = statistics.median(times["torchattacks"]) if "torchattacks" in times else None
     print(f"\n{kind} model: clean {100 * clean:.2f}%, PGD-{args.steps} eps {args.eps} step {args.step_size}, "
           f"{len(y)} images, batch {args.batch_size}, {device}")
-    print(f"{'attack':<14}{'median s':>10}{'images/s':>11}{'robust %':>10}{'x plain':>9}{'x torchattacks':>16}")
+    print("robust %: mean (min-max) over the repeats, each with its own random-start seed")
+    print(f"{'attack':<14}{'median s':>10}{'images/s':>11}{'robust %':>22}{'x plain':>9}{'x torchattacks':>16}")
     for name in runners:
         med = statistics.median(times[name])
         vs_ta = f"{base / med:.2f}" if base else "-"
-        print(f"{name:<14}{med:>10.2f}{len(y) / med:>11.0f}{100 * accs[name]:>10.2f}{ref / med:>9.2f}{vs_ta:>16}")
+        a = accs[name]
+        acc = f"{100 * statistics.mean(a):.2f} ({100 * min(a):.1f}-{100 * max(a):.1f})"
+        print(f"{name:<14}{med:>10.2f}{len(y) / med:>11.0f}{acc:>22}{ref / med:>9.2f}{vs_ta:>16}")
     return model, x, y
 
 

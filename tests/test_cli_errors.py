@@ -79,6 +79,9 @@ def _cases(ws) -> dict[str, Case]:
     cases = {
         # The slowest call first, so it overlaps with the quick ones.
         "attack_success": Case(["attack", ckpt, "--fgsm", "--pgd", "--eps", "0.05,0.1", "--steps", "5", "--json"], env),
+        "attack_preset": Case(["attack", ckpt, "--preset", "pcl", "--n", "30", "--save-examples", "2", "--json"], env),
+        "attack_transfer": Case(["attack", ckpt, "--transfer-from", ckpt, "--pgd", "--steps", "5", "--eps", "0.1",
+                                 "--n", "40", "--json"], env),
         "attack_missing_file": Case(["attack", "missing.pt"], env, ("missing.pt",)),
         "attack_negative_eps": Case(["attack", ckpt, "--eps", "-0.1"], env, ("--eps", "-0.1")),
         "attack_nan_eps": Case(["attack", ckpt, "--eps", "nan"], env, ("--eps", "nan")),
@@ -192,11 +195,43 @@ def test_attack_json_success(results, ws):
 
     # The evaluation was saved into the run's evals/ folder.
     evals = ws["run"].evals
-    saved = sorted(evals.glob("*.json"))
+    saved = [p for p in evals.glob("*.json") if p.name == Path(result["saved_to"]).name]
     assert len(saved) == 1, saved
-    assert "saved_to" not in result or (ws["root"] / result["saved_to"]).resolve() == saved[0].resolve()
     on_disk = json.loads(saved[0].read_text())
     assert on_disk["clean_accuracy"] == clean
     assert [(r["attack"], r["eps"], r["robust_accuracy"]) for r in on_disk["results"]] == \
            [(r["attack"], r["eps"], r["robust_accuracy"]) for r in result["results"]]
     assert not [p for p in evals.iterdir() if p.name.endswith(".tmp")]
+
+
+def _json_out(results, name):
+    case, proc = results[name]
+    shown = f"\nstdout: {proc.stdout[-2000:]!r}\nstderr: {proc.stderr[-2000:]!r}"
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, shown
+    return json.loads(proc.stdout)
+
+
+def test_attack_preset_runs_paper_and_strong_side_by_side(results):
+    report = _json_out(results, "attack_preset")
+    names = [p["name"] for p in report["protocols"]]
+    assert names == ["paper:pcl", "strong"]
+    labels = {r["label"] for r in report["results"]}
+    assert {"FGSM", "BIM-10", "MIM-10", "PGD-10", "AutoAttack"} <= labels
+    pgd = next(r for r in report["results"] if r["label"] == "PGD-10")
+    assert pgd["settings"]["step_size"] == "eps/4" and pgd["settings"]["random_start"] is False
+    aa = next(r for r in report["results"] if r["label"] == "AutoAttack")
+    assert [s["name"] for s in aa["settings"]["stages"]] == ["apgd_ce", "apgd_t", "fab_t", "square"]
+    worst = {(w["protocol"], w["eps"]): w["robust_accuracy"] for w in report["worst_case"]}
+    for eps in (0.1, 0.15, 0.2, 0.3):  # the strong protocol runs at the paper's eps values
+        assert worst[("all", eps)] <= min(worst[("paper:pcl", eps)], worst[("strong", eps)]) + 1e-9
+    assert Path(report["csv"]).is_file()
+    examples = torch.load(report["examples"], weights_only=True)["examples"]
+    assert examples and {"clean", "adversarial", "clean_pred", "adv_pred", "true"} <= set(examples[0])
+
+
+def test_attack_transfer_from_a_source(results):
+    report = _json_out(results, "attack_transfer")
+    assert report["transfer_from"] and report["transfer"] is True
+    row = report["results"][0]
+    assert row["settings"]["early_stop"] is False
+    assert 0.0 <= row["robust_accuracy"] <= report["clean_accuracy"]

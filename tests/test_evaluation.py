@@ -134,3 +134,31 @@ def test_saved_outputs_json_csv_and_examples(setup, tmp_path):
     for ex in examples:
         assert ex["clean"].shape == x.shape[1:]
         assert float((ex["adversarial"].float() - ex["clean"].float()).abs().max()) <= ex["value"] + 1e-2
+
+
+def test_targeted_mode_reports_target_hits(setup):
+    model, x, y = setup
+    protocol = Protocol("t", [AttackSpec("pgd", {"steps": 20}, [0.3], "PGD")])
+    report, _ = evaluate(model, x, y, [protocol], targeted=True)
+    row = report["results"][0]
+    assert row["settings"]["targeted"] is True
+    assert 0.2 < row["target_hit_rate"] <= 1.0
+
+
+def test_adaptive_loss_is_used_by_the_attacks(setup):
+    from workbench.evaluation import adaptive_protocol
+
+    model, x, y = setup
+    calls = []
+
+    def defense_objective(m, xb, yb):  # stands in for a defense's attack_loss(): CE through the model
+        calls.append(len(xb))
+        return torch.nn.functional.cross_entropy(m(xb), yb, reduction="none")
+
+    protocol = adaptive_protocol(defense_objective, [0.15], "linf")
+    protocol.specs[0].params.update(steps=10, restarts=1)
+    protocol.specs[1].params.update(steps=10)
+    report, _ = evaluate(model, x, y, [protocol])
+    assert calls, "the defense's objective must drive the attack"
+    assert report["results"][0]["settings"]["loss"] == "defense_objective"
+    assert report["worst_case"][0]["robust_accuracy"] < report["clean_accuracy"] - 0.1

@@ -243,7 +243,7 @@ def audit(
     """Gradient-masking audit: pass / warn per check, with the numbers behind it."""
     from .data import load_raw
     from .evaluation import check_eps_list, check_linf_eps
-    from .evaluation.attack_eval import evals_dir_for, load_checkpoint_model
+    from .evaluation.attack_eval import evals_dir_for, load_checkpoint_model, reserve_name
     from .evaluation.audit import audit_model
     from .runs import write_json_atomic
     from .training.trainer import resolve_device
@@ -270,7 +270,9 @@ def audit(
     finally:
         stop_progress()
     result["checkpoint"] = str(ckpt)
-    path = evals_dir_for(ckpt) / f"audit-{ckpt.stem}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    folder = evals_dir_for(ckpt)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = reserve_name(folder, f"audit-{ckpt.stem}-{time.strftime('%Y%m%d-%H%M%S')}", ".json")
     write_json_atomic(path, result)
     if as_json:
         print(json.dumps(result))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -167,17 +168,25 @@ def examples_payload(outcomes: list[SpecOutcome]) -> dict[str, Any]:
     return {"format": "workbench-examples", "version": 1, "examples": items}
 
 
+def reserve_name(folder: Path, stem: str, suffix: str) -> Path:
+    """A new file name, claimed with O_EXCL so concurrent evaluations never write the same file."""
+    for i in range(10_000):
+        path = folder / (f"{stem}{suffix}" if i == 0 else f"{stem}-{i}{suffix}")
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return path
+        except FileExistsError:
+            continue
+    raise WorkbenchError(f"{folder}: no free file name for {stem}{suffix}")
+
+
 def save_evaluation(report: dict[str, Any], outcomes: list[SpecOutcome] | None = None) -> Path:
     ckpt = Path(report["checkpoint"])
     out = evals_dir_for(ckpt)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = f"{ckpt.stem}-{stamp}"
-    i = 1
-    while (out / f"{base}.json").exists():
-        base = f"{ckpt.stem}-{stamp}-{i}"
-        i += 1
-    path = out / f"{base}.json"
+    path = reserve_name(out, f"{ckpt.stem}-{stamp}", ".json")
+    base = path.name[:-len(".json")]
     if outcomes and any(o.examples for o in outcomes):
         ex_path = out / f"{base}-examples.pt"
         payload = examples_payload(outcomes)
