@@ -248,6 +248,62 @@ class Attack(ABC):
         return x_adv.detach()
 
 
+class Retirement:
+    """When fooled rows leave an iterative attack's batch (`early_stop`).
+
+    On CPU every step: rows are FLOPs, and reading a mask back is free. On a GPU a blocking
+    read-back stalls the launch pipeline and each new batch shape makes cuDNN plan again, so
+    rows are frozen in place on the device (they stop moving), the count of frozen rows is
+    copied to the host without blocking, and the batch is halved (to a power-of-two fraction
+    of its first size, keeping a few frozen rows as padding, so shapes repeat and cuDNN's
+    plans are reused) when a count that has arrived says at least half of it is frozen.
+    """
+
+    def __init__(self, device: torch.device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.min_share = 0.5 if self.cuda else 0.0
+        self._host: torch.Tensor | None = None
+        self._ready: torch.cuda.Event | None = None
+
+    def due(self, frozen: torch.Tensor) -> bool:
+        if not self.cuda:
+            return bool(frozen.any())
+        if self._ready is not None and self._ready.query():  # last step's count has arrived
+            k = int(self._host)
+            self._ready = None
+            if k > 0 and k >= self.min_share * frozen.numel():
+                return True
+        if self._ready is None:
+            if self._host is None:
+                self._host = torch.empty((), dtype=torch.long, pin_memory=True)
+            self._host.copy_(frozen.sum(), non_blocking=True)
+            self._ready = torch.cuda.Event()
+            self._ready.record()
+        return False
+
+    def keep(self, frozen: torch.Tensor) -> torch.Tensor:
+        """The rows to keep: all active ones (plus frozen padding up to a repeatable size on GPU)."""
+        self._ready = None  # a count in flight refers to the old rows
+        keep = ~frozen
+        if not self.cuda:
+            return keep
+        size, active = frozen.numel(), int(keep.sum())
+        if active == 0:
+            return keep
+        target = size
+        while target // 2 >= active and target > 1:
+            target //= 2
+        pad = target - active
+        if pad > 0:  # frozen rows that stay (they do not move) so the batch has the bucket's size
+            keep[frozen.nonzero().squeeze(1)[:pad]] = True
+        return keep
+
+
+def freeze(frozen: torch.Tensor, current: torch.Tensor, stepped: torch.Tensor) -> torch.Tensor:
+    """Frozen rows keep their current iterate, the others take the step."""
+    return torch.where(frozen.view(-1, *([1] * (current.dim() - 1))), current, stepped)
+
+
 def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """Project onto the L-inf ball of radius eps around x, intersected with [0, 1]."""
     return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)

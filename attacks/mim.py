@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Attack, as_eps, rows
+from .base import Attack, Retirement, as_eps, freeze, rows
 from .registry import register_attack
 
 
@@ -42,20 +42,24 @@ class MIM(Attack):
         x_adv = x.clone()
         idx = torch.arange(x.shape[0], device=x.device)
         xa, x0, ya, ta = x_adv.clone(), x, y, target
+        frozen = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        retire = Retirement(x.device)
         for _ in range(self.steps):
             grad, logits = self.loss_grad(xa, ya, ta)
             if self.early_stop and logits is not None:
-                keep = ~self.fooled(logits, ya, ta)
-                if not bool(keep.all()):  # see PGD: fooled rows keep their iterate
+                frozen |= self.fooled(logits, ya, ta)  # see PGD: fooled rows keep their iterate
+                if retire.due(frozen):
                     x_adv[idx] = xa
+                    keep = retire.keep(frozen)
                     idx = idx[keep]
                     if idx.numel() == 0:
                         return x_adv, None
                     xa, x0, ya, grad, momentum = xa[keep], x0[keep], ya[keep], grad[keep], momentum[keep]
+                    frozen = frozen[keep]
                     ta = None if ta is None else ta[keep]
                     eps, alpha = rows(eps, keep), rows(alpha, keep)
             l1 = grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
             momentum = self.decay * momentum + grad / l1
-            xa = self.project(xa + alpha * momentum.sign(), x0, eps)
+            xa = freeze(frozen, xa, self.project(xa + alpha * momentum.sign(), x0, eps))
         x_adv[idx] = xa
         return x_adv, None

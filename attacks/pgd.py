@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Attack, as_eps, rows, unit_step
+from .base import Attack, Retirement, as_eps, freeze, rows, unit_step
 from .registry import register_attack
 
 
@@ -58,21 +58,24 @@ class PGD(Attack):
 
     def _one_run(self, x, y, target, eps, alpha):
         x_adv = self._start(x, eps)
-        idx = torch.arange(x.shape[0], device=x.device)  # rows still being attacked
+        idx = torch.arange(x.shape[0], device=x.device)  # rows still in the batch
         xa, x0, ya, ta = x_adv.clone(), x, y, target
+        frozen = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)  # fooled, not yet removed
+        retire = Retirement(x.device)
         for _ in range(self.steps):
             grad, logits = self.loss_grad(xa, ya, ta)
             if self.early_stop and logits is not None:
-                keep = ~self.fooled(logits, ya, ta)
-                if not bool(keep.all()):  # fooled rows keep the iterate that fooled the model
+                frozen |= self.fooled(logits, ya, ta)  # fooled rows keep the iterate that fooled the model
+                if retire.due(frozen):
                     x_adv[idx] = xa
+                    keep = retire.keep(frozen)
                     idx = idx[keep]
                     if idx.numel() == 0:
                         return x_adv
-                    xa, x0, ya, grad = xa[keep], x0[keep], ya[keep], grad[keep]
+                    xa, x0, ya, grad, frozen = xa[keep], x0[keep], ya[keep], grad[keep], frozen[keep]
                     ta = None if ta is None else ta[keep]
                     eps, alpha = rows(eps, keep), rows(alpha, keep)
-            xa = self.project(xa + alpha * unit_step(grad, self.norm), x0, eps)
+            xa = freeze(frozen, xa, self.project(xa + alpha * unit_step(grad, self.norm), x0, eps))
         x_adv[idx] = xa
         return x_adv
 

@@ -172,3 +172,17 @@ def test_bim_and_mim_as_strong_as_torchattacks(model_and_data):
                                                                              decay=1.0)),
     ):
         assert ours.run(x, y).robust_accuracy <= accuracy(model, theirs(x, y), y) + 0.01, ours
+
+
+def test_gpu_retirement_keeps_every_active_row_and_halves_to_repeatable_sizes():
+    from attacks.base import Retirement
+
+    r = Retirement(torch.device("cpu"))
+    r.cuda = True  # the GPU policy's bookkeeping is plain tensor logic; check it here
+    frozen = torch.zeros(500, dtype=torch.bool)
+    frozen[::3] = True
+    frozen[1::3] = True  # 334 frozen, 166 active
+    keep = r.keep(frozen.clone())
+    assert keep[~frozen].all(), "an active row was dropped"
+    assert int(keep.sum()) == 250  # 500 -> 250: 166 active + 84 frozen padding
+    assert r.keep(torch.ones(8, dtype=torch.bool)).sum() == 0  # nothing left to attack

@@ -4,8 +4,8 @@ Each check compares attacks that should be ordered if gradients are informative
 (Athalye et al. 2018; Carlini et al. 2019, "On evaluating adversarial robustness"):
 
 1. iterative >= single-step: PGD is at least as strong as FGSM.
-2. white-box >= gradient-free: gradient attacks beat Square (score-based, no gradients).
-3. white-box >= transfer: gradient attacks beat examples transferred from an independent source.
+2. white-box >= gradient-free: PGD beats Square (score-based, no gradients).
+3. white-box >= transfer: PGD beats examples transferred from an independent source.
 4. monotone in eps: accuracy does not rise with eps (each eps attacked independently here).
 5. unbounded: at a very large eps accuracy reaches about 0.
 6. convergence: more steps, restarts or a better optimizer (APGD) do not lower accuracy much.
@@ -67,22 +67,23 @@ def run_checks(rows: list[dict], eps: float, large: float, queries: int, transfe
     fgsm, pgd = _acc(rows, "FGSM", eps), _acc(rows, "PGD-20", eps)
     pgd_many, apgd = _acc(rows, "PGD-100x5", eps), _acc(rows, "APGD-CE-100", eps)
     square = _acc(rows, f"Square-{queries}", eps)
-    white = min(pgd, pgd_many, apgd)
     checks = []
 
     ok = pgd <= fgsm + TOLERANCE
     checks.append(Check("iterative >= single-step", "pass" if ok else "warn",
                         f"PGD-20 {p(pgd)} vs FGSM {p(fgsm)} at eps {eps:g}"))
-    ok = white <= square + TOLERANCE
+    # PGD, the attack papers report, against attacks that need no gradients: if gradients are
+    # informative PGD wins; if it loses, its numbers come from gradients that mislead it.
+    ok = pgd <= square + TOLERANCE
     checks.append(Check("white-box >= gradient-free", "pass" if ok else "warn",
-                        f"best gradient attack {p(white)} vs Square {p(square)} at eps {eps:g}"))
+                        f"PGD-20 {p(pgd)} vs Square {p(square)} at eps {eps:g}"))
     if transfer is None:
         checks.append(Check("white-box >= transfer", "skip", "no source model (give --source CKPT, an "
                                                              "independently trained model)"))
     else:
-        ok = white <= transfer + TOLERANCE
+        ok = pgd <= transfer + TOLERANCE
         checks.append(Check("white-box >= transfer", "pass" if ok else "warn",
-                            f"best gradient attack {p(white)} vs transfer PGD {p(transfer)} at eps {eps:g}"))
+                            f"PGD-20 {p(pgd)} vs transfer PGD-40 {p(transfer)} at eps {eps:g}"))
     sweep = sorted(r["value"] for r in rows if r["label"] == "PGD-20")
     curve = [_acc(rows, "PGD-20", v) for v in sweep]
     rises = [(a, b, u, v) for (a, u), (b, v) in zip(zip(sweep, curve), zip(sweep[1:], curve[1:])) if v > u + TOLERANCE]
