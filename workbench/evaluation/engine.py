@@ -115,11 +115,9 @@ class Evaluator:
         chunk = max(1, self.batch_size)
         value_t = torch.tensor([0.0 if v is None else v for v in values], device=dev)
         # Reported settings: the attack at one scalar value, with the sweep and any step expression restored.
-        settings = spec.build(self.craft_model, values[0]).settings()
+        settings = spec.build(self.craft_model, values[0], **self._overrides(spec, 0)).settings()
         if isinstance(spec.params.get("step_size"), str):
             settings["step_size"] = spec.params["step_size"]
-        if self.transfer:
-            settings["early_stop"] = False
         carry = self.sweep == "carry" and spec.monotone and V > 1
         # carry: one stage per value, ascending, each attacking only what survived the smaller values;
         # joint: one stage holding every (value, sample) pair, one value per row.
@@ -170,17 +168,21 @@ class Evaluator:
         return SpecOutcome(spec, protocol, n, values, fooled, cand, norm, target_hit, stage_counts, seconds,
                            settings, cumulative=alive is not None, examples=examples)
 
-    def _attack_chunk(self, spec, values, value_t, vi, si, chunk_no, fooled, norm, target_hit, stage_counts,
-                      examples) -> None:
-        xb, yb = _as_float(self.x[si]), self.y[si]
-        tb = self.targets[si] if self.targets is not None else None
-        value = None if values[0] is None else value_t[vi]
+    def _overrides(self, spec: AttackSpec, chunk_no: int) -> dict[str, Any]:
+        """What the evaluation sets on every attack: a seed per chunk, transfer and targeted modes."""
         overrides: dict[str, Any] = {"seed": int(spec.params.get("seed", self.seed)) + 1_000_003 * chunk_no}
         if self.transfer:
             overrides["early_stop"] = False  # fooling the source is not the goal; use the full budget
         if self.targeted and spec.cls.targeted_capable and spec.params.get("target_mode") is None:
             overrides["targeted"] = True
-        attack = spec.build(self.craft_model, value, **overrides)
+        return overrides
+
+    def _attack_chunk(self, spec, values, value_t, vi, si, chunk_no, fooled, norm, target_hit, stage_counts,
+                      examples) -> None:
+        xb, yb = _as_float(self.x[si]), self.y[si]
+        tb = self.targets[si] if self.targets is not None else None
+        value = None if values[0] is None else value_t[vi]
+        attack = spec.build(self.craft_model, value, **self._overrides(spec, chunk_no))
         res = attack.run(xb, yb, tb if attack.targeted else None)
         if self.transfer:
             adv_pred = predict(self.model, res.x_adv, self.batch_size)
