@@ -259,7 +259,8 @@ class Retirement:
     plans are reused) when a count that has arrived says at least half of it is frozen.
     """
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, enabled: bool = True):
+        self.enabled = enabled
         self.cuda = torch.device(device).type == "cuda"
         self.min_share = 0.5 if self.cuda else 0.0
         self._host: torch.Tensor | None = None
@@ -280,6 +281,11 @@ class Retirement:
             self._ready = torch.cuda.Event()
             self._ready.record()
         return False
+
+    def settle(self, frozen: torch.Tensor, current: torch.Tensor, stepped: torch.Tensor) -> torch.Tensor:
+        """The next iterate. Frozen rows keep theirs; only a GPU batch holds frozen rows (on CPU they
+        have left already), so elsewhere this is the step itself, at no cost."""
+        return freeze(frozen, current, stepped) if self.enabled and self.cuda else stepped
 
     def keep(self, frozen: torch.Tensor) -> torch.Tensor:
         """The rows to keep: all active ones (plus frozen padding up to a repeatable size on GPU)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Attack, Retirement, as_eps, freeze, rows
+from .base import Attack, Retirement, as_eps, rows
 from .registry import register_attack
 
 
@@ -43,7 +43,7 @@ class MIM(Attack):
         idx = torch.arange(x.shape[0], device=x.device)
         xa, x0, ya, ta = x_adv.clone(), x, y, target
         frozen = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        retire = Retirement(x.device)
+        retire = Retirement(x.device, self.early_stop)
         for _ in range(self.steps):
             grad, logits = self.loss_grad(xa, ya, ta)
             if self.early_stop and logits is not None:
@@ -60,6 +60,6 @@ class MIM(Attack):
                     eps, alpha = rows(eps, keep), rows(alpha, keep)
             l1 = grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
             momentum = self.decay * momentum + grad / l1
-            xa = freeze(frozen, xa, self.project(xa + alpha * momentum.sign(), x0, eps))
+            xa = retire.settle(frozen, xa, self.project(xa + alpha * momentum.sign(), x0, eps))
         x_adv[idx] = xa
         return x_adv, None

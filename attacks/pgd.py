@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Attack, Retirement, as_eps, freeze, rows, unit_step
+from .base import Attack, Retirement, as_eps, rows, unit_step
 from .registry import register_attack
 
 
@@ -61,7 +61,7 @@ class PGD(Attack):
         idx = torch.arange(x.shape[0], device=x.device)  # rows still in the batch
         xa, x0, ya, ta = x_adv.clone(), x, y, target
         frozen = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)  # fooled, not yet removed
-        retire = Retirement(x.device)
+        retire = Retirement(x.device, self.early_stop)
         for _ in range(self.steps):
             grad, logits = self.loss_grad(xa, ya, ta)
             if self.early_stop and logits is not None:
@@ -75,7 +75,7 @@ class PGD(Attack):
                     xa, x0, ya, grad, frozen = xa[keep], x0[keep], ya[keep], grad[keep], frozen[keep]
                     ta = None if ta is None else ta[keep]
                     eps, alpha = rows(eps, keep), rows(alpha, keep)
-            xa = freeze(frozen, xa, self.project(xa + alpha * unit_step(grad, self.norm), x0, eps))
+            xa = retire.settle(frozen, xa, self.project(xa + alpha * unit_step(grad, self.norm), x0, eps))
         x_adv[idx] = xa
         return x_adv
 

@@ -32,3 +32,14 @@ def quickstart_run(tmp_path_factory):
     state = run_training(run.root, device="cpu")
     assert state == "finished"
     return run
+
+
+@pytest.fixture(scope="session")
+def model_and_data(quickstart_run):
+    """The quickstart model (eval mode) and the first 200 digits test samples. Tests that change the
+    model's mode restore it."""
+    from workbench import load_data, load_model
+
+    model = load_model(quickstart_run.best)
+    x, y = load_data("digits", "test")
+    return model, x[:200], y[:200]

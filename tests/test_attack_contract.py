@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from attacks import ATTACKS
-from workbench import create_model, load_data, load_model
+from workbench import create_model
 
 # Small budgets: these tests check the contract, not strength.
 BUDGETS = {
@@ -39,9 +39,8 @@ def test_every_attack_has_a_contract_budget():
 
 
 @pytest.fixture(scope="module")
-def digits(quickstart_run):
-    model = load_model(quickstart_run.best)
-    x, y = load_data("digits", "test")
+def digits(model_and_data):
+    model, x, y = model_and_data
     return model, x[:24], y[:24]
 
 
@@ -65,13 +64,17 @@ def test_contract(digits, name):
     flags = [m.training for m in model.modules()]
     fired = []
     hooks = [p.register_hook(lambda g: fired.append(1)) for p in model.parameters()]
+    first = next(model.parameters())
+    first.grad = torch.ones_like(first)  # a caller's accumulated gradient must survive the attack
     rng = torch.random.get_rng_state()
     try:
         a = ATTACKS.get(name)(model, seed=3, **params)(x, y)
         b = ATTACKS.get(name)(model, seed=3, **params)(x, y)
+        assert torch.equal(first.grad, torch.ones_like(first))
     finally:
         for h in hooks:
             h.remove()
+        first.grad = None
         model.eval()
     assert not fired, "attacks must not compute parameter gradients"
     assert all(p.grad is None for p in model.parameters())
