@@ -42,7 +42,7 @@ def _iterative(o: AttackOptions) -> dict[str, Any]:
 
 BUILDERS: dict[str, Callable[[AttackOptions], AttackSpec]] = {
     "fgsm": lambda o: AttackSpec("fgsm", {"loss": o.loss}, o.eps, "FGSM"),
-    "bim": lambda o: AttackSpec("bim", _iterative(o), o.eps, "BIM"),
+    "bim": lambda o: AttackSpec("bim", {**_iterative(o), "norm": o.norm}, o.eps, "BIM"),
     "mim": lambda o: AttackSpec("mim", _iterative(o), o.eps, "MIM"),
     "pgd": lambda o: AttackSpec("pgd", {"steps": 40, **_iterative(o), "norm": o.norm, "restarts": o.restarts}, o.eps,
                                 f"PGD{'-' + o.norm if o.norm != 'linf' else ''}"),
@@ -51,7 +51,8 @@ BUILDERS: dict[str, Callable[[AttackOptions], AttackSpec]] = {
     "square": lambda o: AttackSpec("square", {**_given(queries=o.queries), "norm": o.norm, "restarts": o.restarts},
                                    o.eps, "Square"),
     "autoattack": lambda o: AttackSpec("autoattack", {"norm": o.norm, "version": "standard"}, o.eps, "AutoAttack"),
-    "multitarget": lambda o: AttackSpec("multitarget", _iterative(o), o.eps, "Multi-targeted PGD"),
+    "multitarget": lambda o: AttackSpec("multitarget", {**_iterative(o), "norm": o.norm}, o.eps,
+                                        "Multi-targeted PGD"),
     "spsa": lambda o: AttackSpec("spsa", _given(steps=o.steps), o.eps, "SPSA"),
     "cw": lambda o: AttackSpec("cw", _given(c=o.c, kappa=o.kappa, lr=o.lr, steps=o.cw_steps,
                                             search_steps=o.search_steps), None, "C&W-L2",
@@ -60,7 +61,7 @@ BUILDERS: dict[str, Callable[[AttackOptions], AttackSpec]] = {
                                      thresholds=o.eps if o.norm == "l2" else None),
 }
 
-LINF_ONLY = {"fgsm", "bim", "mim", "multitarget", "spsa"}
+LINF_ONLY = {"fgsm", "mim", "spsa"}
 
 
 def custom_protocol(names: list[str], options: AttackOptions) -> Protocol:
