@@ -107,11 +107,15 @@ def test_cw_loss_handles_negative_logits():
 def test_as_strong_as_torchattacks_pgd(model_and_data):
     torchattacks = pytest.importorskip("torchattacks")
     model, x, y = model_and_data
-    ours = PGD(model, eps=0.15, steps=20, step_size=0.02).run(x, y).robust_accuracy
-    theirs_adv = torchattacks.PGD(model, eps=0.15, alpha=0.02, steps=20, random_start=True)(x, y)
-    theirs = accuracy(model, theirs_adv, y)
-    # Same algorithm: our robust accuracy must not be higher beyond random-start noise.
-    assert ours <= theirs + 0.02
+    ours, theirs = [], []
+    for seed in range(3):
+        ours.append(PGD(model, eps=0.15, steps=20, step_size=0.02, seed=seed).run(x, y).robust_accuracy)
+        with torch.random.fork_rng():  # torchattacks draws its random start from the global RNG
+            torch.manual_seed(seed)  # the same uniform draws as our generator with this seed
+            theirs_adv = torchattacks.PGD(model, eps=0.15, alpha=0.02, steps=20, random_start=True)(x, y)
+        theirs.append(accuracy(model, theirs_adv, y))
+    # Same algorithm and the same random starts: never more than one point above theirs.
+    assert sum(ours) / 3 <= sum(theirs) / 3 + 0.01, (ours, theirs)
 
 
 def test_per_sample_step_size_with_restarts(model_and_data):
