@@ -193,14 +193,20 @@ def main():
     p.add_argument("--device", default="auto")
     p.add_argument("--plain", type=Path, help="checkpoint of an undefended MNIST model")
     p.add_argument("--robust", type=Path, help="checkpoint of an adversarially trained MNIST model")
+    p.add_argument("--models", default="robust,plain,sweep", help="which parts to run (comma-separated)")
     args = p.parse_args()
     dev = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto"
                                                                               else args.device)
     device = torch.device(dev)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cores {len(os.sched_getaffinity(0))}")
-    robust = bench_model("robust", args.robust or trained("robust", dev), args, device)
-    bench_model("plain", args.plain or trained("plain", dev), args, device)
-    bench_sweep(*robust, args, device)
+    parts = set(args.models.split(","))
+    robust = None
+    if "robust" in parts or "sweep" in parts:
+        robust = bench_model("robust", args.robust or trained("robust", dev), args, device)
+    if "plain" in parts:
+        bench_model("plain", args.plain or trained("plain", dev), args, device)
+    if "sweep" in parts:
+        bench_sweep(*robust, args, device)
 
 
 if __name__ == "__main__":
