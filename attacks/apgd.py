@@ -206,17 +206,25 @@ class APGD(Attack):
             return x_adv, None  # run() derives the restart from success
         restart = torch.where(fooled, 0, -1)
         for r in range(1, self.restarts):
-            idx = (~fooled).nonzero().squeeze(1)
-            if idx.numel() == 0:
+            if not self._rerun_robust(x, y, target, eps, x_adv, best, fooled, restart, r):
                 break
-            t = None if target is None else target[idx]
-            xa, f, loss = self._run(x[idx], y[idx], t, eps[idx])
-            take = f | (loss > best[idx])
-            x_adv[idx[take]] = xa[take]
-            best[idx[take]] = loss[take]
-            restart[idx[f]] = r
-            fooled[idx[f]] = True
         return x_adv, self._verify(x_adv, y, target, restart)
+
+    def _rerun_robust(self, x, y, target, eps, x_adv, best, fooled, restart, label) -> bool:
+        """One more run on the still-robust rows, kept where it fools or raises the loss (updates in place).
+
+        `target` is per row (or None); returns False when no row was left to attack."""
+        idx = (~fooled).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return False
+        t = None if target is None else target[idx]
+        xa, f, loss = self._run(x[idx], y[idx], t, eps[idx])
+        take = f | (loss > best[idx])
+        x_adv[idx[take]] = xa[take]
+        best[idx[take]] = loss[take]
+        restart[idx[f]] = label
+        fooled[idx[f]] = True
+        return True
 
 
 @register_attack
@@ -277,13 +285,6 @@ class APGDT(APGD):
         for ti in range(n):
             best.fill_(float("-inf"))  # losses towards different targets are not comparable: keep the latest
             for _ in range(self.restarts):
-                idx = (~fooled).nonzero().squeeze(1)
-                if idx.numel() == 0:
+                if not self._rerun_robust(x, y, order[:, ti], eps, x_adv, best, fooled, restart, ti):
                     return x_adv, self._verify(x_adv, y, None, restart)
-                xa, f, loss = self._run(x[idx], y[idx], order[idx, ti], eps[idx])
-                take = f | (loss > best[idx])
-                x_adv[idx[take]] = xa[take]
-                best[idx[take]] = loss[take]
-                restart[idx[f]] = ti
-                fooled[idx[f]] = True
         return x_adv, self._verify(x_adv, y, None, restart)

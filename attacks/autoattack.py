@@ -22,7 +22,6 @@ settings report lists each stage with its resolved settings: exactly what ran. S
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,18 +47,8 @@ VERSIONS: dict[str, list[StageSpec]] = {
 VERSION_NOTE = {"standard": "published standard AutoAttack",
                 "fast": "APGD-CE + APGD-T only: NOT the standard AutoAttack",
                 "custom": "custom ensemble: NOT the standard AutoAttack"}
-# Modules that register attacks not imported by the `attacks` package itself.
-_MODULES = {"apgd": "apgd", "apgd_ce": "apgd", "apgd_dlr": "apgd", "apgd_t": "apgd",
-            "fab": "fab", "fab_t": "fab", "square": "square"}
 # Set by the ensemble, not per stage.
 _RESERVED = ("model", "eps", "norm", "seed", "targeted", "model_training", "early_stop")
-
-
-def _attack_class(name: str) -> type[Attack]:
-    if name not in ATTACKS and name in _MODULES:
-        # Lazy: FAB and Square live in their own modules, imported only when an ensemble needs them.
-        importlib.import_module(f"{__package__}.{_MODULES[name]}")
-    return ATTACKS.get(name)
 
 
 @register_attack
@@ -104,13 +93,12 @@ class AutoAttack(Attack):
         return name, params
 
     def _build(self, specs: list[StageSpec]) -> list[Attack]:
-        """Instantiate the stages (this imports FAB and Square on first use)."""
+        """Instantiate the stages."""
         subs = []
         for i, (name, params) in enumerate(specs):
-            try:
-                cls = _attack_class(name)
-            except ModuleNotFoundError as err:
-                raise ValueError(f"AutoAttack stage {name!r} is not available: {err}") from err
+            if name not in ATTACKS:
+                raise ValueError(f"AutoAttack stage {name!r} is not a registered attack")
+            cls = ATTACKS.get(name)
             if self.norm not in cls.norms:
                 raise ValueError(f"stage {name!r} supports norm {' | '.join(cls.norms)}, not {self.norm!r}")
             common = {"norm": self.norm, "seed": self.seed + i, "model_training": self.model_training,

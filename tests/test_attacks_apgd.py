@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 import torch
@@ -298,11 +297,6 @@ def test_bad_settings_are_rejected(model_and_data):
             make()
 
 
-def _fab_and_square_missing() -> bool:
-    return importlib.util.find_spec("attacks.fab") is None or importlib.util.find_spec("attacks.square") is None
-
-
-@pytest.mark.skipif(_fab_and_square_missing(), reason="attacks.fab / attacks.square not written yet")
 def test_standard_autoattack_reports_published_budgets(model_and_data):
     model, _, _ = model_and_data
     aa = AutoAttack(model, eps=0.1)
@@ -319,7 +313,6 @@ def test_standard_autoattack_reports_published_budgets(model_and_data):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(_fab_and_square_missing(), reason="attacks.fab / attacks.square not written yet")
 def test_standard_autoattack_runs(model_and_data):
     model, x, y = model_and_data
     x, y = x[:40], y[:40]
