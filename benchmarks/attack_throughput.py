@@ -157,7 +157,7 @@ def bench_model(kind, path, args, device):
 
 def bench_sweep(model, x, y, args, device):
     eps = [0.1, 0.2, 0.3, 0.4]
-    spec = lambda e: AttackSpec("pgd", {"steps": args.steps, "step_size": args.step_size}, e, "PGD")  # noqa: E731
+    spec = lambda e: AttackSpec("pgd", {"steps": args.steps, "step_size": args.step_size}, e, "PGD")
     results = {}
     for mode in ("carry", "joint", "separate"):
         if device.type == "cuda":

@@ -26,7 +26,7 @@ from workbench import load_data, load_model
 from workbench.evaluation.audit import audit_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from attack_throughput import trained  # noqa: E402
+from attack_throughput import trained
 
 
 def fgsm_finetune(model, x, y, eps: float, epochs: int, batch_size: int = 128, seed: int = 0):

@@ -1,7 +1,7 @@
 """Training-time defenses. Importing this package registers them all."""
 
-from . import softmax  # noqa: F401  (registration)
+from . import activations, ccn, normalization, pc_loss, softmax, trades  # noqa: F401  (registration)
 from .base import AttackLoss, BatchContext, Defense, LossOutput, NoParams
 from .registry import DEFENSES, create_defense, register_defense
 
-__all__ = ["AttackLoss", "BatchContext", "DEFENSES", "Defense", "LossOutput", "NoParams", "create_defense", "register_defense"]
+__all__ = ["DEFENSES", "AttackLoss", "BatchContext", "Defense", "LossOutput", "NoParams", "create_defense", "register_defense"]

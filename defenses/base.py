@@ -9,8 +9,9 @@ The trainer treats every defense alike through this interface.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -46,13 +47,15 @@ class Defense(ABC):
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]] = NoParams
+    # True when training_loss crafts its own adversarial examples (TRADES): the adv_train block must be off.
+    crafts_adversarial: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel, num_classes: int):
         self.params = params
         self.num_classes = num_classes
 
     @classmethod
-    def from_config(cls, params: dict, num_classes: int) -> "Defense":
+    def from_config(cls, params: dict, num_classes: int) -> Defense:
         return cls(cls.Params.model_validate(params), num_classes)
 
     def transform_model(self, model: nn.Module) -> nn.Module:
@@ -70,3 +73,16 @@ class Defense(ABC):
     def attack_loss(self) -> AttackLoss | None:
         """(c) The defense's own objective, for adaptive attacks; None if it is plain cross-entropy."""
         return None
+
+    def phase(self, epoch: int, epochs: int) -> str:
+        """The training phase of 0-based `epoch` (e.g. "warmup" then "pc"); logged in every epoch record."""
+        return "main"
+
+    def reset_optimizer_at(self, epoch: int, epochs: int) -> bool:
+        """True if the optimizer state starts fresh at the beginning of `epoch` (a new phase, as the papers'
+        phase-2 scripts do). Must be a function of the epoch only, so resuming replays it."""
+        return False
+
+    def epoch_metrics(self, model: nn.Module) -> dict[str, float]:
+        """Scalars of the defense's state to log after each epoch (learned scales, prototype norms)."""
+        return {}

@@ -105,6 +105,18 @@ def _cases(ws) -> dict[str, Case]:
         "train_set_wrong_type": Case(["train", "--profile", "quickstart", "--set", "epochs=zero"], env,
                                      ("quickstart.yaml", "epochs", "zero")),
         "train_resume_missing": Case(["train", "--resume", "/nonexistent"], env, ("/nonexistent",)),
+        "train_ccn_unknown_layer": Case(["train", "--profile", "ccn_mnist", "--set", "defense.layers=[conv9]"], env,
+                                        ("conv9", "conv1", "fc3")),
+        "train_pc_negative_xi": Case(["train", "--profile", "pc_mnist", "--set", "defense.xi=-0.5"], env,
+                                     ("defense.params.xi", "-0.5")),
+        "train_ccn_alpha_zero": Case(["train", "--profile", "ccn_mnist", "--set", "defense.alpha_final=0"], env,
+                                     ("alpha_final",)),
+        "train_l2sm_negative_alpha": Case(["train", "--profile", "l2sm_mnist", "--set", "defense.alpha=-1"], env,
+                                          ("defense.params.alpha",)),
+        "train_trades_with_adv_train": Case(["train", "--profile", "trades_mnist", "--set", "adv_train.attack=pgd"],
+                                            env, ("trades", "adv_train")),
+        "train_brelu_without_relu": Case(["train", "--profile", "quickstart", "--set", "model=cnn6",
+                                          "--set", "defense=brelu"], env, ("brelu", "ReLU")),
         "stop_not_a_run": Case(["stop", str(root / "not_a_run")], env, (str(root / "not_a_run"),)),
         "train_dataset_missing_offline": Case(
             ["train", "--profile", "mnist.yaml", "--out", str(root / "mnist_runs")],
@@ -134,6 +146,8 @@ ERROR_CASES = [
     "attack_bad_norm", "attack_linf_eps_too_big", "attack_linf_only_with_l2", "attack_unknown_loss",
     "attack_adaptive_softmax", "attack_transfer_missing", "audit_two_eps", "train_unknown_profile",
     "train_profile_unknown_key", "train_set_wrong_type", "train_resume_missing", "stop_not_a_run",
+    "train_ccn_unknown_layer", "train_pc_negative_xi", "train_ccn_alpha_zero", "train_l2sm_negative_alpha",
+    "train_trades_with_adv_train", "train_brelu_without_relu",
     "train_dataset_missing_offline", "train_cuda_without_cuda",
 ]
 

@@ -132,8 +132,8 @@ def check_references(cfg: RunConfig, source: str) -> None:
     try:
         # Build on the meta device: checks option values (e.g. width: 0) without allocating weights.
         with torch.device("meta"):
-            create_model(cfg.model.name, data_spec.channels, data_spec.num_classes, data_spec.image_size,
-                         **cfg.model.options)
+            meta_model = create_model(cfg.model.name, data_spec.channels, data_spec.num_classes,
+                                      data_spec.image_size, **cfg.model.options)
     except WorkbenchError as exc:
         fail("model", str(exc))
     except Exception as exc:  # noqa: BLE001 - any builder failure is a bad option value
@@ -149,9 +149,18 @@ def check_references(cfg: RunConfig, source: str) -> None:
         fail("defense.name", f"unknown defense {cfg.defense.name!r}; choose one of: {', '.join(DEFENSES.names())}")
     defense_cls = DEFENSES.get(cfg.defense.name)
     try:
-        defense_cls.Params.model_validate(cfg.defense.params)
+        defense = defense_cls.from_config(cfg.defense.params, data_spec.num_classes)
     except ValidationError as exc:
         raise WorkbenchError(format_validation_error(exc, source, prefix="defense.params")) from None
+    if defense_cls.crafts_adversarial and cfg.adv_train.enabled:
+        fail("adv_train.attack", f"defense {cfg.defense.name!r} crafts its own adversarial examples; "
+             "set adv_train.attack: none")
+    try:
+        # The defense's model transform on the meta model: catches e.g. an unknown layer name now, not mid-launch.
+        with torch.device("meta"):
+            defense.transform_model(meta_model)
+    except WorkbenchError as exc:
+        fail("defense", f"{cfg.defense.name}: {exc}")
 
 
 def _type_name(hint: Any) -> str:

@@ -298,6 +298,9 @@ class Trainer:
         self.model.train()
         while self.position.epoch < cfg.epochs:
             epoch = self.position.epoch
+            if self.position.batch == 0 and self.defense.reset_optimizer_at(epoch, cfg.epochs):
+                # A new training phase starts with a fresh optimizer state (the papers' phase-2 scripts).
+                self.optimizer = build_optimizer(self.params, cfg.optimizer)
             # Every random draw of the epoch (order, augmentation) comes from this one state.
             self.data_generator.set_state(self.epoch_start_state)
             t_epoch = time.perf_counter()
@@ -365,7 +368,9 @@ class Trainer:
                       "robust_eps": cfg.eval.eps if evals["test_robust_acc"] is not None else None,
                       "lr": self.optimizer.param_groups[0]["lr"], "seconds": train_seconds,
                       "eval_seconds": evals["eval_seconds"], "time": time.time(),
-                      **{f"loss_{k}": float(v) / seen for k, v in self.totals.parts.items()}}
+                      "phase": self.defense.phase(epoch, cfg.epochs),
+                      **{f"loss_{k}": float(v) / seen for k, v in self.totals.parts.items()},
+                      **self.defense.epoch_metrics(self.model)}
             self.history.append(record)
             key = self.best_key()
             improved = record.get(key) is not None and (self.best_value is None or record[key] > self.best_value)
