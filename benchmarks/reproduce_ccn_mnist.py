@@ -18,9 +18,22 @@ from __future__ import annotations
 from itertools import pairwise
 from pathlib import Path
 
+import torch
 from reproduction import (
-    Model, common_args, device_name, evaluate_run, existing_runs, pct, row_value, safe, save_reports, schedule_overrides,
-    strong_protocol, train_all, train_minutes, worst_value,
+    Model,
+    common_args,
+    device_name,
+    evaluate_run,
+    existing_runs,
+    pct,
+    row_value,
+    safe,
+    save_reports,
+    schedule_overrides,
+    strong_protocol,
+    train_all,
+    train_minutes,
+    worst_value,
 )
 
 from workbench.evaluation import AttackSpec, Protocol
@@ -60,11 +73,13 @@ def main() -> None:
     ap.add_argument("--n-search", type=int, default=2000, help="test samples for the FGSM eps search")
     ap.add_argument("--no-autoattack", action="store_true", help="strong protocol without AutoAttack (quick)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     keys = args.models.split(",") if args.models else DEFAULT_MODELS
     epochs, sets = schedule_overrides(args, PAPER_EPOCHS, SHORT_EPOCHS, [30, 40])
     models = [Model(k, PROFILES[k], sets) for k in keys]
-    runs = existing_runs(models, out) if args.eval_only else train_all(models, out, args.device, args.jobs)
+    runs = existing_runs(models, out) if args.eval_only else train_all(models, out, args.device, args.jobs, args.threads)
 
     reports = {}
     for k in keys:

@@ -19,17 +19,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from reproduction import (
-    Model, common_args, device_name, evaluate_run, existing_runs, pct, row_value, safe, save_reports, schedule_overrides,
-    strong_protocol, train_all, train_minutes, worst_value,
+    Model,
+    common_args,
+    device_name,
+    evaluate_run,
+    existing_runs,
+    pct,
+    row_value,
+    safe,
+    save_reports,
+    schedule_overrides,
+    strong_protocol,
+    train_all,
+    train_minutes,
+    worst_value,
 )
+
 from defenses import create_defense
 from workbench.evaluation import AttackSpec, Protocol, build_protocol
 
 EPS = [0.1, 0.2, 0.3]
 PAPER_EPOCHS, SHORT_EPOCHS = 100, 40
-PROFILES = {"CE": ("pc_ce_mnist", []), "PC": ("pc_mnist", []),
-            "CE+AT": ("pc_at_mnist", ["defense=softmax"]), "PC+AT": ("pc_at_mnist", [])}
+# (profile, overrides, lr milestones of the 100-epoch paper schedule: x0.2 at 1/3 and 2/3 of each phase)
+PROFILES = {"CE": ("pc_ce_mnist", [], [33, 67]), "PC": ("pc_mnist", [], [17, 33]),
+            "CE+AT": ("pc_at_mnist", ["defense=softmax"], [33, 67]), "PC+AT": ("pc_at_mnist", [], [17, 33])}
 ATTACKS = ["FGSM", "BIM-10", "PGD-40", "MIM-40"]
 # [P2] Table 1 (MNIST), Table 3 (SPSA, black-box) and Table 5 (with adversarial training, eps 0.3).
 PAPER: dict[str, dict[tuple[str, float | None], float]] = {
@@ -66,11 +81,18 @@ def main() -> None:
     ap = common_args(__doc__.splitlines()[0], "benchmarks/.repro/pc_mnist")
     ap.add_argument("--no-autoattack", action="store_true", help="strong protocol without AutoAttack (quick)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     keys = args.models.split(",") if args.models else ["CE", "PC"]
-    epochs, sets = schedule_overrides(args, PAPER_EPOCHS, SHORT_EPOCHS, None)
-    models = [Model(k, PROFILES[k][0], PROFILES[k][1] + sets) for k in keys]
-    runs = existing_runs(models, out) if args.eval_only else train_all(models, out, args.device, args.jobs)
+    models = []
+    for k in keys:
+        profile, overrides, milestones = PROFILES[k]
+        epochs, sets = schedule_overrides(args, PAPER_EPOCHS, SHORT_EPOCHS, milestones)
+        if epochs == PAPER_EPOCHS:
+            sets.append(f"schedule.milestones={milestones}")
+        models.append(Model(k, profile, overrides + sets))
+    runs = existing_runs(models, out) if args.eval_only else train_all(models, out, args.device, args.jobs, args.threads)
 
     reports = {}
     for k in keys:

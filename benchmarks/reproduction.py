@@ -51,6 +51,8 @@ def common_args(description: str, default_out: str) -> argparse.ArgumentParser:
     ap.add_argument("--n", type=int, default=10000, help="test samples for the paper's gradient attacks")
     ap.add_argument("--n-strong", type=int, default=1000, help="test samples for the strong protocol")
     ap.add_argument("--eval-only", action="store_true", help="skip training; evaluate existing runs")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="CPU threads per process (default: cores / jobs); set it when running scripts side by side")
     ap.add_argument("--train-subset", type=int, default=None, help="train on the first N images (smoke tests)")
     ap.add_argument("--table", default=None, help="write the markdown table here (default: OUT/results.md)")
     return ap
@@ -113,8 +115,8 @@ def existing_runs(models: list[Model], out: Path) -> dict[str, Path]:
     return runs
 
 
-def train_all(models: list[Model], out: Path, device: str, jobs: int) -> dict[str, Path]:
-    threads = max(1, (os.cpu_count() or 2) // jobs) if device in ("cpu", "auto") else 2
+def train_all(models: list[Model], out: Path, device: str, jobs: int, threads: int | None = None) -> dict[str, Path]:
+    threads = threads or (max(1, (os.cpu_count() or 2) // jobs) if device in ("cpu", "auto") else 2)
     print(f"training {len(models)} models, {jobs} at a time, {threads} threads each", flush=True)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         done = list(pool.map(lambda m: (m, *train_one(m, out, device, threads)), models))

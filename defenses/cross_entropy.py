@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 class SmoothingParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
-    smoothing: Annotated[float, Field(ge=0.0, lt=1.0, description=(
-        "label smoothing s: target 1-s on the true class and s/(K-1) on each other class "
-        "(s=0.1 gives the CCN paper's {1/90, 0.9} on 10 classes)"))] = 0.0
+    # s = 0.1 gives the CCN paper's {1/90, 0.9} targets on 10 classes.
+    smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.0, description="label smoothing s: target 1-s on the true class, s/(K-1) on each other")
 
 
 def soft_cross_entropy(logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from typer.testing import CliRunner
 
+from defenses import DEFENSES
 from workbench.cli import app
 from workbench.config import list_profiles
 from workbench.data import DATASETS
@@ -28,3 +29,12 @@ def test_datasets_and_profiles_are_listed():
     assert result.exit_code == 0
     for name in list_profiles():
         assert name in result.output
+
+
+def test_defenses_lists_every_defense_with_its_defaults():
+    result = runner.invoke(app, ["defenses"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    for name in DEFENSES.names():
+        assert name in result.output
+    assert "xi=0.995" in result.output and "lam=0.05" in result.output  # PC-LC's paper values
+    assert "smoothing=0.1" in result.output  # label_smoothing / ccn_ls

@@ -20,6 +20,7 @@ from workbench.checkpoint import read_checkpoint
 from workbench.config import load_profile
 from workbench.config.schema import AdvTrainConfig
 from workbench.errors import WorkbenchError
+from workbench.evaluation import adaptive_loss, adaptive_protocol, evaluate_checkpoint
 from workbench.models import MODELS, create_model
 from workbench.runs import read_metrics
 from workbench.training import prepare_run, run_training
@@ -307,17 +308,28 @@ def test_adversarial_training_draws_eps_from_the_configured_range(sampling):
 # -- the trainer and defenses: phases, optimizer reset, alpha logging, checkpoint round trip --------------------------
 def test_pc_loss_switches_phase_at_warmup_and_resets_optimizer(tmp_path):
     cfg, path = load_profile("quickstart", ["epochs=4", "eval.robust_every=0", "adv_train.attack=none",
-                                            "defense=pc_loss", "defense.warmup_epochs=2"])
+                                            "defense=pc_loss", "defense.warmup_epochs=2",
+                                            "schedule={name: multistep, milestones: [1], gamma: 0.5, per_phase: true}"])
     run = prepare_run(cfg, tmp_path / "pc", path)
     assert run_training(run.root, device="cpu") == "finished"
     records = [r for r in read_metrics(run.metrics) if r["kind"] == "epoch"]
     assert [r["phase"] for r in records] == ["warmup", "warmup", "pc_lc", "pc_lc"]
+    lr = cfg.optimizer.lr  # the schedule restarts with the phase: milestone 1 counts from each phase's start
+    assert [r["lr"] for r in records] == pytest.approx([lr, lr / 2, lr, lr / 2])
     assert all("loss_pc" not in r for r in records[:2]) and all("loss_pc" in r for r in records[2:])
     batches = records[0]["step"]
     ckpt = read_checkpoint(run.last)
     steps = {int(s["step"]) for s in ckpt["optimizer"]["state"].values()}
     assert steps == {2 * batches}  # Adam restarted at epoch 3: two epochs of steps, not four
     assert records[-1]["test_clean_acc"] > 0.8
+
+    # The adaptive evaluation attacks the PC-LC objective itself.
+    data = read_checkpoint(run.best)
+    loss = adaptive_loss(data, run.best)
+    assert loss.__name__ == "pc_lc"
+    report, _ = evaluate_checkpoint(run.best, [adaptive_protocol(loss, [0.1], "linf")], n=60)
+    rows = [r for r in report["results"] if r["protocol"] == "adaptive"]
+    assert len(rows) == 2 and all(r["robust_accuracy"] <= report["clean_accuracy"] for r in rows)
 
 
 def test_ccn_run_logs_alphas_and_checkpoint_reloads_same_outputs(tmp_path):

@@ -317,6 +317,21 @@ def list_attacks() -> None:
     out.print(presets)
 
 
+@app.command(name="defenses")
+def list_defenses() -> None:
+    """List the defenses with their hyperparameters and defaults (the profile's `defense:` block)."""
+    from defenses import DEFENSES
+
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("defense", "paper", "hyperparameters (default)"):
+        table.add_column(col, overflow="fold")
+    for name, cls in DEFENSES.items():
+        params = [f"{key}={field.default!r}" + (f": {field.description}" if field.description else "")
+                  for key, field in cls.Params.model_fields.items()]
+        table.add_row(name, cls.paper, "\n".join(params) or "none")
+    out.print(table)
+
+
 @app.command()
 def runs(
     runs_dir: Path = typer.Option(Path("runs"), "--runs", help="Folder that holds run folders."),

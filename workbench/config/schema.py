@@ -137,6 +137,9 @@ class ScheduleConfig(NamedBlock):
     milestones: list[NonNegInt] = Field(default_factory=list)
     gamma: Annotated[float, Field(gt=0)] = 0.1
     warmup_epochs: Annotated[float, Field(ge=0)] = 0.0
+    # Restart the schedule at every phase of the defense (e.g. PC-LC's CE warm-up, then PC-LC): each phase
+    # gets the whole schedule, with milestones counted from the phase's first epoch.
+    per_phase: bool = False
 
 
 class EvalConfig(Strict):

@@ -305,8 +305,9 @@ class Trainer:
             self.data_generator.set_state(self.epoch_start_state)
             t_epoch = time.perf_counter()
             for x, y in self.loader.epoch(self.data_generator, start=self.position.batch):
-                t = epoch + self.position.batch / batches
-                lr = self.base_lr * lr_factor(cfg.schedule, t, cfg.epochs, dt=1.0 / batches)
+                start, length = self.schedule_span(epoch)
+                t = epoch - start + self.position.batch / batches
+                lr = self.base_lr * lr_factor(cfg.schedule, t, length, dt=1.0 / batches)
                 set_lr(self.optimizer, lr)
                 x_in, y_in, adv_mask = self.adversary.make_batch(x, y)
                 ctx = BatchContext(epoch=epoch, epochs=cfg.epochs, step=self.position.step, is_adversarial=adv_mask)
@@ -390,6 +391,20 @@ class Trainer:
                 name = signal.Signals(self._stop_signal).name
                 return "stopped", f"stopped by {name} after epoch {epoch + 1}; resume to continue"
         return "finished", f"finished {cfg.epochs} epochs"
+
+    def schedule_span(self, epoch: int) -> tuple[int, int]:
+        """(first epoch, length) of the stretch the lr schedule spans: the run, or the defense's phase."""
+        epochs = self.cfg.epochs
+        if not self.cfg.schedule.per_phase:
+            return 0, epochs
+        phases = [self.defense.phase(e, epochs) for e in range(epochs)]
+        start = epoch
+        while start > 0 and phases[start - 1] == phases[epoch]:
+            start -= 1
+        end = epoch + 1
+        while end < epochs and phases[end] == phases[epoch]:
+            end += 1
+        return start, end - start
 
     def _kept(self) -> str:
         if self.run.last.exists():
