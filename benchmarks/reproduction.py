@@ -40,6 +40,14 @@ def safe(key: str) -> str:
     return key.replace("+", "_")
 
 
+def model_list(text: str | None, known: list[str], default: list[str]) -> list[str]:
+    keys = text.split(",") if text else default
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise SystemExit(f"--models: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
+    return keys
+
+
 def common_args(description: str, default_out: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--out", default=default_out, help="runs and results folder (reused: finished runs are kept)")
@@ -83,6 +91,14 @@ def find_run(folder: Path) -> Path | None:
 
 def train_one(model: Model, out: Path, device: str, threads: int) -> tuple[Path, float]:
     folder = out / "runs" / safe(model.key)
+    # A run is reused only for the same request; otherwise a table would mix schedules.
+    request = {"profile": model.profile, "overrides": model.overrides}
+    asked = folder / "request.json"
+    if asked.exists() and json.loads(asked.read_text()) != request:
+        raise SystemExit(f"{folder} holds a run trained with other settings ({asked.read_text().strip()}); "
+                         "use another --out or delete it")
+    folder.mkdir(parents=True, exist_ok=True)
+    asked.write_text(json.dumps(request))
     run = find_run(folder)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     status = Status.read(run / "status.json") if run else None
@@ -140,24 +156,40 @@ def strong_protocol(eps: list[float], n: int) -> Protocol:
     ], "PGD-40 (random start, step eps/4) on CE and CW losses, then standard AutoAttack; cascaded", cascade=True)
 
 
-def evaluate_run(run: Path, protocols: list[Protocol], n: int, device: str, cache: Path | None = None) -> dict[str, Any]:
-    """The evaluation report of a run's best checkpoint; reused from `cache` if nothing changed.
+def _plain(value: Any) -> Any:
+    """Attack parameters as JSON (a callable loss by its name)."""
+    if callable(value):
+        return getattr(value, "__name__", type(value).__name__)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
+
+def evaluate_run(run: Path, protocols, n: int, device: str, cache: Path | None = None) -> dict[str, Any]:
+    """The evaluation report of a run's final checkpoint (the papers report the model at the end of their
+    schedule); reused from `cache` if nothing changed.
+
+    `protocols` is a list, or a callable of the checkpoint info (to use the run's own defense loss).
     The cache lets several processes evaluate one model each (`--models X`, in parallel) and a
     last call assemble the table from their reports.
     """
-    ckpt = run / "checkpoints" / "best.pt"
+    from workbench.checkpoint import read_checkpoint
+
+    ckpt = run / "checkpoints" / "last.pt"
+    if callable(protocols):
+        data = read_checkpoint(ckpt)
+        protocols = protocols({"dataset": data["dataset"], "recipe": data, "path": ckpt})
     key = {"checkpoint": str(ckpt.resolve()), "mtime": ckpt.stat().st_mtime, "n": n,
-           "specs": [[p.name, s.label, s.max_samples, s.sweep] for p in protocols for s in p.specs]}
+           "specs": [[p.name, s.label, s.max_samples, s.sweep, _plain(s.params)] for p in protocols for s in p.specs]}
     if cache is not None and cache.exists():
         cached = json.loads(cache.read_text())
-        if cached.get("cache_key") == json.loads(json.dumps(key)):
+        if cached.get("cache_key") == json.loads(json.dumps(key, default=str)):
             return cached
     dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     t0 = time.time()
     report, _ = evaluate_checkpoint(ckpt, protocols, n=n, device=dev, batch_size=1000)
     report["eval_seconds"] = time.time() - t0
-    report["cache_key"] = key
+    report["cache_key"] = json.loads(json.dumps(key, default=str))
     records = [r for r in read_metrics(run / "metrics.jsonl") if r.get("kind") == "epoch"]
     report["train"] = {"epochs": len(records), "seconds": sum(r.get("seconds", 0) for r in records),
                        "final": {k: v for k, v in records[-1].items() if k != "time"}}
@@ -183,8 +215,9 @@ def worst_value(report: dict[str, Any], protocol: str, eps: float) -> float | No
 
 
 def train_minutes(reports: dict[str, Any]) -> str:
-    """How long each model trained (summed epoch times from its metrics, so resumed runs count once)."""
-    return "training minutes: " + ", ".join(f"{k} {r['train']['seconds'] / 60:.1f}" for k, r in reports.items())
+    """Epochs and minutes each model trained (summed epoch times from its metrics: resumed runs count once)."""
+    return "epochs / training minutes: " + ", ".join(
+        f"{k} {r['train']['epochs']} / {r['train']['seconds'] / 60:.1f}" for k, r in reports.items())
 
 
 def pct(v: float | None) -> str:

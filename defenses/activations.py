@@ -14,6 +14,9 @@ from .registry import register_defense
 from .softmax import Softmax
 from .surgery import replace_all
 
+# Containers whose forward is a plain composition of their children.
+_PLAIN = {"TapNet", "Normalize", "PerImageStandardize"}
+
 
 class BReLUParams(SmoothingParams):
     bound: Annotated[float, Field(gt=0)] = Field(1.0, description="upper clip of every ReLU")
@@ -26,7 +29,13 @@ class BoundedReLU(Softmax):
     Params = BReLUParams
 
     def transform_model(self, model: nn.Module) -> nn.Module:
-        # Replaces ReLU modules; models that apply ReLU functionally (the ResNets) cannot be bounded this way.
+        # Only ReLU *modules* can be swapped; a block with its own forward (the ResNets' residual units)
+        # may apply F.relu inside, which would silently stay unbounded.
+        blocks = sorted({type(m).__name__ for m in model.modules()
+                         if not type(m).__module__.startswith("torch.") and type(m).__name__ not in _PLAIN})
+        if blocks:
+            raise WorkbenchError(f"cannot bound every activation: this model's {', '.join(blocks)} blocks apply "
+                                 "theirs inside their own code (use small_cnn, lenet5, cnn3, madry_mnist, tiny or a vgg)")
         if not replace_all(model, lambda m: type(m) is nn.ReLU, lambda m: nn.Hardtanh(0.0, self.params.bound)):
             raise WorkbenchError("this model has no nn.ReLU modules to bound "
                                  "(use small_cnn, lenet5, cnn3, madry_mnist, tiny or a vgg)")

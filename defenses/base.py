@@ -17,6 +17,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from workbench.errors import WorkbenchError
+
 
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -73,6 +75,11 @@ class Defense(ABC):
     def attack_loss(self) -> AttackLoss | None:
         """(c) The defense's own objective, for adaptive attacks; None if it is plain cross-entropy."""
         return None
+
+    def check_config(self, cfg) -> None:
+        """Raise `WorkbenchError` (one line) if this defense cannot do what the run config asks (profile load)."""
+        if self.crafts_adversarial and cfg.adv_train.enabled:
+            raise WorkbenchError(f"defense {self.name!r} crafts its own adversarial examples; set adv_train.attack: none")
 
     def phase(self, epoch: int, epochs: int) -> str:
         """The training phase of 0-based `epoch` (e.g. "warmup" then "pc"); logged in every epoch record."""

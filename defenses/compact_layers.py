@@ -55,14 +55,17 @@ class CompactConv2d(nn.Module):
         return new
 
     def patch_norm(self, x: torch.Tensor) -> torch.Tensor:
-        """||patch||_2 + delta at every output position, shape (B, 1, H', W')."""
-        sq = F.conv2d(x.pow(2).sum(1, keepdim=True), self.ones.to(x.dtype), None, self.stride, self.padding,
-                      self.dilation)
-        return _safe_sqrt(sq) + self.delta
+        """||patch||_2 + delta at every output position, shape (B, 1, H', W'); float32 even under autocast
+        (a sum of squares over a 3x3x64 patch overflows float16 at an RMS of about 10)."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = x.float()
+            sq = F.conv2d(x.pow(2).sum(1, keepdim=True), self.ones.float(), None, self.stride, self.padding,
+                          self.dilation)
+            return _safe_sqrt(sq) + self.delta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.conv2d(x, self.weight, None, self.stride, self.padding, self.dilation)
-        out = out * (self.alpha / self.patch_norm(x))
+        out = out * (self.alpha / self.patch_norm(x)).to(out.dtype)
         return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
@@ -92,8 +95,9 @@ class CompactLinear(nn.Module):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm = _safe_sqrt(x.pow(2).sum(-1, keepdim=True)) + self.delta
-        return F.linear(x * (self.alpha / norm), self.weight, self.bias)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            norm = _safe_sqrt(x.float().pow(2).sum(-1, keepdim=True)) + self.delta
+        return F.linear(x * (self.alpha / norm).to(x.dtype), self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, delta={self.delta}, alpha={float(self.alpha.detach()):.4g}"

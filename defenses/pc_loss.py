@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from workbench.errors import WorkbenchError
+
 from .base import BatchContext, Defense, LossOutput
 from .registry import register_defense
 
@@ -61,6 +63,12 @@ class PCLoss(Defense):
     def warmup(self, epochs: int) -> int:
         w = self.params.warmup_epochs
         return epochs // 2 if w is None else w
+
+    def check_config(self, cfg) -> None:
+        super().check_config(cfg)
+        if self.warmup(cfg.epochs) >= cfg.epochs:
+            raise WorkbenchError(f"warmup_epochs {self.warmup(cfg.epochs)} leaves no PC-LC epoch in a run of "
+                                 f"{cfg.epochs} epochs (use null for half the run)")
 
     def phase(self, epoch: int, epochs: int) -> str:
         return "warmup" if epoch < self.warmup(epochs) else "pc_lc"

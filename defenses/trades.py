@@ -29,9 +29,11 @@ class TradesParams(BaseModel):
     init_std: Annotated[float, Field(ge=0)] = Field(0.001, description="std of the Gaussian start around x")
 
 
-def kl_divergence(logits_adv: torch.Tensor, p_clean: torch.Tensor) -> torch.Tensor:
-    """Per-sample KL(p_clean || softmax(logits_adv))."""
-    return F.kl_div(F.log_softmax(logits_adv.float(), dim=1), p_clean, reduction="none").sum(1)
+def kl_divergence(logits_adv: torch.Tensor, logits_clean: torch.Tensor) -> torch.Tensor:
+    """Per-sample KL(softmax(logits_clean) || softmax(logits_adv)), from log-probabilities on both sides:
+    a clean probability that underflows to 0 then gives a zero gradient, not nan (xlogy at 0)."""
+    return F.kl_div(F.log_softmax(logits_adv.float(), dim=1), F.log_softmax(logits_clean.float(), dim=1),
+                    reduction="none", log_target=True).sum(1)
 
 
 @register_defense
@@ -47,11 +49,11 @@ class Trades(Defense):
         model.eval()
         try:
             with torch.no_grad():
-                p_clean = F.softmax(model(x).float(), dim=1)
+                logits_clean = model(x)
             x_adv = (x + p.init_std * torch.randn_like(x)).detach()
             for _ in range(p.steps):
                 x_adv.requires_grad_(True)
-                loss = kl_divergence(model(x_adv), p_clean).sum()
+                loss = kl_divergence(model(x_adv), logits_clean).sum()
                 (grad,) = torch.autograd.grad(loss, x_adv)  # input gradient only: no parameter grads
                 x_adv = x_adv.detach() + p.step_size * grad.sign()
                 x_adv = torch.min(torch.max(x_adv, x - p.eps), x + p.eps).clamp(0, 1)
@@ -63,5 +65,5 @@ class Trades(Defense):
         x_adv = self.craft(model, x)
         logits = model(x)
         ce = F.cross_entropy(logits, y)
-        kl = kl_divergence(model(x_adv), F.softmax(logits.float(), dim=1)).mean()
+        kl = kl_divergence(model(x_adv), logits).mean()
         return LossOutput(ce + self.params.beta * kl, logits, {"ce": ce, "kl": kl})

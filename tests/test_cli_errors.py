@@ -115,6 +115,8 @@ def _cases(ws) -> dict[str, Case]:
                                           ("defense.params.alpha",)),
         "train_trades_with_adv_train": Case(["train", "--profile", "trades_mnist", "--set", "adv_train.attack=pgd"],
                                             env, ("trades", "adv_train")),
+        "train_pc_warmup_too_long": Case(["train", "--profile", "pc_mnist", "--set", "epochs=4",
+                                          "--set", "defense.warmup_epochs=4"], env, ("warmup_epochs", "4")),
         "train_brelu_without_relu": Case(["train", "--profile", "quickstart", "--set", "model=cnn6",
                                           "--set", "defense=brelu"], env, ("brelu", "ReLU")),
         "stop_not_a_run": Case(["stop", str(root / "not_a_run")], env, (str(root / "not_a_run"),)),
@@ -147,7 +149,7 @@ ERROR_CASES = [
     "attack_adaptive_softmax", "attack_transfer_missing", "audit_two_eps", "train_unknown_profile",
     "train_profile_unknown_key", "train_set_wrong_type", "train_resume_missing", "stop_not_a_run",
     "train_ccn_unknown_layer", "train_pc_negative_xi", "train_ccn_alpha_zero", "train_l2sm_negative_alpha",
-    "train_trades_with_adv_train", "train_brelu_without_relu",
+    "train_trades_with_adv_train", "train_brelu_without_relu", "train_pc_warmup_too_long",
     "train_dataset_missing_offline", "train_cuda_without_cuda",
 ]
 

@@ -58,6 +58,10 @@ def train(
             raise WorkbenchError("give --profile NAME_OR_PATH (see `workbench profiles`) or --resume RUN_DIR")
         cfg, path = load_profile(profile, set_)
         resolve_device(device)  # fail on a bad device before creating anything
+        late = [m for m in cfg.schedule.milestones if m >= cfg.epochs] if cfg.schedule.name == "multistep" else []
+        if late:
+            err.print(f"note: lr milestones {late} lie at or past the run's {cfg.epochs} epochs and never apply; "
+                      "scale them with --set schedule.milestones=[...]", highlight=False)
         run = prepare_run(cfg, out_dir, path, data_root=data_root, device=device)
     print(f"run: {run.root}", flush=True)
     if detach:

@@ -103,9 +103,10 @@ def validate_config(data: Any, source: str, overridden: Iterable[str] = ()) -> R
 
 def check_references(cfg: RunConfig, source: str) -> None:
     """Check the names a config refers to (dataset, model and its options, defense) exist and fit."""
+    from defenses import DEFENSES
+
     from ..data import DATASETS
     from ..models import MODELS, create_model
-    from defenses import DEFENSES
 
     def fail(key: str, msg: str) -> None:
         raise WorkbenchError(f"{source}: {key}: {msg}")
@@ -152,15 +153,16 @@ def check_references(cfg: RunConfig, source: str) -> None:
         defense = defense_cls.from_config(cfg.defense.params, data_spec.num_classes)
     except ValidationError as exc:
         raise WorkbenchError(format_validation_error(exc, source, prefix="defense.params")) from None
-    if defense_cls.crafts_adversarial and cfg.adv_train.enabled:
-        fail("adv_train.attack", f"defense {cfg.defense.name!r} crafts its own adversarial examples; "
-             "set adv_train.attack: none")
     try:
+        defense.check_config(cfg)
         # The defense's model transform on the meta model: catches e.g. an unknown layer name now, not mid-launch.
         with torch.device("meta"):
             defense.transform_model(meta_model)
     except WorkbenchError as exc:
         fail("defense", f"{cfg.defense.name}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a transform that cannot apply to this model
+        fail("defense", f"{cfg.defense.name} cannot transform {cfg.model.name!r}: "
+             f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}")
 
 
 def _type_name(hint: Any) -> str:

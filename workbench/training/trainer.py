@@ -374,7 +374,10 @@ class Trainer:
                       **self.defense.epoch_metrics(self.model)}
             self.history.append(record)
             key = self.best_key()
-            improved = record.get(key) is not None and (self.best_value is None or record[key] > self.best_value)
+            # Only the defense's last phase competes for best.pt: a PC-LC run's best must not be a warm-up (CE) model.
+            final_phase = record["phase"] == self.defense.phase(cfg.epochs - 1, cfg.epochs)
+            improved = final_phase and record.get(key) is not None and (
+                self.best_value is None or record[key] > self.best_value)
             if improved:
                 self.best_value = record[key]
             self._note_accuracies(record)
