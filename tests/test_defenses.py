@@ -288,6 +288,7 @@ def test_trades_crafts_inside_the_ball_without_touching_parameters():
 # -- adversarial training: the configured eps range ------------------------------------------------------------------
 @pytest.mark.parametrize("sampling", ["batch", "sample"])
 def test_adversarial_training_draws_eps_from_the_configured_range(sampling):
+    # The PC-LC recipe: clean + FGSM copies 1:1, eps ~ U[0.1, 0.3].
     cfg = AdvTrainConfig(attack="fgsm", eps=[0.1, 0.3], eps_sampling=sampling, pairing="concat", ratio=0.5)
     model = create_model("tiny", 1, 10, 8).eval()
     batcher = AdversarialBatcher(cfg, model, seed=0)
@@ -304,6 +305,20 @@ def test_adversarial_training_draws_eps_from_the_configured_range(sampling):
             assert per_sample.max() - per_sample.min() < 1e-6  # one eps for the whole batch
     assert min(used) >= 0.1 - 1e-6 and max(used) <= 0.3 + 1e-6
     assert min(used) < 0.14 and max(used) > 0.26  # it really spans the range
+
+
+def test_pgd_adversarial_training_with_the_pcl_eps_range():
+    # The PCL recipe: PGD with eps ~ U[0.1, 0.5] per batch, step eps/4: every batch stays inside its own eps.
+    cfg = AdvTrainConfig(attack="pgd", eps=[0.1, 0.5], steps=5, step_size="eps/4", pairing="concat", ratio=0.5)
+    batcher = AdversarialBatcher(cfg, create_model("tiny", 1, 10, 8).eval(), seed=0)
+    x, y = digits_batches(1, 64)[0]
+    x = x.clamp(0.3, 0.7)
+    reached = []
+    for _ in range(30):
+        x_in, _, _ = batcher.make_batch(x, y)
+        reached.append((x_in[64:] - x).abs().max().item())  # PGD's sign steps reach the eps of the batch
+    assert min(reached) >= 0.1 - 1e-6 and max(reached) <= 0.5 + 1e-6
+    assert min(reached) < 0.2 and max(reached) > 0.4
 
 
 # -- the trainer and defenses: phases, optimizer reset, alpha logging, checkpoint round trip --------------------------
