@@ -20,10 +20,10 @@ from torch import nn
 
 from workbench.errors import WorkbenchError
 
-from .base import BatchContext, Defense, LossOutput
 from .compact_layers import CompactConv2d, CompactLinear, fan_in, l2_softmax_alpha
-from .cross_entropy import SmoothingParams, soft_cross_entropy
+from .cross_entropy import SmoothingParams
 from .registry import register_defense
+from .softmax import Softmax
 from .surgery import named_layers, replace_module, resolve_layers
 
 
@@ -73,8 +73,8 @@ def make_compact(model: nn.Module, layers: list[str] | None, *, delta: float, al
     return swapped
 
 
-class _CompactBase(Defense):
-    """Cross-entropy (optionally smoothed) on a model with compact layers."""
+class _CompactBase(Softmax):
+    """Cross-entropy (optionally smoothed, Softmax's loss) on a model with compact layers."""
 
     Params = CompactParams
 
@@ -88,10 +88,6 @@ class _CompactBase(Defense):
                                            alpha_final=p.alpha_final, learn_alpha=p.learn_alpha,
                                            num_classes=self.num_classes)
         return model
-
-    def training_loss(self, model, x, y, ctx: BatchContext) -> LossOutput:
-        logits = model(x)
-        return LossOutput(soft_cross_entropy(logits, y, self.params.smoothing), logits)
 
     def epoch_metrics(self, model: nn.Module) -> dict[str, float]:
         return {f"alpha_{name}": float(m.alpha.detach()) for name, m in getattr(self, "compact_layers", [])}
