@@ -64,9 +64,27 @@ class Defense(ABC):
         """(a) Change the architecture (e.g. compact layers). Must be deterministic: loading re-applies it."""
         return model
 
-    def auxiliary(self) -> nn.Module | None:
-        """Trainable state beside the model (auxiliary heads, prototypes): checkpointed, never used at inference."""
+    def attach(self, model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module | None:
+        """Build the trainable state that lives beside `model` (auxiliary heads, prototypes, centers), sized
+        from the model's taps on inputs of `input_shape` (C, H, W) and on the model's device. It is saved in
+        checkpoints as "auxiliary" and never used at inference. Its parameters are trained by the run's
+        optimizer, except those in `self_updated()`. Called once per run, after `transform_model`."""
         return None
+
+    def self_updated(self) -> list[nn.Parameter]:
+        """Auxiliary parameters the defense updates itself in `after_step` (prototypes on their own
+        optimizer, centers by their update rule): the run's optimizer leaves them alone."""
+        return []
+
+    def after_step(self, ctx: BatchContext) -> None:
+        """Called after each optimizer step, with the gradients of the batch's loss still in place."""
+
+    def state_dict(self) -> dict:
+        """State of the defense's own optimizers, for exact resume (checkpointed as "defense_state")."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
     @abstractmethod
     def training_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: BatchContext) -> LossOutput:

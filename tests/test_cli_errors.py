@@ -119,6 +119,22 @@ def _cases(ws) -> dict[str, Case]:
                                           "--set", "defense.warmup_epochs=4"], env, ("warmup_epochs", "4")),
         "train_brelu_without_relu": Case(["train", "--profile", "quickstart", "--set", "model=cnn6",
                                           "--set", "defense=brelu"], env, ("brelu", "ReLU")),
+        "train_pcl_unknown_tap": Case(["train", "--profile", "pcl_mnist", "--set", "defense.heads=[gap, fc9]"], env,
+                                      ("fc9", "gap")),
+        "train_pcl_tau_zero": Case(["train", "--profile", "pcl_mnist", "--set", "defense.tau=0"], env,
+                                   ("defense.params.tau",)),
+        "train_pcl_bad_mode": Case(["train", "--profile", "pcl_mnist", "--set", "defense.mode=both"], env,
+                                   ("defense.params.mode",)),
+        "train_pcl_no_heads": Case(["train", "--profile", "pcl_mnist", "--set", "defense.heads=[]"], env,
+                                   ("heads",)),
+        "train_pcl_branch_width_zero": Case(["train", "--profile", "pcl_mnist", "--set",
+                                             "defense.heads=[{tap: block3, fc: [0]}]"], env, ("fc",)),
+        "train_pcl_warmup_too_long": Case(["train", "--profile", "pcl_mnist", "--set", "epochs=10"], env,
+                                          ("warmup_epochs", "10")),
+        "train_triplet_bad_mining": Case(["train", "--profile", "ds_triplet_cifar10", "--set", "defense.mining=hard"],
+                                         env, ("defense.params.mining",)),
+        "attack_prototype_head_softmax": Case(["attack", ckpt, "--head", "prototype", "--n", "10"], env,
+                                              ("softmax", "prototype")),
         "stop_not_a_run": Case(["stop", str(root / "not_a_run")], env, (str(root / "not_a_run"),)),
         "train_dataset_missing_offline": Case(
             ["train", "--profile", "mnist.yaml", "--out", str(root / "mnist_runs")],
@@ -150,7 +166,9 @@ ERROR_CASES = [
     "train_profile_unknown_key", "train_set_wrong_type", "train_resume_missing", "stop_not_a_run",
     "train_ccn_unknown_layer", "train_pc_negative_xi", "train_ccn_alpha_zero", "train_l2sm_negative_alpha",
     "train_trades_with_adv_train", "train_brelu_without_relu", "train_pc_warmup_too_long",
-    "train_dataset_missing_offline", "train_cuda_without_cuda",
+    "train_dataset_missing_offline", "train_cuda_without_cuda", "train_pcl_unknown_tap", "train_pcl_tau_zero",
+    "train_pcl_bad_mode", "train_pcl_no_heads", "train_pcl_branch_width_zero", "train_pcl_warmup_too_long",
+    "train_triplet_bad_mining", "attack_prototype_head_softmax",
 ]
 
 

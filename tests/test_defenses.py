@@ -212,7 +212,13 @@ def test_pc_loss_matches_hand_computation():
 
 # -- every defense trains --------------------------------------------------------------------------------------------
 # Per-defense settings for a quick test (the phase that matters, a short inner attack).
-QUICK = {"pc_loss": {"warmup_epochs": 0}, "trades": {"steps": 3, "step_size": 0.05, "eps": 0.1}}
+# Deeply supervised losses start after a CE warm-up, as the papers train them (from scratch the pull toward
+# class means of still-indistinct features collapses them, SPEC 1.8): epoch 0 of train_steps is the warm-up.
+TINY_HEADS = {"heads": ["features", "fc1"], "warmup_epochs": 1}
+WARMED_UP = {"pcl", "ds_softmax", "ds_center", "ds_contrastive", "ds_triplet"}
+QUICK = {"pc_loss": {"warmup_epochs": 0}, "trades": {"steps": 3, "step_size": 0.05, "eps": 0.1},
+         "adr": {"steps": 3, "step_size": 0.05, "eps": 0.1},
+         **{name: TINY_HEADS for name in ("pcl", "ds_softmax", "ds_center", "ds_contrastive", "ds_triplet")}}
 
 
 def generated_batches(n_batches=40, batch=32, classes=4, size=12, seed=0):
@@ -245,16 +251,23 @@ def train_steps(defense_name: str, batches, classes: int):
     torch.manual_seed(0)
     defense = create_defense(defense_name, QUICK.get(defense_name, {}), classes)
     model = defense.transform_model(create_model("tiny", 1, classes, batches[0][0].shape[-1]))
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    aux = defense.attach(model, tuple(batches[0][0].shape[1:]))
+    own = {id(p) for p in defense.self_updated()}
+    aux_params = [p for p in aux.parameters() if id(p) not in own] if aux is not None else []
+    opt = torch.optim.Adam([*model.parameters(), *aux_params], lr=3e-3)
     losses = []
     model.train()
-    for step, (x, y) in enumerate(batches):
-        out = defense.training_loss(model, x, y, BatchContext(epoch=1, epochs=2, step=step))
+    warmup = batches if defense_name in WARMED_UP else []
+    for step, (x, y) in enumerate([*warmup, *batches]):
+        ctx = BatchContext(epoch=0 if step < len(warmup) else 1, epochs=2, step=step)
+        out = defense.training_loss(model, x, y, ctx)
         opt.zero_grad()
         out.loss.backward()
         opt.step()
+        defense.after_step(ctx)
         assert torch.isfinite(out.loss)
-        losses.append(out.loss.item())
+        if ctx.epoch == 1:
+            losses.append(out.loss.item())
     return losses
 
 

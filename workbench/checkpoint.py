@@ -74,8 +74,35 @@ def build_model(recipe: dict[str, Any]) -> nn.Module:
     return create_defense(defense["name"], defense["params"], recipe["num_classes"]).transform_model(model)
 
 
-def model_from_checkpoint(data: dict[str, Any], path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The eval-mode classifier described by an already-read checkpoint."""
+HEADS = ("softmax", "prototype")
+
+
+def defense_from_checkpoint(data: dict[str, Any], model: nn.Module, path: str | Path):
+    """The run's defense, with its auxiliary state (heads, prototypes, centers) attached to `model` and loaded."""
+    from defenses import create_defense
+
+    recipe = data["model"]
+    spec = recipe.get("defense") or {"name": "softmax", "params": {}}
+    defense = create_defense(spec["name"], spec.get("params", {}), recipe["num_classes"])
+    aux = defense.attach(model, (recipe["in_channels"], recipe["image_size"], recipe["image_size"]))
+    if aux is not None:
+        state = data.get("auxiliary")
+        if not isinstance(state, dict):
+            raise WorkbenchError(f"{path}: checkpoint lacks the auxiliary state of defense {spec['name']!r}")
+        try:
+            aux.load_state_dict(state)
+        except Exception as exc:  # untrusted file: a mismatch is its fault
+            msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise WorkbenchError(f"{path}: auxiliary state does not match defense {spec['name']!r} ({msg})") from None
+    return defense
+
+
+def model_from_checkpoint(data: dict[str, Any], path: str | Path, device: str | torch.device = "cpu",
+                          head: str = "softmax") -> nn.Module:
+    """The eval-mode classifier described by an already-read checkpoint. `head="prototype"` predicts the
+    nearest class prototype of the defense's last supervised feature instead of the softmax ([P0] Eq. 6)."""
+    if head not in HEADS:
+        raise WorkbenchError(f"unknown head {head!r}; choose one of: {', '.join(HEADS)}")
     try:
         model = build_model(data["model"])
         model.load_state_dict(data["state_dict"])
@@ -84,9 +111,16 @@ def model_from_checkpoint(data: dict[str, Any], path: str | Path, device: str | 
     except Exception as exc:  # untrusted recipe: any mismatch is the file's fault
         msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise WorkbenchError(f"{path}: checkpoint does not match its model recipe ({msg})") from None
+    if head == "prototype":
+        defense = defense_from_checkpoint(data, model, path)
+        if not hasattr(defense, "prototype_classifier"):
+            raise WorkbenchError(f"{path}: defense {defense.name!r} has no class prototypes (--head prototype "
+                                 "needs pcl or a ds_* defense)")
+        model = defense.prototype_classifier(model)
     return model.to(device).eval()
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The classifier stored in a checkpoint, in eval mode: [0, 1] inputs in, logits out."""
-    return model_from_checkpoint(read_checkpoint(path), path, device)
+def load_model(path: str | Path, device: str | torch.device = "cpu", head: str = "softmax") -> nn.Module:
+    """The classifier stored in a checkpoint, in eval mode: [0, 1] inputs in, logits out.
+    Auxiliary heads of deeply supervised defenses are never part of it."""
+    return model_from_checkpoint(read_checkpoint(path), path, device, head)

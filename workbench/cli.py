@@ -152,6 +152,8 @@ def attack(
     transfer_from: Optional[Path] = typer.Option(None, "--transfer-from",
                                                  help="Craft on this checkpoint, evaluate the target (black-box)."),
     adaptive: bool = typer.Option(False, "--adaptive", help="Add attacks on the defense's own training loss."),
+    head: str = typer.Option("softmax", "--head",
+                             help="softmax | prototype: nearest class prototype of the last supervised feature (pcl, ds_*)."),
     targeted: bool = typer.Option(False, "--targeted", help="Targeted mode toward a random other class."),
     save_examples: int = typer.Option(0, "--save-examples", min=0, help="Save K clean/adversarial pairs per attack and eps."),
     n: Optional[int] = typer.Option(None, "--n", help="Evaluate the first N test samples (default: all)."),
@@ -175,6 +177,10 @@ def attack(
     names = [name for name, on in flags.items() if on]
     if norm not in ("linf", "l2"):
         raise WorkbenchError(f"--norm must be linf or l2, not {norm!r}")
+    if head not in ("softmax", "prototype"):
+        raise WorkbenchError(f"--head must be softmax or prototype, not {head!r}")
+    if head == "prototype" and adaptive:
+        raise WorkbenchError("--adaptive attacks the training objective through the softmax model; drop --head prototype")
     eps_list = check_eps_list(_parse_eps(eps)) if eps is not None else None
     if eps_list and norm == "linf":
         check_linf_eps(eps_list)
@@ -214,7 +220,8 @@ def attack(
     try:
         report, outcomes = evaluate_checkpoint(
             checkpoint, protocols_for, n=n, batch_size=batch_size, data_root=data_root, device=dev, seed=seed,
-            transfer_from=transfer_from, targeted=targeted, save_examples=save_examples, on_progress=callback)
+            transfer_from=transfer_from, targeted=targeted, save_examples=save_examples, on_progress=callback,
+            head=head)
     finally:
         stop_progress()
     saved = save_evaluation(report, outcomes)

@@ -157,7 +157,9 @@ def check_references(cfg: RunConfig, source: str) -> None:
         defense.check_config(cfg)
         # The defense's model transform on the meta model: catches e.g. an unknown layer name now, not mid-launch.
         with torch.device("meta"):
-            defense.transform_model(meta_model)
+            meta_model = defense.transform_model(meta_model)
+            # Auxiliary heads on the meta model: catches an unknown tap name or a head that cannot fit.
+            defense.attach(meta_model, (data_spec.channels, data_spec.image_size, data_spec.image_size))
     except WorkbenchError as exc:
         fail("defense", f"{cfg.defense.name}: {exc}")
     except Exception as exc:  # noqa: BLE001 - a transform that cannot apply to this model

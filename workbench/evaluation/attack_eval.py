@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 
 from ..atomic import atomic_write_bytes, atomic_write_text
-from ..checkpoint import model_from_checkpoint, read_checkpoint
+from ..checkpoint import build_model, defense_from_checkpoint, model_from_checkpoint, read_checkpoint
 from ..data import load_raw
 from ..errors import WorkbenchError
 from ..provenance import provenance
@@ -59,19 +59,20 @@ def evals_dir_for(ckpt: Path) -> Path:
     return ckpt.parent.parent / "evals" if ckpt.parent.name == "checkpoints" else ckpt.parent / "evals"
 
 
-def load_checkpoint_model(checkpoint: str | Path, device: torch.device) -> tuple[Path, dict[str, Any], Any]:
+def load_checkpoint_model(checkpoint: str | Path, device: torch.device,
+                          head: str = "softmax") -> tuple[Path, dict[str, Any], Any]:
     ckpt = resolve_checkpoint(checkpoint)
     data = read_checkpoint(ckpt)
-    return ckpt, data, model_from_checkpoint(data, ckpt, device)
+    return ckpt, data, model_from_checkpoint(data, ckpt, device, head)
 
 
 def adaptive_loss(data: dict[str, Any], ckpt: Path) -> Callable:
     """The defense's own objective, for adaptive attacks (the PCL papers attack CE + PC)."""
-    from defenses import create_defense
-
     recipe = data["model"]
     defense = recipe.get("defense") or {"name": "softmax", "params": {}}
-    loss = create_defense(defense["name"], defense.get("params", {}), recipe["num_classes"]).attack_loss()
+    # The loss may need the run's auxiliary state (PCL's prototypes and heads), loaded beside a CPU copy of
+    # the model; it follows the attacked inputs to their device.
+    loss = defense_from_checkpoint(data, build_model(recipe), ckpt).attack_loss()
     if loss is None:
         raise WorkbenchError(f"{ckpt}: defense {defense['name']!r} trains on cross-entropy; it has no adaptive "
                              "loss beyond the standard attacks (drop --adaptive)")
@@ -99,9 +100,10 @@ def evaluate_checkpoint(
     targeted: bool = False,
     save_examples: int = 0,
     on_progress: Callable[[str, int, int], None] | None = None,
+    head: str = "softmax",
 ) -> tuple[dict[str, Any], list[SpecOutcome]]:
     device = torch.device(device)
-    ckpt, data, model = load_checkpoint_model(checkpoint, device)
+    ckpt, data, model = load_checkpoint_model(checkpoint, device, head)
     dataset = data.get("dataset")
     if not isinstance(dataset, str):
         raise WorkbenchError(f"{ckpt}: checkpoint does not name its dataset")
@@ -128,6 +130,7 @@ def evaluate_checkpoint(
         "model": data["model"]["name"],
         "defense": (data["model"].get("defense") or {}).get("name", "softmax"),
         "transfer_from": str(source_path) if source_path else None,
+        "head": head,
         "seed": seed,
         "device": str(device),
         "created": time.time(),

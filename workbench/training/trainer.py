@@ -118,9 +118,10 @@ class Trainer:
         model = create_model(cfg.model.name, spec.channels, spec.num_classes, spec.image_size,
                              normalize=(norm["mean"], norm["std"]) if norm else None, **cfg.model.options)
         self.model: nn.Module = self.defense.transform_model(model).to(device)
-        aux = self.defense.auxiliary()
-        self.auxiliary = aux.to(device) if aux is not None else None
-        self.params = list(self.model.parameters()) + (list(self.auxiliary.parameters()) if self.auxiliary else [])
+        self.auxiliary = self.defense.attach(self.model, (spec.channels, spec.image_size, spec.image_size))
+        own = {id(p) for p in self.defense.self_updated()}
+        aux_params = [p for p in self.auxiliary.parameters() if id(p) not in own] if self.auxiliary is not None else []
+        self.params = list(self.model.parameters()) + aux_params
         self.optimizer = build_optimizer(self.params, cfg.optimizer)
         self.base_lr = cfg.optimizer.lr
         self.adversary = AdversarialBatcher(cfg.adv_train, self.model, cfg.seed)
@@ -183,6 +184,7 @@ class Trainer:
             "model": self.recipe,
             "state_dict": self.model.state_dict(),
             "auxiliary": self.auxiliary.state_dict() if self.auxiliary is not None else None,
+            "defense_state": self.defense.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "position": {"epoch": self.position.epoch, "batch": self.position.batch, "step": self.position.step},
             "totals": self.totals.state(),
@@ -208,6 +210,7 @@ class Trainer:
         self.model.load_state_dict(data["state_dict"])
         if self.auxiliary is not None and data.get("auxiliary") is not None:
             self.auxiliary.load_state_dict(data["auxiliary"])
+        self.defense.load_state_dict(data.get("defense_state") or {})
         self.optimizer.load_state_dict(data["optimizer"])
         p = data["position"]
         self.position = Position(p["epoch"], p["batch"], p["step"])
@@ -317,6 +320,7 @@ class Trainer:
                 if cfg.grad_clip:
                     nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
                 self.optimizer.step()
+                self.defense.after_step(ctx)
 
                 # Accumulate on the device; read back only at log points (no per-step sync). A nan/inf
                 # loss poisons the running sum, so checking the sum there catches it.

@@ -1,0 +1,247 @@
+"""Deep supervision: losses on features taken from several depths of a model ([P0] Eqs. 7-9, [P1] §4).
+
+A *head* names a tap of the model and, optionally, an auxiliary branch that maps it to a
+low-dimensional feature (global pooling, then FC layers), as in the PCL papers' Table 1:
+CNN-6 supervises its own GAP (128), FC 512 and FC 64 outputs; ResNet-110 adds GAP -> FC 512
+after stage 2. Branches are trainable state beside the model (`Defense.attach`): they are
+checkpointed but never part of the inference path, so `workbench.load_model` returns the plain
+classifier, and every output of the classifier is independent of the branches.
+
+`DeeplySupervised` is the shared base of `pcl` and the `ds_*` variants: CE on the final logits
+(or a linear probe, for losses that train the representation alone), plus tau * sum over heads
+of a per-sample head loss, after `warmup_epochs` of CE alone. Subclasses give the head loss.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from typing import Annotated, Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from workbench.errors import WorkbenchError
+
+from .base import BatchContext, Defense, LossOutput
+
+
+class HeadSpec(BaseModel):
+    """One supervised depth: a tap, how to pool it, and the FC widths of its auxiliary branch."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    tap: str
+    pool: Literal["auto", "gap", "gmp", "flatten"] = Field(
+        "auto", description="feature maps: auto = global average pool; gmp = global max pool; flatten")
+    fc: list[Annotated[int, Field(gt=0)]] = Field(default_factory=list, description="FC widths of the branch")
+    act: Literal["none", "relu", "prelu"] = Field("relu", description="activation between the branch's FC layers")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_tap(cls, data: Any) -> Any:
+        return {"tap": data} if isinstance(data, str) else data
+
+
+class Pool(nn.Module):
+    def __init__(self, mode: str):
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.dim() <= 2:
+            return z
+        if self.mode in ("auto", "gap"):
+            return z.flatten(2).mean(2)
+        if self.mode == "gmp":
+            return z.flatten(2).amax(2)
+        return z.flatten(1)
+
+
+def build_branch(spec: HeadSpec, in_dim: int, extra_out: int | None = None) -> tuple[nn.Module, int]:
+    """Pool + FC layers for one head; `extra_out` appends a final FC (e.g. a classifier for ds_softmax)."""
+    layers: list[nn.Module] = [Pool(spec.pool)]
+    widths = [*spec.fc, *([extra_out] if extra_out else [])]
+    dim = in_dim
+    for i, width in enumerate(widths):
+        if i > 0 and spec.act != "none":
+            layers.append(nn.ReLU() if spec.act == "relu" else nn.PReLU())
+        layers.append(nn.Linear(dim, width))
+        dim = width
+    return nn.Sequential(*layers), dim
+
+
+class DSParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    heads: list[HeadSpec] = Field(
+        default_factory=lambda: [HeadSpec(tap=t) for t in ("gap", "fc1", "fc2")],
+        description="supervised taps (default: CNN-6's gap, fc1, fc2 [P0 Table 1]); "
+                    "each a tap name or {tap, pool, fc: [widths], act}")
+    tau: Annotated[float, Field(gt=0)] = Field(1.0, description="weight of the summed head losses")
+    warmup_epochs: Annotated[int, Field(ge=0)] | None = Field(
+        0, description="CE-only epochs before the head losses start (null: a quarter of the run)")
+    reset_optimizer: bool = Field(False, description="fresh optimizer state when the head losses start")
+
+    @model_validator(mode="after")
+    def _some_heads(self):
+        if not self.heads:
+            raise ValueError("heads: at least one head is needed")
+        return self
+
+
+def sq_distances(f: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """(B, K) squared Euclidean distances, in float32, never negative (the expanded form can round below 0)."""
+    f, centers = f.float(), centers.float()
+    d = f.pow(2).sum(1, keepdim=True) + centers.pow(2).sum(1)[None] - 2 * f @ centers.t()
+    return d.clamp_min(0)
+
+
+class PrototypeClassifier(nn.Module):
+    """Nearest-prototype prediction ([P0] Eq. 6) as a differentiable classifier: logits = -||f - w_k||^2,
+    with f the last head's feature, so attacks can target the nearest-prototype rule too."""
+
+    def __init__(self, model: nn.Module, branch: nn.Module, tap: str, prototypes: torch.Tensor):
+        super().__init__()
+        self.model, self.branch, self.tap = model, branch, tap
+        self.register_buffer("prototypes", prototypes.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -sq_distances(self.branch(self.model.features(x, self.tap)), self.prototypes)
+
+
+class DeeplySupervised(Defense):
+    """CE (or a probe) on the final logits + tau * sum of per-sample head losses, after a CE warm-up."""
+
+    Params = DSParams
+    # "joint": CE on the final logits trains the whole model; "probe": the final layers after the last
+    # head learn from detached features, so the representation is shaped by the head losses alone.
+    classifier: str = "joint"
+    head_out: int | None = None  # an extra FC at the end of every branch (ds_softmax's per-head classifier)
+
+    def __init__(self, params, num_classes: int):
+        super().__init__(params, num_classes)
+        self.aux: nn.Module | None = None
+        self._batch: tuple[list[torch.Tensor], torch.Tensor] | None = None  # last features, for after_step
+        self.in_training = False  # True inside training_loss: state may be initialized from the batch
+
+    # -- structure --------------------------------------------------------------------------------------
+    @property
+    def taps(self) -> list[str]:
+        return list(dict.fromkeys(h.tap for h in self.params.heads))
+
+    def attach(self, model: nn.Module, input_shape: tuple[int, ...]) -> nn.Module:
+        known = getattr(model, "taps", None)
+        if known is None:
+            raise WorkbenchError(f"{self.name} needs a model with named taps")
+        unknown = [t for t in self.taps if t not in known]
+        if unknown:
+            raise WorkbenchError(f"unknown head tap(s) {unknown}; this model's taps are {list(known)}")
+        if self.classifier == "probe" and self.params.heads[-1].tap == known[-1]:
+            raise WorkbenchError("the last head cannot be the logits tap: the probe classifier reads it")
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                _, feats = model(torch.zeros(2, *input_shape, device=device), taps=self.taps)
+        finally:
+            model.train(was_training)
+        aux = nn.Module()
+        branches, dims = [], []
+        for spec in self.params.heads:
+            branch, dim = build_branch(spec, Pool(spec.pool)(feats[spec.tap]).flatten(1).shape[1], self.head_out)
+            branches.append(branch)
+            dims.append(dim)
+        aux.branches = nn.ModuleList(branches).to(device)
+        self.dims = dims
+        self.build_state(aux, dims, device)
+        self.aux = aux
+        return aux
+
+    def build_state(self, aux: nn.Module, dims: list[int], device: torch.device) -> None:
+        """Add the loss's own state (prototypes, centers) to `aux`."""
+
+    # -- phases -----------------------------------------------------------------------------------------
+    def warmup(self, epochs: int) -> int:
+        w = self.params.warmup_epochs
+        return epochs // 4 if w is None else w
+
+    def check_config(self, cfg) -> None:
+        super().check_config(cfg)
+        if self.warmup(cfg.epochs) >= cfg.epochs:
+            raise WorkbenchError(f"warmup_epochs {self.warmup(cfg.epochs)} leaves no epoch for the {self.name} "
+                                 f"loss in a run of {cfg.epochs} epochs")
+
+    def phase(self, epoch: int, epochs: int) -> str:
+        return "warmup" if epoch < self.warmup(epochs) else self.name
+
+    def reset_optimizer_at(self, epoch: int, epochs: int) -> bool:
+        return self.params.reset_optimizer and 0 < epoch == self.warmup(epochs)
+
+    # -- losses -----------------------------------------------------------------------------------------
+    def head_features(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
+        state = next(itertools.chain(self.aux.parameters(), self.aux.buffers()), None)
+        if state is not None and state.device != x.device:  # loaded on the CPU for an attack elsewhere
+            self.aux.to(x.device)
+        logits, taps = model(x, taps=self.taps)
+        feats = [branch(taps[h.tap]) for h, branch in zip(self.params.heads, self.aux.branches)]
+        return logits, feats, taps
+
+    def head_loss(self, i: int, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample loss of head `i` on its features `f` (B, d)."""
+        raise NotImplementedError
+
+    def classifier_logits(self, model, logits: torch.Tensor, taps: dict) -> torch.Tensor:
+        if self.classifier == "probe":
+            last = self.params.heads[-1].tap
+            return model.head(taps[last].detach(), last)
+        return logits
+
+    def per_sample(self, model, x, y) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], list]:
+        """(CE per sample, head losses per sample summed over heads, per-head means, head features)."""
+        logits, feats, taps = self.head_features(model, x)
+        logits = self.classifier_logits(model, logits, taps)
+        ce = F.cross_entropy(logits.float(), y, reduction="none")
+        total = torch.zeros_like(ce)
+        parts = {}
+        for i, (h, f) in enumerate(zip(self.params.heads, feats)):
+            loss = self.head_loss(i, f, y)
+            parts[f"{self.name}_{i}_{h.tap}"] = loss.mean()
+            total = total + loss
+        return ce, total, parts, (logits, feats)
+
+    def training_loss(self, model, x, y, ctx: BatchContext) -> LossOutput:
+        if self.phase(ctx.epoch, ctx.epochs) == "warmup":
+            self._batch = None
+            logits = model(x)  # CE end to end, as the papers' softmax warm-up
+            return LossOutput(F.cross_entropy(logits, y), logits)
+        self.in_training = True
+        try:
+            ce, heads, parts, (logits, feats) = self.per_sample(model, x, y)
+        finally:
+            self.in_training = False
+        self._batch = ([f.detach() for f in feats], y)
+        ce, heads = ce.mean(), heads.mean()
+        return LossOutput(ce + self.params.tau * heads, logits, {"ce": ce, **parts})
+
+    def attack_loss(self):
+        """The adaptive white-box objective ([P1] Table 4): CE + tau * sum of the head losses, per sample."""
+        def ce_plus_heads(model, x, y):
+            ce, heads, _, (logits, _) = self.per_sample(model, x, y)
+            return ce + self.params.tau * heads, logits
+
+        return ce_plus_heads
+
+    # -- nearest-prototype prediction ------------------------------------------------------------------
+    def class_prototypes(self) -> torch.Tensor | None:
+        """(K, d) prototypes of the last head for nearest-prototype prediction; None if the loss has none."""
+        return None
+
+    def prototype_classifier(self, model: nn.Module) -> nn.Module:
+        protos = self.class_prototypes()
+        if protos is None:
+            raise WorkbenchError(f"defense {self.name!r} has no class prototypes for nearest-prototype prediction")
+        return PrototypeClassifier(model, self.aux.branches[-1], self.params.heads[-1].tap, protos)

@@ -1,0 +1,297 @@
+"""Deep supervision, PCL and the TPAMI distance-loss variants: loss values by hand, gradient routing,
+own-optimizer prototype steps, center updates, phases, checkpoints and nearest-prototype prediction."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+import torch
+from torch import nn
+
+from defenses import BatchContext, create_defense
+from workbench import load_data, load_model
+from workbench.checkpoint import read_checkpoint
+from workbench.config import load_profile
+from workbench.evaluation import AttackSpec, Protocol, adaptive_loss, adaptive_protocol, evaluate_checkpoint
+from workbench.models import create_model
+from workbench.runs import read_metrics
+from workbench.training import prepare_run, run_training
+
+F3 = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
+Y3 = torch.tensor([0, 1, 0])
+P3 = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])  # pull / shared prototypes, K = 3, d = 2
+Q3 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # push prototypes
+
+
+def with_state(name: str, params: dict, dims=(2,), k: int = 3):
+    """A defense whose loss state (prototypes, centers) is built for features of the given dims."""
+    d = create_defense(name, {"heads": ["fc1"] * len(dims), **params}, k)
+    d.aux = nn.Module()
+    d.build_state(d.aux, list(dims), torch.device("cpu"))
+    return d
+
+
+def sq(a, b):
+    return float(((a - b) ** 2).sum())
+
+
+def test_pcl_code_mode_matches_hand_computation():
+    d = with_state("pcl", {"push_weight": 0.1, "proto_init": "randn"})
+    d.aux.pull[0].data.copy_(P3)
+    d.aux.push[0].data.copy_(Q3)
+    loss = d.head_loss(0, F3, Y3)
+    # pull: 1, 2, 10; push (mean over the two false classes): (2+1)/2, (5+2)/2, (9+4)/2
+    assert loss.tolist() == pytest.approx([1 - 0.1 * 1.5, 2 - 0.1 * 3.5, 10 - 0.1 * 6.5])
+
+
+@pytest.mark.parametrize("margin", [None, 3.0])
+def test_pcl_paper_mode_matches_eq5_by_hand(margin):
+    r = 0.01
+    d = with_state("pcl", {"mode": "paper", "repel_weight": r, "repel_margin": margin, "proto_init": "randn"})
+    d.aux.protos[0].data.copy_(P3)
+    loss = d.head_loss(0, F3, Y3)
+    expected = []
+    for f, y in zip(F3, Y3.tolist()):
+        pull = sq(f, P3[y])
+        terms = [(sq(f, P3[j]), sq(P3[y], P3[j])) for j in range(3) if j != y]
+        if margin is None:
+            expected.append(pull - r * sum(a + b for a, b in terms) / 2)
+        else:
+            expected.append(pull + r * sum(max(0, margin - a) + max(0, margin - b) for a, b in terms) / 2)
+    assert loss.tolist() == pytest.approx(expected)
+    if margin is None:  # sample 0 written out: pull 1; repel ((1 + 2) + (5 + 8)) / 2 = 8
+        assert loss[0].item() == pytest.approx(1 - r * 8)
+
+
+def test_center_loss_value_and_update_rule_by_hand():
+    d = with_state("ds_center", {"alpha": 0.5})
+    d.centers(0).copy_(P3)
+    d.aux.ready[0] = True
+    assert d.head_loss(0, F3, Y3).tolist() == pytest.approx([0.5, 1.0, 5.0])  # 1/2 ||f - c_y||^2
+    d._batch = ([F3], Y3)
+    d.after_step(BatchContext(0, 1, 0))
+    # class 0: n=2, sum(c - f) = (-4, -1), delta = (-4, -1)/3; class 1: n=1, (1, -1)/2; class 2 absent: unchanged
+    expected = torch.tensor([[2 / 3, 1 / 6], [0.75, 1.25], [2.0, 2.0]])
+    assert torch.allclose(d.centers(0), expected)
+
+
+def test_contrastive_and_triplet_losses_by_hand():
+    f = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0], [0.0, 3.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    con = with_state("ds_contrastive", {"margin": 2.0}).head_loss(0, f, y)
+    pair = {}
+    for i in range(4):
+        for j in range(4):
+            dist = sq(f[i], f[j]) ** 0.5
+            pair[i, j] = 0.5 * dist**2 if y[i] == y[j] else 0.5 * max(0.0, 2.0 - dist) ** 2
+    assert con.tolist() == pytest.approx([sum(pair[i, j] for j in range(4) if j != i) / 3 for i in range(4)])
+    # squared distances: d01 = 25, d02 = 1, d03 = 9, d12 = 18, d13 = 10, d23 = 4; margin 0.2
+    hard = with_state("ds_triplet", {"margin": 0.2}).head_loss(0, f, y)
+    assert hard.tolist() == pytest.approx([0.2 + 25 - 1, 0.2 + 25 - 10, 0.2 + 4 - 1, 0.0])
+    every = with_state("ds_triplet", {"margin": 0.2, "mining": "batch_all"}).head_loss(0, f, y)
+    assert every.tolist() == pytest.approx([(24.2 + 16.2) / 2, (7.2 + 15.2) / 2, (3.2 + 0) / 2, 0.0])
+
+
+def test_single_class_batch_is_finite_for_every_loss():
+    f = torch.randn(6, 4, requires_grad=True)
+    y = torch.zeros(6, dtype=torch.long)
+    for name in ("pcl", "ds_center", "ds_contrastive", "ds_triplet"):
+        loss = with_state(name, {}, dims=(4,)).head_loss(0, f, y)
+        assert torch.isfinite(loss).all(), name
+        loss.sum().backward()
+        assert torch.isfinite(f.grad).all(), name
+
+
+def tiny_with(name: str, params: dict):
+    torch.manual_seed(0)
+    model = create_model("tiny", 1, 10, 8)
+    d = create_defense(name, params, 10)
+    aux = d.attach(model, (1, 8, 8))
+    return model, d, aux
+
+
+def test_gradients_reach_prototypes_and_branches_but_branches_never_touch_inference():
+    heads = [{"tap": "features", "fc": [16, 8], "act": "prelu"}, "fc1"]
+    model, d, aux = tiny_with("pcl", {"heads": heads, "warmup_epochs": 0, "proto_init": "randn"})
+    x, y = load_data("digits", "test")
+    x, y = x[:64], y[:64]
+    with torch.no_grad():
+        before = model(x)
+    out = d.training_loss(model, x, y, BatchContext(0, 1, 0))
+    out.loss.backward()
+    for group in (aux.pull, aux.push, aux.branches[0]):
+        grads = [p.grad for p in group.parameters()]
+        assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    # The branch is auxiliary: changing it changes no output of the classifier.
+    with torch.no_grad():
+        for p in aux.branches.parameters():
+            p.add_(torch.randn_like(p))
+        assert torch.equal(model(x), before)
+    # The run's optimizer must not own the prototypes (they have their own SGD); the branches it does train.
+    own = {id(p) for p in d.self_updated()}
+    assert own == {id(p) for p in [*aux.pull, *aux.push]}
+    assert not own & {id(p) for p in aux.branches.parameters()}
+
+
+def test_prototype_step_follows_the_unweighted_term_with_its_own_lr():
+    """tau * w_p scales the pull term for the model; the pull prototypes step on the unweighted gradient."""
+    model, d, aux = tiny_with("pcl", {"heads": ["fc1"], "tau": 2.0, "pull_weight": 3.0, "pull_lr": 0.5,
+                                      "warmup_epochs": 0, "proto_init": "randn"})
+    x, y = load_data("digits", "test")
+    x, y = x[:32], y[:32]
+    c0 = aux.pull[0].detach().clone()
+    with torch.no_grad():
+        f = model(x, taps=["fc1"])[1]["fc1"]
+    c = c0.clone().requires_grad_(True)
+    unweighted = ((f - c[y]) ** 2).sum(1).mean()
+    (expected_grad,) = torch.autograd.grad(unweighted, c)
+    d.training_loss(model, x, y, BatchContext(0, 1, 0)).loss.backward()
+    d.after_step(BatchContext(0, 1, 0))
+    assert torch.allclose(aux.pull[0].detach(), c0 - 0.5 * expected_grad, atol=1e-5)
+    assert aux.pull[0].grad is None  # zeroed for the next batch
+
+
+def test_class_mean_init_starts_prototypes_at_the_first_batch_means():
+    model, d, aux = tiny_with("pcl", {"heads": ["fc1"], "warmup_epochs": 0})
+    x, y = load_data("digits", "test")
+    x, y = x[:200], y[:200]
+    with torch.no_grad():
+        f = model(x, taps=["fc1"])[1]["fc1"]
+    d.in_training = True
+    d.head_loss(0, f, y)
+    means = torch.stack([f[y == k].mean(0) for k in range(10)])
+    assert torch.allclose(aux.pull[0], means, atol=1e-5) and torch.allclose(aux.push[0], means, atol=1e-5)
+    assert bool(aux.ready[0])
+
+
+PCL_RUN = ["epochs=4", "eval.robust_every=0", "adv_train.attack=none", "defense=pcl",
+           "defense.heads=[{tap: features, fc: [32]}, fc1]", "defense.warmup_epochs=2",
+           "schedule={name: multistep, milestones: [1], gamma: 0.5, per_phase: true}"]
+
+
+@pytest.fixture(scope="module")
+def pcl_run(tmp_path_factory):
+    cfg, path = load_profile("quickstart", PCL_RUN)
+    run = prepare_run(cfg, tmp_path_factory.mktemp("pcl"), path)
+    assert run_training(run.root, device="cpu") == "finished"
+    return cfg, run
+
+
+def test_pcl_warms_up_then_switches_at_t_prime_with_fresh_optimizer(pcl_run):
+    cfg, run = pcl_run
+    records = [r for r in read_metrics(run.metrics) if r["kind"] == "epoch"]
+    assert [r["phase"] for r in records] == ["warmup", "warmup", "pcl", "pcl"]
+    heads = ["loss_pcl_0_features", "loss_pcl_1_fc1"]
+    assert all(h not in r for r in records[:2] for h in heads) and all(h in r for r in records[2:] for h in heads)
+    assert "proto_norm_1_fc1" in records[-1] and records[-1]["proto_min_dist_1_fc1"] > 0
+    ckpt = read_checkpoint(run.last)
+    steps = {int(s["step"]) for s in ckpt["optimizer"]["state"].values()}
+    assert steps == {2 * records[0]["step"]}  # Adam restarted at T' = 2
+    assert bool(ckpt["auxiliary"]["ready"].all())
+    assert records[-1]["test_clean_acc"] > 0.7  # no collapse after the switch
+
+
+def test_checkpoint_classifier_has_no_branches_and_prototype_head_predicts_nearest(pcl_run):
+    _, run = pcl_run
+    ckpt = read_checkpoint(run.best)
+    assert not any("branches" in k for k in ckpt["state_dict"]) and "branches.0.1.weight" in ckpt["auxiliary"]
+    model = load_model(run.best)
+    assert type(model).__name__ == "TapNet"
+    x, y = load_data("digits", "test")
+    proto = load_model(run.best, head="prototype")
+    with torch.no_grad():
+        f = model(x, taps=["fc1"])[1]["fc1"]
+        nearest = torch.cdist(f, ckpt["auxiliary"]["pull.1"]).argmin(1)
+        assert torch.equal(proto(x).argmax(1), nearest)
+        softmax_acc = (model(x).argmax(1) == y).float().mean().item()
+    nearest_acc = (nearest == y).float().mean().item()
+    assert nearest_acc > 0.6 and softmax_acc > 0.7
+    # Attacks run on the nearest-prototype classifier, and lower its accuracy.
+    pgd = Protocol("custom", [AttackSpec("pgd", {"steps": 10}, [0.2], "PGD-10")])
+    report, _ = evaluate_checkpoint(run.best, [pgd], n=100, head="prototype")
+    assert report["head"] == "prototype" and report["results"][0]["robust_accuracy"] < report["clean_accuracy"]
+
+
+def test_adaptive_attack_uses_the_runs_prototypes(pcl_run):
+    _, run = pcl_run
+    data = read_checkpoint(run.best)
+    loss = adaptive_loss(data, run.best)
+    x, y = load_data("digits", "test")
+    model = load_model(run.best)
+    value, logits = loss(model, x[:50], y[:50])
+    # CE + tau * (pull - w_c push) at both heads, with the checkpoint's prototypes
+    with torch.no_grad():
+        _, taps = model(x[:50], taps=["features", "fc1"])
+        aux = data["auxiliary"]
+        f0 = taps["features"] @ aux["branches.0.1.weight"].t() + aux["branches.0.1.bias"]
+        ce = torch.nn.functional.cross_entropy(logits, y[:50], reduction="none")
+        total = ce.clone()
+        for f, i in ((f0, 0), (taps["fc1"], 1)):
+            pull = torch.cdist(f, aux[f"pull.{i}"]).pow(2).gather(1, y[:50, None]).squeeze(1)
+            push = torch.cdist(f, aux[f"push.{i}"]).pow(2).scatter(1, y[:50, None], 0).sum(1) / 9
+            total += pull - 1e-4 * push
+    assert torch.allclose(value.detach(), total, rtol=1e-3, atol=1e-3)
+    report, _ = evaluate_checkpoint(run.best, [adaptive_protocol(loss, [0.1], "linf")], n=40)
+    assert [r["label"] for r in report["results"]] == ["PGD-100x2 ce_plus_heads", "APGD-100 ce_plus_heads"]
+
+
+def test_resume_across_the_pcl_switch_is_exact(tmp_path):
+    """Stopped right after T' (prototypes initialized, optimizer reset), then resumed == straight run."""
+    from workbench.training import Trainer
+    from workbench.training.reporting import SilentReporter
+    from workbench.training.session import load_run_config
+
+    overrides = [*PCL_RUN[:-2], "epochs=3", "defense.warmup_epochs=1"]
+    cfg, path = load_profile("quickstart", overrides)
+    straight = prepare_run(cfg, tmp_path / "a", path)
+    run_training(straight.root, device="cpu")
+    cfg, path = load_profile("quickstart", overrides)
+    split = prepare_run(cfg, tmp_path / "b", path)
+
+    class StopAt(SilentReporter):
+        def batch(self, epoch, batch):
+            if (epoch, batch) == (1, 3):
+                trainer._stop_signal = signal.SIGTERM
+
+    trainer = Trainer(load_run_config(split), split, torch.device("cpu"), reporter=StopAt())
+    assert trainer.train() == "stopped"
+    assert run_training(split.root, device="cpu") == "finished"
+    a, b = read_checkpoint(straight.last), read_checkpoint(split.last)
+    for part in ("state_dict", "auxiliary"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+
+
+@pytest.mark.parametrize("name,params", [
+    ("ds_softmax", {}), ("ds_center", {}), ("ds_contrastive", {"margin": 5.0}), ("ds_triplet", {"mining": "batch_all"})])
+def test_ds_variants_train_a_real_run_and_expose_their_state(tmp_path, name, params):
+    sets = [f"defense.{k}={v}" for k, v in params.items()]
+    cfg, path = load_profile("quickstart", ["epochs=3", "eval.robust_every=0", "adv_train.attack=none",
+                                            f"defense={name}", "defense.heads=[features, fc1]",
+                                            "defense.warmup_epochs=1", *sets])
+    run = prepare_run(cfg, tmp_path / name, path)
+    assert run_training(run.root, device="cpu") == "finished"
+    records = [r for r in read_metrics(run.metrics) if r["kind"] == "epoch"]
+    assert records[-1]["phase"] == name and f"loss_{name}_1_fc1" in records[-1]
+    assert records[-1]["test_clean_acc"] > 0.5
+    model = load_model(run.best)
+    x, y = load_data("digits", "test")
+    if name == "ds_softmax":
+        assert "branches.0.1.weight" in read_checkpoint(run.best)["auxiliary"]  # each head's own FC(K)
+        return
+    proto = load_model(run.best, head="prototype")  # centers, or class means tracked during training
+    with torch.no_grad():
+        assert (proto(x).argmax(1) == y).float().mean() > 0.5
+        assert (model(x).argmax(1) == y).float().mean() > 0.5
+
+
+def test_probe_classifier_does_not_train_the_representation():
+    """Contrastive/triplet: CE reaches only the layers after the last head (the papers have no FC(10))."""
+    model, d, aux = tiny_with("ds_triplet", {"heads": ["features"], "warmup_epochs": 0})
+    x, y = load_data("digits", "test")
+    logits, feats, taps = d.head_features(model, x[:64])
+    ce = torch.nn.functional.cross_entropy(d.classifier_logits(model, logits, taps), y[:64])
+    ce.backward()
+    assert all(p.grad is None for p in model.stages["features"].parameters())
+    assert all(p.grad is not None for p in model.stages["fc1"].parameters())
