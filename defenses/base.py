@@ -108,6 +108,11 @@ class Defense(ABC):
         phase-2 scripts do). Must be a function of the epoch only, so resuming replays it."""
         return False
 
+    def check_epoch(self, record: dict, history: list[dict]) -> str | None:
+        """A one-line reason to stop the run if this epoch's record shows the defense broke training (e.g. a
+        collapse to chance), given the earlier epochs' records; None if it looks healthy."""
+        return None
+
     def epoch_metrics(self, model: nn.Module) -> dict[str, float]:
         """Scalars of the defense's state to log after each epoch (learned scales, prototype norms)."""
         return {}

@@ -181,6 +181,20 @@ class DeeplySupervised(Defense):
     def reset_optimizer_at(self, epoch: int, epochs: int) -> bool:
         return self.params.reset_optimizer and 0 < epoch == self.warmup(epochs)
 
+    def check_epoch(self, record: dict, history: list[dict]) -> str | None:
+        # SPEC 1.8: switched on too early, the pull toward class prototypes can drag a model to chance; stop
+        # then rather than train a broken model for hundreds of epochs.
+        warm = [r for r in history if r.get("phase") == "warmup"]
+        k = self.num_classes
+        if record.get("phase") == "warmup" or not warm:
+            return None
+        before, now = warm[-1]["train_acc"], record["train_acc"]
+        if before > 3 / k and now < 1.5 / k:
+            return (f"{self.name} collapsed to chance after the CE warm-up (train accuracy {now:.1%}, "
+                    f"{before:.1%} at the end of the warm-up): warm up longer (defense.warmup_epochs) or lower "
+                    "defense.tau; the last good checkpoint is kept")
+        return None
+
     # -- losses -----------------------------------------------------------------------------------------
     def head_features(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
         state = next(itertools.chain(self.aux.parameters(), self.aux.buffers()), None)

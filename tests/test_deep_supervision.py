@@ -295,3 +295,33 @@ def test_probe_classifier_does_not_train_the_representation():
     ce.backward()
     assert all(p.grad is None for p in model.stages["features"].parameters())
     assert all(p.grad is not None for p in model.stages["fc1"].parameters())
+
+
+def test_collapse_to_chance_after_the_warmup_is_detected():
+    d = create_defense("pcl", {}, 10)
+    warm = [{"phase": "warmup", "train_acc": 0.9}]
+    assert d.check_epoch({"phase": "pcl", "train_acc": 0.85}, warm) is None
+    assert d.check_epoch({"phase": "warmup", "train_acc": 0.1}, []) is None
+    message = d.check_epoch({"phase": "pcl", "train_acc": 0.11}, warm)
+    assert "collapsed" in message and "warmup_epochs" in message and "\n" not in message
+
+
+def test_a_failed_epoch_check_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import workbench.training.trainer as trainer_module
+    from workbench.runs import Status
+
+    real = trainer_module.create_defense
+
+    def with_check(name, params, k):
+        defense = real(name, params, k)
+        defense.check_epoch = lambda record, history: "collapsed (test)" if record["epoch"] == 3 else None
+        return defense
+
+    monkeypatch.setattr(trainer_module, "create_defense", with_check)
+    cfg, path = load_profile("quickstart", PCL_RUN)
+    run = prepare_run(cfg, tmp_path / "r", path)
+    assert run_training(run.root, device="cpu") == "failed"
+    status = Status.read(run.status)
+    assert status.state == "failed" and "collapsed (test)" in status.message
+    assert read_checkpoint(run.last)["position"]["epoch"] == 2  # epoch 3's state was not written
+    assert [r["epoch"] for r in read_metrics(run.metrics) if r["kind"] == "epoch"] == [1, 2, 3]

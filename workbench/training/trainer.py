@@ -376,6 +376,11 @@ class Trainer:
                       "phase": self.defense.phase(epoch, cfg.epochs),
                       **{f"loss_{k}": float(v) / seen for k, v in self.totals.parts.items()},
                       **self.defense.epoch_metrics(self.model)}
+            problem = self.defense.check_epoch(record, self.history)
+            if problem is not None:  # keep last.pt at the previous (good) epoch
+                metrics.write(record)
+                self.reporter.epoch(record)
+                return "failed", problem
             self.history.append(record)
             key = self.best_key()
             # Only the defense's last phase competes for best.pt: a PC-LC run's best must not be a warm-up (CE) model.

@@ -1,0 +1,234 @@
+"""`adr`: Adversary Divergence Reduction (Bui et al., ECCV'20) [P3], SPEC §3.
+
+The network splits at a named tap: the generator f is the model up to the tap (its output z is
+the intermediate representation), the classifier g is the rest. Each batch, an adversary crafts
+x_a inside the L-inf ball, then the loss is
+
+    ce_clean * CE(h(x), y) + ce_adv * CE(h(x_a), y)          label supervision, Eq. 4
+  + [TRADES adversary] beta * KL(h(x) || h(x_a))            TRADES' own robust term
+  + lam_lc   * L_lc    local compactness, d(z, z_a)                          Eq. 1
+  + lam_gb   * L_gb    global compactness, mean_ij w_ij d(., .)              Eqs. 2-3
+  + lam_conf * L_conf  conditional entropy of the predictions                Eq. 5
+  + lam_smt  * L_smt   KL(h(x) || h(x_a))                                    Eq. 6
+
+with w_ij = 1 for a same-label pair and (alpha - 1) / alpha (-0.0101 at alpha 0.99) otherwise.
+The weight comes from the label indicator directly, so a batch of one class gives w = 1 everywhere
+(the authors' code divides a label distance by its batch maximum: 0/0 = nan there, SPEC §3.6).
+
+Code (default) vs paper, each a parameter:
+- `distance`: "mean_l1" = mean over feature dims of |a - b| (both authors' codes), or the paper's
+  p-norm "l1" | "l2" | "linf" (p = 1, 2, inf in Eq. 1). A p-norm over 1024 dims is ~1000x the
+  mean, so lambda 1 means something else there.
+- `detach_clean`: the clean side of the LC / GB distances and of the smoothness KL is a constant
+  (stop-gradient, code); false: gradients flow through both sides (paper).
+- `global_pairs`: "adv_clean" = all B^2 (adversarial i, clean j) pairs, i = j included (code);
+  "clean_clean" = the paper's Eq. 3 over clean pairs (with `detach_clean`, the j side is the
+  constant, so the term still trains the i side).
+- `confidence`: entropy of the adversarial prediction only (code) or of both (paper's Eq. 5).
+- `ce_adv`: null gives 1 with the PGD adversary (ADR PyTorch code: CE(x) + CE(x_a); its "ADV"
+  baseline is this mixture with every lambda 0) and 0 with TRADES, whose KL term replaces it.
+  The TF code uses 0.5 / 0.5.
+
+Adversaries, crafted in eval mode (dropout off, BN running statistics) from input gradients only,
+each step projected onto the eps ball and [0, 1]:
+- "pgd" (ADV, Madry): uniform random start, `steps` signed steps on the summed CE;
+- "trades": start x + init_std * N(0, 1), signed steps on the summed KL(h(x) || h(x')).
+Every term is logged (unweighted) in `LossOutput.parts`, plus `adv_acc`, the training accuracy on
+x_a. Evaluation attacks the plain CE (`attack_loss` is None), as the paper does.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from workbench.errors import WorkbenchError
+
+from .base import BatchContext, Defense, LossOutput
+from .registry import register_defense
+from .trades import kl_divergence
+
+Distance = Literal["mean_l1", "l1", "l2", "linf"]
+_P = {"mean_l1": 1.0, "l1": 1.0, "l2": 2.0, "linf": float("inf")}
+
+
+class ADRParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    tap: str = Field("features", description="the generator's output z (a tap of the model): small_cnn 'features', "
+                                             "madry_resnet 'pool'")
+    adversary: Literal["pgd", "trades"] = Field("pgd", description="pgd (ADV, Madry) or trades")
+    eps: Annotated[float, Field(gt=0, le=1)] = Field(0.3, description="L-inf radius of the adversary (pixels)")
+    steps: Annotated[int, Field(gt=0)] = Field(20, description="adversary iterations k")
+    step_size: Annotated[float, Field(gt=0)] = Field(0.01, description="adversary step eta")
+    random_start: bool = Field(True, description="PGD: uniform random start in the eps ball")
+    init_std: Annotated[float, Field(ge=0)] = Field(0.001, description="TRADES: std of the Gaussian start around x")
+    beta: Annotated[float, Field(ge=0)] = Field(1.0, description="TRADES: weight of its KL(h(x)||h(x_a)) term "
+                                                               "(1 on MNIST, 6 on CIFAR); unused with pgd")
+    ce_clean: Annotated[float, Field(ge=0)] = Field(1.0, description="weight of CE(h(x), y) (PT code 1, TF code 0.5)")
+    ce_adv: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="weight of CE(h(x_a), y); null: 1 with pgd (PT code; TF 0.5), 0 with trades")
+    lam_lc: Annotated[float, Field(ge=0)] = Field(1.0, description="local compactness weight")
+    lam_gb: Annotated[float, Field(ge=0)] = Field(1.0, description="global compactness weight")
+    lam_conf: Annotated[float, Field(ge=0)] = Field(0.0, description="conditional-entropy (confidence) weight")
+    lam_smt: Annotated[float, Field(ge=0)] = Field(1.0, description="smoothness KL(h(x)||h(x_a)) weight")
+    alpha: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.99, description="global weights: 1 same label, (alpha-1)/alpha otherwise")
+    distance: Distance = Field("mean_l1", description="mean_l1 (code: mean over dims of |a-b|) or the paper's "
+                                                      "p-norm l1 | l2 | linf")
+    detach_clean: bool = Field(True, description="clean side of LC/GB/smoothness is a constant (code); "
+                                                 "false: gradients through both (paper)")
+    global_pairs: Literal["adv_clean", "clean_clean"] = Field(
+        "adv_clean", description="GB pairs: all B^2 (adversarial i, clean j) incl. i=j (code), or clean pairs (paper)")
+    confidence: Literal["adversarial", "both"] = Field(
+        "adversarial", description="entropy of the adversarial prediction (code) or of clean and adversarial (paper)")
+
+    @property
+    def ce_adv_weight(self) -> float:
+        if self.ce_adv is not None:
+            return self.ce_adv
+        return 1.0 if self.adversary == "pgd" else 0.0
+
+
+# -- the terms ---------------------------------------------------------------------------------------------------------
+def pairwise_distance(a: torch.Tensor, b: torch.Tensor, distance: str) -> torch.Tensor:
+    """(len(a), len(b)) distances between the rows of two (N, D) feature matrices. No matmul shortcut
+    for p = 2: it is inexact, and its gradient is nan at a zero distance (the i = j pairs)."""
+    d = torch.cdist(a.float().unsqueeze(0), b.float().unsqueeze(0), p=_P[distance],
+                    compute_mode="donot_use_mm_for_euclid_dist").squeeze(0)
+    return d / a.shape[1] if distance == "mean_l1" else d
+
+
+def rowwise_distance(a: torch.Tensor, b: torch.Tensor, distance: str) -> torch.Tensor:
+    """Per-row distance between two (N, D) feature matrices (zero gradient, not nan, at a zero distance)."""
+    diff = a.float() - b.float()
+    if distance == "mean_l1":
+        return diff.abs().mean(1)
+    return torch.linalg.vector_norm(diff, ord=_P[distance], dim=1)
+
+
+def global_weights(y_i: torch.Tensor, y_j: torch.Tensor, alpha: float) -> torch.Tensor:
+    """w_ij = (alpha - [y_i != y_j]) / alpha: 1 for a same-label pair, (alpha - 1) / alpha otherwise."""
+    different = (y_i[:, None] != y_j[None, :]).float()
+    return (alpha - different) / alpha
+
+
+def local_compactness(z: torch.Tensor, z_adv: torch.Tensor, distance: str = "mean_l1") -> torch.Tensor:
+    """L_lc: mean over the batch of d(z_i, z_adv_i) (pass z detached for the code's stop-gradient)."""
+    return rowwise_distance(z, z_adv, distance).mean()
+
+
+def global_compactness(z_i: torch.Tensor, y_i: torch.Tensor, z_j: torch.Tensor, y_j: torch.Tensor,
+                       alpha: float = 0.99, distance: str = "mean_l1") -> torch.Tensor:
+    """L_gb: mean over all len(z_i) x len(z_j) pairs (i = j included) of w_ij * d(z_i, z_j)."""
+    return (global_weights(y_i, y_j, alpha) * pairwise_distance(z_i, z_j, distance)).mean()
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Per-sample -h^T log h of softmax(logits)."""
+    logp = F.log_softmax(logits.float(), dim=1)
+    return -(logp.exp() * logp).sum(1)
+
+
+@register_defense
+class ADR(Defense):
+    name = "adr"
+    paper = "Adversary Divergence Reduction [P3] (Bui et al., ECCV'20): local/global compactness at a tap + AT"
+    Params = ADRParams
+    crafts_adversarial = True
+
+    def transform_model(self, model):
+        # No change to the model: only check the tap exists (profile load runs this on a meta model).
+        taps = getattr(model, "taps", None)
+        if taps is None:
+            raise WorkbenchError(f"model {type(model).__name__} exposes no taps; adr needs a TapNet")
+        if self.params.tap not in taps:
+            raise WorkbenchError(f"unknown tap {self.params.tap!r}; this model's taps are: {', '.join(taps)}")
+        return model
+
+    # -- the adversary ---------------------------------------------------------------------------------------------
+    def craft(self, model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x_a in the eps ball around x and in [0, 1], from input gradients in eval mode."""
+        p = self.params
+        was_training = model.training
+        model.eval()
+        try:
+            if p.adversary == "trades":
+                with torch.no_grad():
+                    logits_clean = model(x)
+                x_adv = x + p.init_std * torch.randn_like(x)
+            elif p.random_start:
+                x_adv = x + torch.empty_like(x).uniform_(-p.eps, p.eps)
+            else:
+                x_adv = x.clone()
+            x_adv = torch.min(torch.max(x_adv, x - p.eps), x + p.eps).clamp(0, 1).detach()
+            for _ in range(p.steps):
+                x_adv.requires_grad_(True)
+                logits = model(x_adv)
+                if p.adversary == "trades":
+                    loss = kl_divergence(logits, logits_clean).sum()
+                else:
+                    loss = F.cross_entropy(logits.float(), y, reduction="sum")
+                (grad,) = torch.autograd.grad(loss, x_adv)  # input gradient only: no parameter grads
+                x_adv = x_adv.detach() + p.step_size * grad.sign()
+                x_adv = torch.min(torch.max(x_adv, x - p.eps), x + p.eps).clamp(0, 1)
+        finally:
+            model.train(was_training)
+        return x_adv.detach()
+
+    # -- the loss --------------------------------------------------------------------------------------------------
+    def terms(self, logits: torch.Tensor, z: torch.Tensor, logits_adv: torch.Tensor, z_adv: torch.Tensor,
+              y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every term of the ADR objective (unweighted), from the clean and adversarial forward passes.
+        Terms whose weight is 0 are computed without a graph (they are only logged)."""
+        p = self.params
+        z, z_adv = z.flatten(1), z_adv.flatten(1)
+        anchor_z = z.detach() if p.detach_clean else z
+        anchor_logits = logits.detach() if p.detach_clean else logits
+
+        def maybe_grad(weight: float):
+            return torch.enable_grad() if weight > 0 else torch.no_grad()
+
+        out: dict[str, torch.Tensor] = {
+            "ce_clean": F.cross_entropy(logits.float(), y),
+            "ce_adv": F.cross_entropy(logits_adv.float(), y),
+        }
+        if p.adversary == "trades":
+            out["kl"] = kl_divergence(logits_adv, logits).mean()  # TRADES' own term: both sides trained
+        with maybe_grad(p.lam_lc):
+            out["lc"] = local_compactness(anchor_z, z_adv, p.distance)
+        with maybe_grad(p.lam_gb):
+            if p.global_pairs == "adv_clean":
+                out["gb"] = global_compactness(z_adv, y, anchor_z, y, p.alpha, p.distance)
+            else:
+                out["gb"] = global_compactness(z, y, anchor_z, y, p.alpha, p.distance)
+        with maybe_grad(p.lam_conf):
+            conf = entropy(logits_adv).mean()
+            out["conf"] = conf + entropy(logits).mean() if p.confidence == "both" else conf
+        with maybe_grad(p.lam_smt):
+            out["smt"] = kl_divergence(logits_adv, anchor_logits).mean()
+        return out
+
+    def combine(self, t: dict[str, torch.Tensor]) -> torch.Tensor:
+        p = self.params
+        loss = p.ce_clean * t["ce_clean"] + p.ce_adv_weight * t["ce_adv"]
+        if "kl" in t:
+            loss = loss + p.beta * t["kl"]
+        for key, lam in (("lc", p.lam_lc), ("gb", p.lam_gb), ("conf", p.lam_conf), ("smt", p.lam_smt)):
+            if lam > 0:
+                loss = loss + lam * t[key]
+        return loss
+
+    def training_loss(self, model, x, y, ctx: BatchContext) -> LossOutput:
+        x_adv = self.craft(model, x, y)
+        tap = self.params.tap
+        # Two passes rather than one on the concatenation: batch-norm statistics stay per input kind.
+        logits, feats = model(x, taps=[tap])
+        logits_adv, feats_adv = model(x_adv, taps=[tap])
+        t = self.terms(logits, feats[tap], logits_adv, feats_adv[tap], y)
+        parts = {k: v.detach() for k, v in t.items()}
+        parts["adv_acc"] = (logits_adv.detach().argmax(1) == y).float().mean()
+        return LossOutput(self.combine(t), logits, parts)
