@@ -39,6 +39,7 @@ x_a. Evaluation attacks the plain CE (`attack_loss` is None), as the paper does.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Literal
 
 import torch
@@ -190,7 +191,7 @@ class ADR(Defense):
         anchor_logits = logits.detach() if p.detach_clean else logits
 
         def maybe_grad(weight: float):
-            return torch.enable_grad() if weight > 0 else torch.no_grad()
+            return contextlib.nullcontext() if weight > 0 else torch.no_grad()
 
         out: dict[str, torch.Tensor] = {
             "ce_clean": F.cross_entropy(logits.float(), y),

@@ -99,6 +99,26 @@ def sq_distances(f: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
     return d.clamp_min(0)
 
 
+def class_means(f: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, d) per-class means of the batch features and the (K,) per-class counts."""
+    f = f.detach().float()
+    counts = torch.bincount(y, minlength=k)
+    sums = torch.zeros(k, f.shape[1], device=f.device).index_add_(0, y, f)
+    return sums / counts.clamp_min(1)[:, None], counts
+
+
+def init_new_classes(targets: list[torch.Tensor], ready: torch.Tensor, f: torch.Tensor, y: torch.Tensor) -> None:
+    """Rows of `targets` (K, d) for classes seen for the first time start at the batch's class means; `ready`
+    (K,) marks the classes done. [I] A row left at an arbitrary start (zero, randn) would pull its class's
+    features toward a meaningless point: the collapse SPEC 1.8 describes."""
+    with torch.no_grad():
+        means, counts = class_means(f, y, ready.shape[0])
+        new = (counts > 0) & ~ready
+        for t in targets:
+            t.data[new] = means[new].to(t.dtype)
+        ready |= new
+
+
 class PrototypeClassifier(nn.Module):
     """Nearest-prototype prediction ([P0] Eq. 6) as a differentiable classifier: logits = -||f - w_k||^2,
     with f the last head's feature, so attacks can target the nearest-prototype rule too."""
@@ -139,6 +159,10 @@ class DeeplySupervised(Defense):
         unknown = [t for t in self.taps if t not in known]
         if unknown:
             raise WorkbenchError(f"unknown head tap(s) {unknown}; this model's taps are {list(known)}")
+        order = [list(known).index(h.tap) for h in self.params.heads]
+        if order != sorted(order):
+            raise WorkbenchError(f"heads must be listed input to output (the last one is the deepest); "
+                                 f"this model's taps in order: {list(known)}")
         if self.classifier == "probe" and self.params.heads[-1].tap == known[-1]:
             raise WorkbenchError("the last head cannot be the logits tap: the probe classifier reads it")
         device = next(model.parameters()).device
@@ -188,11 +212,14 @@ class DeeplySupervised(Defense):
         k = self.num_classes
         if record.get("phase") == "warmup" or not warm:
             return None
-        before, now = warm[-1]["train_acc"], record["train_acc"]
+        # Clean test accuracy when measured: training accuracy mixes in adversarial samples under adv_train.
+        key = "test_clean_acc" if record.get("test_clean_acc") is not None and warm[-1].get("test_clean_acc") \
+            is not None else "train_acc"
+        before, now = warm[-1][key], record[key]
         if before > 3 / k and now < 1.5 / k:
-            return (f"{self.name} collapsed to chance after the CE warm-up (train accuracy {now:.1%}, "
-                    f"{before:.1%} at the end of the warm-up): warm up longer (defense.warmup_epochs) or lower "
-                    "defense.tau; the last good checkpoint is kept")
+            return (f"{self.name} collapsed to chance after the CE warm-up ({key} {now:.1%}, {before:.1%} at the "
+                    "end of the warm-up): warm up longer (defense.warmup_epochs) or lower defense.tau; last.pt is "
+                    "the last checkpoint written before the collapse was detected")
         return None
 
     # -- losses -----------------------------------------------------------------------------------------
@@ -209,7 +236,7 @@ class DeeplySupervised(Defense):
         raise NotImplementedError
 
     def classifier_logits(self, model, logits: torch.Tensor, taps: dict) -> torch.Tensor:
-        if self.classifier == "probe":
+        if self.classifier == "probe" and self.in_training:  # attacks need the gradient through the features
             last = self.params.heads[-1].tap
             return model.head(taps[last].detach(), last)
         return logits

@@ -24,16 +24,8 @@ from pydantic import Field
 from torch import nn
 
 from .base import BatchContext
-from .deep_supervision import DeeplySupervised, DSParams, sq_distances
+from .deep_supervision import DeeplySupervised, DSParams, class_means, init_new_classes, sq_distances
 from .registry import register_defense
-
-
-def class_means(f: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K, d) per-class means of the batch features and the (K,) per-class counts."""
-    f = f.detach().float()
-    counts = torch.bincount(y, minlength=k)
-    sums = torch.zeros(k, f.shape[1], device=f.device).index_add_(0, y, f)
-    return sums / counts.clamp_min(1)[:, None], counts
 
 
 @register_defense
@@ -62,18 +54,16 @@ class DSCenter(DeeplySupervised):
     def build_state(self, aux: nn.Module, dims: list[int], device: torch.device) -> None:
         for i, d in enumerate(dims):
             aux.register_buffer(f"centers_{i}", torch.zeros(self.num_classes, d, device=device))
-        aux.register_buffer("ready", torch.zeros(len(dims), dtype=torch.bool, device=device))
+        aux.register_buffer("ready", torch.zeros(len(dims), self.num_classes, dtype=torch.bool, device=device))
+        self.complete = [False] * len(dims)
 
     def centers(self, i: int) -> torch.Tensor:
         return getattr(self.aux, f"centers_{i}")
 
     def head_loss(self, i: int, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.in_training and not bool(self.aux.ready[i]):
-            # [I] start at the first batch's class means (zero or randn centers make the first steps a pull to
-            # arbitrary points, the collapse SPEC 1.8 describes for prototypes).
-            means, counts = class_means(f, y, self.num_classes)
-            self.centers(i)[counts > 0] = means[counts > 0]
-            self.aux.ready[i] = True
+        if self.in_training and not self.complete[i]:  # [I] centers start at the class means, not at zero
+            init_new_classes([self.centers(i)], self.aux.ready[i], f, y)
+            self.complete[i] = bool(self.aux.ready[i].all())
         return 0.5 * (f.float() - self.centers(i)[y]).pow(2).sum(1)
 
     def after_step(self, ctx: BatchContext) -> None:
@@ -115,6 +105,19 @@ class TrackedMeansMixin:
 
     def class_prototypes(self) -> torch.Tensor:
         return self.aux.class_means
+
+    def attack_loss(self):
+        """The adaptive loss of the probe variants: CE of the classifier plus tau times the nearest-class-mean
+        margin of the last head, d^2(f, mu_y) - min_{j != y} d^2(f, mu_j). The training terms compare samples
+        within a batch; an attack loss must be per sample (no dependence on what else shares the batch)."""
+        def ce_plus_mean_margin(model, x, y):
+            logits, feats, _ = self.head_features(model, x)
+            d = sq_distances(feats[-1], self.aux.class_means)
+            own = d.gather(1, y[:, None]).squeeze(1)
+            nearest_other = d.scatter(1, y[:, None], float("inf")).amin(1)
+            return F.cross_entropy(logits.float(), y, reduction="none") + self.params.tau * (own - nearest_other), logits
+
+        return ce_plus_mean_margin
 
 
 class ContrastiveParams(DSParams):

@@ -26,7 +26,7 @@ from pydantic import Field
 from torch import nn
 
 from .base import BatchContext
-from .deep_supervision import DeeplySupervised, DSParams, sq_distances
+from .deep_supervision import DeeplySupervised, DSParams, init_new_classes, sq_distances
 from .registry import register_defense
 
 
@@ -44,7 +44,8 @@ class PCLParams(DSParams):
     proto_lr: Annotated[float, Field(gt=0)] = Field(0.5, description="paper: SGD lr of the shared prototypes")
     repel_weight: Annotated[float, Field(gt=0)] = Field(1e-4, description="paper: weight of the repel part")
     repel_margin: Annotated[float, Field(gt=0)] | None = Field(
-        None, description="paper: hinge max(0, m - d^2) on repel distances instead of -d^2 (null: off)")
+        None, description="paper: hinge max(0, m - d^2) on repel distances instead of -d^2 (null: off); "
+                          "still times repel_weight, so raise that too")
 
 
 @register_defense
@@ -66,27 +67,18 @@ class PCL(DeeplySupervised):
         else:
             aux.protos = protos()
             self.sets = [(aux.protos, p.proto_lr, 1.0)]
-        aux.register_buffer("ready", torch.zeros(len(dims), dtype=torch.bool, device=device))
+        aux.register_buffer("ready", torch.zeros(len(dims), k, dtype=torch.bool, device=device))  # per head, class
+        self.complete = [False] * len(dims)  # a host-side cache of ready[i].all(): no device sync once done
         self.optimizers = [torch.optim.SGD(list(s), lr=lr, momentum=0.0, weight_decay=0.0) for s, lr, _ in self.sets]
 
     def self_updated(self) -> list[nn.Parameter]:
         return [q for s, _, _ in self.sets for q in s]
 
-    def _init_from_batch(self, i: int, f: torch.Tensor, y: torch.Tensor) -> None:
-        with torch.no_grad():
-            f = f.detach().float()
-            sums = torch.zeros(self.num_classes, f.shape[1], device=f.device).index_add_(0, y, f)
-            counts = torch.bincount(y, minlength=self.num_classes)
-            present = counts > 0
-            means = sums[present] / counts[present, None]
-            for s, _, _ in self.sets:
-                s[i].data[present] = means.to(s[i].dtype)
-            self.aux.ready[i] = True
-
     def head_loss(self, i: int, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         p = self.params
-        if self.in_training and p.proto_init == "class_mean" and not bool(self.aux.ready[i]):
-            self._init_from_batch(i, f, y)
+        if self.in_training and p.proto_init == "class_mean" and not self.complete[i]:
+            init_new_classes([s[i] for s, _, _ in self.sets], self.aux.ready[i], f, y)
+            self.complete[i] = bool(self.aux.ready[i].all())
         others = torch.ones(f.shape[0], self.num_classes, device=f.device).scatter(1, y[:, None], 0.0)
         k1 = self.num_classes - 1
         if p.mode == "code":

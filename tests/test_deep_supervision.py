@@ -116,18 +116,11 @@ def test_gradients_reach_prototypes_and_branches_but_branches_never_touch_infere
     model, d, aux = tiny_with("pcl", {"heads": heads, "warmup_epochs": 0, "proto_init": "randn"})
     x, y = load_data("digits", "test")
     x, y = x[:64], y[:64]
-    with torch.no_grad():
-        before = model(x)
     out = d.training_loss(model, x, y, BatchContext(0, 1, 0))
     out.loss.backward()
     for group in (aux.pull, aux.push, aux.branches[0]):
         grads = [p.grad for p in group.parameters()]
         assert all(g is not None and g.abs().sum() > 0 for g in grads)
-    # The branch is auxiliary: changing it changes no output of the classifier.
-    with torch.no_grad():
-        for p in aux.branches.parameters():
-            p.add_(torch.randn_like(p))
-        assert torch.equal(model(x), before)
     # The run's optimizer must not own the prototypes (they have their own SGD); the branches it does train.
     own = {id(p) for p in d.self_updated()}
     assert own == {id(p) for p in [*aux.pull, *aux.push]}
@@ -162,7 +155,61 @@ def test_class_mean_init_starts_prototypes_at_the_first_batch_means():
     d.head_loss(0, f, y)
     means = torch.stack([f[y == k].mean(0) for k in range(10)])
     assert torch.allclose(aux.pull[0], means, atol=1e-5) and torch.allclose(aux.push[0], means, atol=1e-5)
-    assert bool(aux.ready[0])
+    assert bool(aux.ready[0].all())
+
+
+def test_a_class_missing_from_the_first_batch_is_initialized_when_it_appears():
+    model, d, aux = tiny_with("ds_center", {"heads": ["fc1"], "warmup_epochs": 0})
+    x, y = load_data("digits", "test")
+    with torch.no_grad():
+        f = model(x, taps=["fc1"])[1]["fc1"]
+    d.in_training = True
+    first = y != 7
+    d.head_loss(0, f[first], y[first])
+    assert not bool(aux.ready[0, 7]) and d.centers(0)[7].abs().sum() == 0
+    d.head_loss(0, f, y)
+    assert bool(aux.ready[0].all()) and torch.allclose(d.centers(0)[7], f[y == 7].mean(0), atol=1e-5)
+
+
+def test_push_prototypes_move_away_from_other_class_features():
+    model, d, aux = tiny_with("pcl", {"heads": ["fc1"], "warmup_epochs": 0, "push_lr": 0.05})
+    x, y = load_data("digits", "test")
+    x, y = x[:128], y[:128]
+    with torch.no_grad():
+        f = model(x, taps=["fc1"])[1]["fc1"]
+    others = torch.ones(len(y), 10).scatter(1, y[:, None], 0.0).bool()
+
+    def push_distance():
+        return torch.cdist(f, aux.push[0].detach()).pow(2)[others].mean().item()
+
+    d.in_training = True
+    d.head_loss(0, f, y)  # class-mean init
+    d.in_training = False
+    start = push_distance()
+    for _ in range(5):
+        d.head_loss(0, f, y).mean().backward()
+        d.after_step(BatchContext(0, 1, 0))
+    assert push_distance() > start
+
+
+def test_heads_must_be_listed_input_to_output():
+    from workbench.errors import WorkbenchError
+
+    d = create_defense("pcl", {"heads": ["fc1", "features"]}, 10)
+    with pytest.raises(WorkbenchError, match="input to output"):
+        d.attach(create_model("tiny", 1, 10, 8), (1, 8, 8))
+
+
+def test_probe_variants_adaptive_loss_is_per_sample_and_reaches_the_input():
+    model, d, aux = tiny_with("ds_triplet", {"heads": ["features", "fc1"], "warmup_epochs": 0})
+    x, y = load_data("digits", "test")
+    d.aux.class_means.copy_(torch.randn(10, aux.class_means.shape[1]))
+    loss = d.attack_loss()
+    x = x[:16].clone().requires_grad_(True)
+    value, _ = loss(model, x, y[:16])
+    (grad,) = torch.autograd.grad(value.sum(), x)
+    assert grad.abs().sum() > 0
+    assert torch.allclose(loss(model, x[:4], y[:4])[0], value[:4], atol=1e-5)  # independent of the batch
 
 
 PCL_RUN = ["epochs=4", "eval.robust_every=0", "adv_train.attack=none", "defense=pcl",
@@ -188,6 +235,9 @@ def test_pcl_warms_up_then_switches_at_t_prime_with_fresh_optimizer(pcl_run):
     ckpt = read_checkpoint(run.last)
     steps = {int(s["step"]) for s in ckpt["optimizer"]["state"].values()}
     assert steps == {2 * records[0]["step"]}  # Adam restarted at T' = 2
+    model_and_branch = len(ckpt["state_dict"]) - sum(k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+                                                     for k in ckpt["state_dict"]) + 2  # + the branch's weight, bias
+    assert len(ckpt["optimizer"]["param_groups"][0]["params"]) == model_and_branch  # prototypes are not in it
     assert bool(ckpt["auxiliary"]["ready"].all())
     assert records[-1]["test_clean_acc"] > 0.7  # no collapse after the switch
 
@@ -261,6 +311,9 @@ def test_resume_across_the_pcl_switch_is_exact(tmp_path):
     for part in ("state_dict", "auxiliary"):
         for k in a[part]:
             assert torch.equal(a[part][k], b[part][k]), (part, k)
+    for i, state in a["optimizer"]["state"].items():
+        assert all(torch.equal(v, b["optimizer"]["state"][i][k]) for k, v in state.items() if torch.is_tensor(v))
+    assert a["defense_state"] == b["defense_state"]
 
 
 @pytest.mark.parametrize("name,params", [
@@ -290,6 +343,7 @@ def test_probe_classifier_does_not_train_the_representation():
     """Contrastive/triplet: CE reaches only the layers after the last head (the papers have no FC(10))."""
     model, d, aux = tiny_with("ds_triplet", {"heads": ["features"], "warmup_epochs": 0})
     x, y = load_data("digits", "test")
+    d.in_training = True  # as inside training_loss; attacks (in_training False) get the full gradient
     logits, feats, taps = d.head_features(model, x[:64])
     ce = torch.nn.functional.cross_entropy(d.classifier_logits(model, logits, taps), y[:64])
     ce.backward()

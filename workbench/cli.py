@@ -179,6 +179,9 @@ def attack(
         raise WorkbenchError(f"--norm must be linf or l2, not {norm!r}")
     if head not in ("softmax", "prototype"):
         raise WorkbenchError(f"--head must be softmax or prototype, not {head!r}")
+    if adaptive and transfer_from is not None:
+        raise WorkbenchError("--adaptive attacks the target's own training objective; it cannot be crafted on "
+                             "--transfer-from (drop one)")
     if head == "prototype" and adaptive:
         raise WorkbenchError("--adaptive attacks the training objective through the softmax model; drop --head prototype")
     eps_list = check_eps_list(_parse_eps(eps)) if eps is not None else None
