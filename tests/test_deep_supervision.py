@@ -379,3 +379,18 @@ def test_a_failed_epoch_check_stops_the_run_and_keeps_the_last_good_checkpoint(t
     assert status.state == "failed" and "collapsed (test)" in status.message
     assert read_checkpoint(run.last)["position"]["epoch"] == 2  # epoch 3's state was not written
     assert [r["epoch"] for r in read_metrics(run.metrics) if r["kind"] == "epoch"] == [1, 2, 3]
+
+
+def test_adversarial_training_can_start_after_the_warmup(tmp_path):
+    """`adv_train.phases: last_phase` (PCL's Algorithm 1): no adversarial batch during the CE warm-up."""
+    cfg, path = load_profile("quickstart", [*PCL_RUN[:-2], "epochs=3", "defense.warmup_epochs=2",
+                                            "adv_train.attack=fgsm", "adv_train.eps=[0.1, 0.2]",
+                                            "adv_train.pairing=concat", "adv_train.ratio=0.5",
+                                            "adv_train.phases=last_phase"])
+    run = prepare_run(cfg, tmp_path / "r", path)
+    assert run_training(run.root, device="cpu") == "finished"
+    batches = [r for r in read_metrics(run.metrics) if r["kind"] == "epoch"][0]["step"]
+    g = torch.Generator().manual_seed(cfg.seed + 1)  # the eps generator: one draw per adversarial batch
+    for _ in range(batches):
+        torch.rand(1, generator=g)
+    assert torch.equal(read_checkpoint(run.last)["rng"]["adversary"]["eps_generator"], g.get_state())

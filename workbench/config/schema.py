@@ -86,6 +86,9 @@ class AdvTrainConfig(Strict):
                             description="share of adversarial samples in the training batch (1: all, 0.5: 1:1)")
     model_mode: Literal["eval", "train"] = "eval"
     loss: Literal["ce", "cw"] = "ce"
+    # all: every epoch; last_phase: only in the defense's final phase (PCL's Algorithm 1 augments with
+    # adversarial examples after the CE warm-up, not during it).
+    phases: Literal["all", "last_phase"] = "all"
 
     _step = field_validator("step_size")(classmethod(lambda cls, v: _check_step_size(v)))
 

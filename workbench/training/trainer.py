@@ -307,12 +307,14 @@ class Trainer:
             # Every random draw of the epoch (order, augmentation) comes from this one state.
             self.data_generator.set_state(self.epoch_start_state)
             t_epoch = time.perf_counter()
+            adversarial = cfg.adv_train.phases == "all" or (
+                self.defense.phase(epoch, cfg.epochs) == self.defense.phase(cfg.epochs - 1, cfg.epochs))
             for x, y in self.loader.epoch(self.data_generator, start=self.position.batch):
                 start, length = self.schedule_span(epoch)
                 t = epoch - start + self.position.batch / batches
                 lr = self.base_lr * lr_factor(cfg.schedule, t, length, dt=1.0 / batches)
                 set_lr(self.optimizer, lr)
-                x_in, y_in, adv_mask = self.adversary.make_batch(x, y)
+                x_in, y_in, adv_mask = self.adversary.make_batch(x, y) if adversarial else (x, y, None)
                 ctx = BatchContext(epoch=epoch, epochs=cfg.epochs, step=self.position.step, is_adversarial=adv_mask)
                 out = self.defense.training_loss(self.model, x_in, y_in, ctx)
                 self.optimizer.zero_grad(set_to_none=True)
