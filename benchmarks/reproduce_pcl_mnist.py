@@ -116,6 +116,7 @@ def prototype_accuracy(run: Path, n: int, device: str) -> float:
     dev = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(run / "checkpoints" / "last.pt", dev, head="prototype")
     x, y = load_data("mnist", "test")
+    x, y = x[:n], y[:n]
     correct = 0
     with torch.no_grad():
         for i in range(0, n, 1000):
