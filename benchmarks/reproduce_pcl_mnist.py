@@ -33,6 +33,7 @@ from reproduction import (
     evaluate_run,
     existing_runs,
     model_list,
+    paper_check_lines,
     pct,
     row_value,
     safe,
@@ -195,15 +196,7 @@ def main() -> None:
         lines.append(f"- {ours} vs Softmax under the strong protocol: " + ", ".join(
             f"ε={e}: {pct(worst_value(reports[ours], 'strong', e))} vs {pct(worst_value(reports['Softmax'], 'strong', e))}"
             for e in EPS) + ".")
-    gaps = [(abs(100 * row_value(reports[k], "paper:pcl", a, e) - v), k, a, e, v)
-            for k in keys for (a, e), v in PAPER.get(k, {}).items()
-            if a != "clean" and row_value(reports[k], "paper:pcl", a, e) is not None]
-    far = sorted((g for g in gaps if g[0] > 10), reverse=True)
-    lines.append(f"- Within 10 points of the paper: {len(gaps) - len(far)}/{len(gaps)} cells; misses: "
-                 + (", ".join(f"{k} {a}@{e} ({100 * row_value(reports[k], 'paper:pcl', a, e):.1f} vs {v:.1f})"
-                              for _, k, a, e, v in far) or "none") + ".")
-    low = [k for k in keys if reports[k]["clean_accuracy"] < 0.99]
-    lines.append(f"- Clean ≥ 99%: {len(keys) - len(low)}/{len(keys)}" + (f" ({', '.join(low)} below)" if low else "") + ".")
+    lines += paper_check_lines(reports, keys, PAPER, "paper:pcl")
     table = "\n".join(lines) + "\n"
     Path(args.table or out / "results.md").write_text(table)
     print("\n" + table)

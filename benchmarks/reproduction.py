@@ -232,3 +232,16 @@ def device_name(device: str) -> str:
     if (device in ("auto", "cuda") or device.startswith("cuda")) and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return f"CPU ({os.cpu_count()} cores)"
+
+
+def paper_check_lines(reports: dict[str, Any], keys: list[str], paper: dict, protocol: str) -> list[str]:
+    """The closing checks every reproduction prints: cells within 10 points of the paper, and clean >= 99%."""
+    gaps = [(abs(100 * row_value(reports[k], protocol, a, e) - v), k, a, e, v)
+            for k in keys for (a, e), v in paper.get(k, {}).items()
+            if a != "clean" and row_value(reports[k], protocol, a, e) is not None]
+    far = sorted((g for g in gaps if g[0] > 10), reverse=True)
+    low = [k for k in keys if reports[k]["clean_accuracy"] < 0.99]
+    return [f"- Within 10 points of the paper: {len(gaps) - len(far)}/{len(gaps)} cells; misses: "
+            + (", ".join(f"{k} {a}@{e} ({100 * row_value(reports[k], protocol, a, e):.1f} vs {v:.1f})"
+                         for _, k, a, e, v in far) or "none") + ".",
+            f"- Clean ≥ 99%: {len(keys) - len(low)}/{len(keys)}" + (f" ({', '.join(low)} below)" if low else "") + "."]

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from attacks import project_linf
 from workbench.errors import WorkbenchError
 
 from .base import BatchContext, Defense, LossOutput
@@ -165,7 +166,7 @@ class ADR(Defense):
                 x_adv = x + torch.empty_like(x).uniform_(-p.eps, p.eps)
             else:
                 x_adv = x.clone()
-            x_adv = torch.min(torch.max(x_adv, x - p.eps), x + p.eps).clamp(0, 1).detach()
+            x_adv = project_linf(x_adv, x, p.eps).detach()
             for _ in range(p.steps):
                 x_adv.requires_grad_(True)
                 logits = model(x_adv)
@@ -175,7 +176,7 @@ class ADR(Defense):
                     loss = F.cross_entropy(logits.float(), y, reduction="sum")
                 (grad,) = torch.autograd.grad(loss, x_adv)  # input gradient only: no parameter grads
                 x_adv = x_adv.detach() + p.step_size * grad.sign()
-                x_adv = torch.min(torch.max(x_adv, x - p.eps), x + p.eps).clamp(0, 1)
+                x_adv = project_linf(x_adv, x, p.eps)
         finally:
             model.train(was_training)
         return x_adv.detach()

@@ -15,7 +15,7 @@ of a per-sample head loss, after `warmup_epochs` of CE alone. Subclasses give th
 from __future__ import annotations
 
 import itertools
-
+from abc import abstractmethod
 from typing import Annotated, Any, Literal
 
 import torch
@@ -231,9 +231,9 @@ class DeeplySupervised(Defense):
         feats = [branch(taps[h.tap]) for h, branch in zip(self.params.heads, self.aux.branches)]
         return logits, feats, taps
 
+    @abstractmethod
     def head_loss(self, i: int, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample loss of head `i` on its features `f` (B, d)."""
-        raise NotImplementedError
 
     def classifier_logits(self, model, logits: torch.Tensor, taps: dict) -> torch.Tensor:
         if self.classifier == "probe" and self.in_training:  # attacks need the gradient through the features

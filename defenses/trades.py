@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from attacks import project_linf
+
 from .base import BatchContext, Defense, LossOutput
 from .registry import register_defense
 
@@ -56,7 +58,7 @@ class Trades(Defense):
                 loss = kl_divergence(model(x_adv), logits_clean).sum()
                 (grad,) = torch.autograd.grad(loss, x_adv)  # input gradient only: no parameter grads
                 x_adv = x_adv.detach() + p.step_size * grad.sign()
-                x_adv = torch.min(torch.max(x_adv, x - p.eps), x + p.eps).clamp(0, 1)
+                x_adv = project_linf(x_adv, x, p.eps)
         finally:
             model.train(was_training)
         return x_adv.detach()
