@@ -162,8 +162,32 @@ def attack(
     device: str = Device,
     data_root: Optional[str] = DataRoot,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    job_file: Optional[Path] = typer.Option(None, "--job-file", hidden=True,
+                                            help="Report progress and the outcome to this file (the TUI's jobs)."),
 ) -> None:
     """Robust accuracy of a checkpoint under attacks and protocols; saved (JSON, CSV) to evals/ beside it."""
+    from .runs.evals import JobReporter
+
+    job = JobReporter(job_file) if job_file is not None else None
+    try:
+        saved = _attack(checkpoint, fgsm, bim, mim, pgd, apgd, square, autoattack, multitarget, spsa, cw, deepfool,
+                        preset, strong_, eps, norm, steps, step_size, restarts, loss, c, kappa, lr, cw_steps,
+                        search_steps, queries, d, transfer_from, adaptive, head, targeted, save_examples, n,
+                        batch_size, seed, device, data_root, as_json, job)
+    except BaseException as exc:
+        if job is not None:
+            reason = "stopped" if isinstance(exc, KeyboardInterrupt) else (
+                str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+            job.fail(reason)
+        raise
+    if job is not None:
+        job.finish(saved)
+
+
+def _attack(checkpoint, fgsm, bim, mim, pgd, apgd, square, autoattack, multitarget, spsa, cw, deepfool, preset,
+            strong_, eps, norm, steps, step_size, restarts, loss, c, kappa, lr, cw_steps, search_steps, queries, d,
+            transfer_from, adaptive, head, targeted, save_examples, n, batch_size, seed, device, data_root, as_json,
+            job) -> Path:
     from attacks import ATTACK_LOSSES
 
     from .evaluation import (
@@ -220,6 +244,8 @@ def attack(
         return protocols
 
     callback, stop_progress = _progress_callback(not as_json and sys.stderr.isatty())
+    if job is not None:
+        callback = _also(callback, job.progress)
     try:
         report, outcomes = evaluate_checkpoint(
             checkpoint, protocols_for, n=n, batch_size=batch_size, data_root=data_root, device=dev, seed=seed,
@@ -231,7 +257,7 @@ def attack(
     report["saved_to"] = str(saved)
     if as_json:
         print(json.dumps(report))
-        return
+        return saved
     out.print(results_table(report))
     side = side_by_side_table(report)
     if side is not None:
@@ -239,6 +265,18 @@ def attack(
     if not run_strong and preset != "strong":
         out.print("[dim]strong protocol not run (add --strong): weak attacks overstate robustness[/dim]")
     out.print(f"saved: {saved} (+ .csv{', examples' if report.get('examples') else ''})")
+    return saved
+
+
+def _also(first, second):
+    """A progress callback that feeds two (the first may be None)."""
+    if first is None:
+        return second
+
+    def both(label: str, done: int, total: int) -> None:
+        first(label, done, total)
+        second(label, done, total)
+    return both
 
 
 @app.command()
@@ -442,6 +480,18 @@ def datasets() -> None:
         table.add_row(name, f"{spec.channels}x{spec.image_size}x{spec.image_size}", str(spec.num_classes),
                       spec.augment, spec.description)
     out.print(table)
+
+
+@app.command()
+def tui(runs_dir: Path = typer.Option(Path("runs"), "--runs", help="Folder that holds run folders (as train --out).")) -> None:
+    """The terminal UI: runs, live training charts, the attack panel and comparisons."""
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise WorkbenchError(f"--runs {runs_dir} is not a folder")
+    if not (sys.__stderr__ and sys.__stderr__.isatty()):
+        raise WorkbenchError("workbench tui needs a terminal (it draws on stderr, which is not a TTY)")
+    from .tui import run_tui
+
+    run_tui(runs_dir)
 
 
 def _is_usage_error(exc: BaseException) -> bool:

@@ -7,7 +7,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
-import torch
 from pydantic import TypeAdapter, ValidationError
 
 from ..errors import WorkbenchError
@@ -103,6 +102,7 @@ def validate_config(data: Any, source: str, overridden: Iterable[str] = ()) -> R
 
 def check_references(cfg: RunConfig, source: str) -> None:
     """Check the names a config refers to (dataset, model and its options, defense) exist and fit."""
+    import torch
     from defenses import DEFENSES
 
     from ..data import DATASETS

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +23,7 @@ from ..data import load_raw
 from ..errors import WorkbenchError
 from ..provenance import provenance
 from ..runs import write_json_atomic
+from ..runs.evals import evals_dir_for, reserve_name, resolve_checkpoint
 from .engine import SpecOutcome, evaluate
 from .protocol import AttackSpec, Protocol
 
@@ -42,21 +42,6 @@ def check_linf_eps(eps: list[float]) -> None:
         if e > 1:
             raise WorkbenchError(f"--eps {e} is larger than the whole [0, 1] pixel range; L-inf eps is in pixel "
                                  "units (e.g. 0.3 or 8/255=0.031)")
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder (its best.pt, else last.pt)."""
-    p = Path(path)
-    if p.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (p / "checkpoints" / name).is_file():
-                return p / "checkpoints" / name
-        raise WorkbenchError(f"{p} is a folder without checkpoints/best.pt or checkpoints/last.pt")
-    return p
-
-
-def evals_dir_for(ckpt: Path) -> Path:
-    return ckpt.parent.parent / "evals" if ckpt.parent.name == "checkpoints" else ckpt.parent / "evals"
 
 
 def load_checkpoint_model(checkpoint: str | Path, device: torch.device,
@@ -169,18 +154,6 @@ def examples_payload(outcomes: list[SpecOutcome]) -> dict[str, Any]:
                           "adv_pred": ex["adv_pred"], "adv_conf": ex["adv_conf"],
                           "clean": ex["clean"].half(), "adversarial": ex["adversarial"].half()})
     return {"format": "workbench-examples", "version": 1, "examples": items}
-
-
-def reserve_name(folder: Path, stem: str, suffix: str) -> Path:
-    """A new file name, claimed with O_EXCL so concurrent evaluations never write the same file."""
-    for i in range(10_000):
-        path = folder / (f"{stem}{suffix}" if i == 0 else f"{stem}-{i}{suffix}")
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-            return path
-        except FileExistsError:
-            continue
-    raise WorkbenchError(f"{folder}: no free file name for {stem}{suffix}")
 
 
 def save_evaluation(report: dict[str, Any], outcomes: list[SpecOutcome] | None = None) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,6 +33,33 @@ def launch_detached(run: RunPaths, extra_args: list[str] | None = None) -> int:
         status.pid = proc.pid
         status.write(run.status)
     return proc.pid
+
+
+def resume_detached(path: str | Path, extra_args: list[str] | None = None) -> int:
+    """Continue a stopped or failed run in the background (`workbench train --resume RUN --detach`)."""
+    run = open_run(path)
+    status = Status.read(run.status)
+    state = effective_state(status)
+    if state in ("running", "starting") and status is not None and status.pid:
+        raise WorkbenchError(f"run {run.root} is already running (pid {status.pid})")
+    if state == "finished":
+        raise WorkbenchError(f"run {run.root} already finished its epochs")
+    status = status or Status()
+    # 'starting' without a pid yet: launch_detached records the child, so a second UI sees it at once.
+    status.state, status.pid, status.message = "starting", None, "resuming"
+    status.write(run.status)
+    return launch_detached(run, extra_args)
+
+
+def delete_run(path: str | Path) -> None:
+    """Remove a run folder (not while its trainer is alive)."""
+    run = open_run(path)
+    state = effective_state(Status.read(run.status))
+    if state in ("running", "starting"):
+        status = Status.read(run.status)
+        if status is not None and status.pid:
+            raise WorkbenchError(f"run {run.root} is running; stop it before deleting it")
+    shutil.rmtree(run.root)
 
 
 def stop_run(path: str | Path, timeout: float = 120.0) -> str:

@@ -58,6 +58,10 @@ class RunSummary:
     defense: str
     started: float
     message: str
+    batch: int = 0
+    batches: int = 0
+    device: str = ""
+    updated: float = 0.0
 
 
 def summarize(run: RunPaths) -> RunSummary:
@@ -91,6 +95,10 @@ def summarize(run: RunPaths) -> RunSummary:
         defense=str(defense.get("name", "?") if isinstance(defense, dict) else defense),
         started=status.started if status else run.root.stat().st_mtime,
         message=status.message if status else "",
+        batch=status.batch if status else 0,
+        batches=status.batches if status else 0,
+        device=status.device if status else "",
+        updated=status.updated if status else 0.0,
     )
 
 

@@ -1,0 +1,18 @@
+"""`workbench tui`: the terminal UI, the only package that imports Textual.
+
+The UI is a thin client of run folders and evaluation files: it starts `workbench train` and
+`workbench attack` as detached processes and follows the files they write (status.json,
+metrics.jsonl, evals/). It never trains or attacks inside its own event loop, and it imports
+torch only where a screen needs it (the new-run form's catalog, the example gallery), off the
+UI thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def run_tui(runs_dir: Path) -> None:
+    from .app import WorkbenchApp
+
+    WorkbenchApp(runs_dir).run()

@@ -1,0 +1,206 @@
+"""Home: every run under the runs folder, refreshed live; open, stop, resume, delete, compare, start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+from textual.worker import get_current_worker
+
+from ...runs import RunSummary, delete_run, list_runs, resume_detached, stop_run
+from ...errors import WorkbenchError
+from ..model.format import age, pct, state_markup
+from .confirm import ConfirmScreen
+
+# Most telling first: at 80 columns the table shows up to 'robust' and scrolls for the rest.
+COLUMNS = (("", 1), ("run", 26), ("state", 8), ("epoch", 7), ("clean", 6), ("robust", 6),
+           ("data/model/defense", 24), ("device", 6), ("age", 9))
+
+
+@dataclass
+class RunsUpdated(Message):
+    runs: list[RunSummary]
+
+
+class RunsScreen(Screen):
+    BINDINGS = [
+        Binding("enter", "open", "Open"),
+        Binding("n", "new_run", "New run"),
+        Binding("a", "attack", "Attack"),
+        Binding("s", "stop", "Stop"),
+        Binding("r", "resume", "Resume"),
+        Binding("d", "delete", "Delete"),
+        Binding("space", "mark", "Mark"),
+        Binding("c", "compare", "Compare"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: dict[str, RunSummary] = {}
+        self.marked: set[str] = set()
+        self._order: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="runs-empty")
+        table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        for label, width in COLUMNS:
+            table.add_column(label, width=width, key=label or "mark")
+        yield table
+        yield Static("", id="run-detail")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(DataTable).focus()
+        self.refresh_runs()
+        self.watch_runs()
+
+    # -- data --------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, exit_on_error=False, group="runs-watch")
+    def watch_runs(self) -> None:
+        worker = get_current_worker()
+        while not worker.is_cancelled:
+            # `cancelled_event` wakes the wait at once when the screen or the app closes.
+            if worker.cancelled_event.wait(1.0):
+                break
+            self.post_message(RunsUpdated(list_runs(self.app.runs_dir)))
+
+    def refresh_runs(self) -> None:
+        """One synchronous read at mount: the first paint already shows the runs (status files only)."""
+        self.show(list_runs(self.app.runs_dir))
+
+    def on_runs_updated(self, message: RunsUpdated) -> None:
+        self.show(message.runs)
+
+    def show(self, summaries: list[RunSummary]) -> None:
+        table = self.query_one(DataTable)
+        now = self.app.clock()
+        order = [str(s.path) for s in summaries]
+        self.runs = {str(s.path): s for s in summaries}
+        self.marked &= set(order)
+        rows = {key: self._row(self.runs[key], now) for key in order}
+        if order != self._order:
+            current = self._current_key()
+            table.clear()
+            for key in order:
+                table.add_row(*rows[key], key=key)
+            self._order = order
+            if current in order:
+                table.move_cursor(row=order.index(current))
+        else:
+            for key in order:
+                for (label, _), value in zip(COLUMNS, rows[key]):
+                    if table.get_cell(key, label or "mark") != value:
+                        table.update_cell(key, label or "mark", value)
+        empty = self.query_one("#runs-empty", Static)
+        empty.display = not summaries
+        empty.update(f"No runs in {self.app.runs_dir} yet. Press [b]n[/b] to start one.")
+        self._show_detail()
+
+    def _row(self, s: RunSummary, now: float) -> tuple:
+        epoch = f"{s.epoch}/{s.epochs}"
+        return ("●" if str(s.path) in self.marked else " ", s.name, state_markup(s.state), epoch,
+                pct(s.best_clean), pct(s.best_robust), f"{s.dataset}/{s.model}/{s.defense}", s.device or "-",
+                age(s.started, now))
+
+    def _current_key(self) -> str | None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return None
+        try:
+            return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        except Exception:  # noqa: BLE001 - an empty or changing table has no cursor cell
+            return None
+
+    def current(self) -> RunSummary | None:
+        key = self._current_key()
+        return self.runs.get(key) if key else None
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_detail()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open()
+
+    def _show_detail(self) -> None:
+        s = self.current()
+        detail = self.query_one("#run-detail", Static)
+        if s is None:
+            detail.update("")
+            return
+        if s.state == "failed" and s.message:
+            detail.update(f"[bold red]failed:[/] {s.message}")
+        elif s.state in ("running", "starting"):
+            detail.update(f"epoch {s.epoch + 1}/{s.epochs} · batch {s.batch}/{s.batches} · {s.device or 'device ?'}"
+                          f" · {s.path}")
+        else:
+            detail.update(f"{s.state}{': ' + s.message if s.message else ''} · {s.path}")
+
+    # -- actions ------------------------------------------------------------------------------
+    def _need_run(self) -> RunSummary | None:
+        s = self.current()
+        if s is None:
+            self.notify("no run selected", severity="warning")
+        return s
+
+    def action_open(self) -> None:
+        if (s := self._need_run()) is not None:
+            self.app.open_monitor(s.path)
+
+    def action_new_run(self) -> None:
+        self.app.open_new_run()
+
+    def action_attack(self) -> None:
+        s = self.current()
+        self.app.open_attack(s.path if s is not None else None)
+
+    def action_mark(self) -> None:
+        if (s := self._need_run()) is None:
+            return
+        key = str(s.path)
+        self.marked ^= {key}
+        self.query_one(DataTable).update_cell(key, "mark", "●" if key in self.marked else " ")
+
+    def action_compare(self) -> None:
+        keys = [k for k in self._order if k in self.marked]
+        if len(keys) < 2:
+            self.notify("mark two or more runs with space, then press c", severity="warning")
+            return
+        self.app.open_compare([Path(k) for k in keys])
+
+    def action_stop(self) -> None:
+        if (s := self._need_run()) is not None:
+            self.notify(f"stopping {s.name} (it checkpoints first)")
+            self._control(stop_run, s.path, f"{s.name}: stopped")
+
+    def action_resume(self) -> None:
+        if (s := self._need_run()) is not None:
+            self._control(resume_detached, s.path, f"{s.name}: resumed in the background")
+
+    def action_delete(self) -> None:
+        if (s := self._need_run()) is None:
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._control(delete_run, s.path, f"deleted {s.name}")
+        self.app.push_screen(ConfirmScreen(f"Delete run [b]{s.name}[/b] with its checkpoints and evaluations?\n"
+                                           f"{s.path}"), answered)
+
+    @work(thread=True, exit_on_error=False, group="control")
+    def _control(self, fn, path: Path, done: str) -> None:
+        # Stopping waits for the trainer's checkpoint: off the UI thread.
+        try:
+            fn(path)
+        except WorkbenchError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        self.app.call_from_thread(self.notify, done)
+        self.post_message(RunsUpdated(list_runs(self.app.runs_dir)))
