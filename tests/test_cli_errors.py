@@ -136,6 +136,9 @@ def _cases(ws) -> dict[str, Case]:
         "attack_prototype_head_softmax": Case(["attack", ckpt, "--head", "prototype", "--n", "10"], env,
                                               ("softmax", "prototype")),
         "stop_not_a_run": Case(["stop", str(root / "not_a_run")], env, (str(root / "not_a_run"),)),
+        # The cases run with pipes, not a terminal.
+        "tui_without_terminal": Case(["tui", "--runs", str(root)], env, ("terminal",)),
+        "tui_runs_is_a_file": Case(["tui", "--runs", str(root / "random.pt")], env, ("random.pt", "not a folder")),
         "train_dataset_missing_offline": Case(
             ["train", "--profile", "mnist.yaml", "--out", str(root / "mnist_runs")],
             {**env, "WORKBENCH_DATA": str(root / "empty_data")}, ("mnist", str(root / "empty_data"))),
@@ -168,7 +171,7 @@ ERROR_CASES = [
     "train_trades_with_adv_train", "train_brelu_without_relu", "train_pc_warmup_too_long",
     "train_dataset_missing_offline", "train_cuda_without_cuda", "train_pcl_unknown_tap", "train_pcl_tau_zero",
     "train_pcl_bad_mode", "train_pcl_no_heads", "train_pcl_branch_width_zero", "train_pcl_warmup_too_long",
-    "train_triplet_bad_mining", "attack_prototype_head_softmax",
+    "train_triplet_bad_mining", "attack_prototype_head_softmax", "tui_without_terminal", "tui_runs_is_a_file",
 ]
 
 

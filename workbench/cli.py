@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -169,6 +170,9 @@ def attack(
     from .runs.evals import JobReporter
 
     job = JobReporter(job_file) if job_file is not None else None
+    if job is not None:
+        # A cancel from the TUI is a SIGTERM: unwind as an interrupt, so the job records "cancelled".
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         saved = _attack(checkpoint, fgsm, bim, mim, pgd, apgd, square, autoattack, multitarget, spsa, cw, deepfool,
                         preset, strong_, eps, norm, steps, step_size, restarts, loss, c, kappa, lr, cw_steps,
@@ -176,12 +180,16 @@ def attack(
                         batch_size, seed, device, data_root, as_json, job)
     except BaseException as exc:
         if job is not None:
-            reason = "stopped" if isinstance(exc, KeyboardInterrupt) else (
+            reason = "cancelled" if isinstance(exc, KeyboardInterrupt) else (
                 str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
             job.fail(reason)
         raise
     if job is not None:
         job.finish(saved)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _attack(checkpoint, fgsm, bim, mim, pgd, apgd, square, autoattack, multitarget, spsa, cw, deepfool, preset,

@@ -83,3 +83,53 @@ async def test_compare_needs_two_marked_runs(fixed_runs):
         assert table.get_row_at(0)[0] == "●"
         await pilot.press("space")
         assert table.get_row_at(0)[0] == " "
+
+
+async def test_stop_then_resume_a_real_training_run(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from workbench.runs import Status, effective_state, stop_run
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    runs = tmp_path / "runs"
+    out = subprocess.run([sys.executable, "-m", "workbench", "train", "--profile", "quickstart", "--out", str(runs),
+                          "--set", "epochs=300", "--detach"], capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}).stdout
+    run = Path(out.splitlines()[0].removeprefix("run: "))
+
+    def state() -> str:
+        return effective_state(Status.read(run / "status.json"))
+
+    app = WorkbenchApp(runs)
+    try:
+        async with app.run_test(size=(120, 30)) as pilot:
+            for _ in range(300):
+                await pilot.pause(0.1)
+                if state() == "running":
+                    break
+            assert state() == "running"
+            await pilot.press("s")
+            for _ in range(600):
+                await pilot.pause(0.1)
+                if state() == "stopped":
+                    break
+            assert state() == "stopped"
+            stopped_at = Status.read(run / "status.json").step
+            await pilot.press("r")
+            for _ in range(600):
+                await pilot.pause(0.1)
+                status = Status.read(run / "status.json")
+                if state() == "running" and status.step > stopped_at:
+                    break
+            assert state() == "running" and Status.read(run / "status.json").step > stopped_at
+            table = app.screen.query_one(DataTable)
+            for _ in range(30):  # the table follows within the watcher's period
+                await pilot.pause(0.1)
+                if "running" in str(table.get_row_at(0)[2]):
+                    break
+            assert "running" in str(table.get_row_at(0)[2])
+    finally:
+        if state() in ("running", "starting"):
+            stop_run(run)

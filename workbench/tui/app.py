@@ -76,4 +76,4 @@ class WorkbenchApp(App):
                 key = b.key_display or b.key
                 where = "everywhere" if node is self else type(node).__name__.removesuffix("Screen").lower()
                 yield SystemCommand(b.description, f"{where} · key {key}",
-                                    partial(node.run_action, b.action))
+                                    partial(self.call_later, node.run_action, b.action))

@@ -8,6 +8,8 @@ from typing import Sequence
 from textual_plotext import PlotextPlot
 
 Series = dict[str, tuple[Sequence[float], Sequence[float]]]
+# A fixed colour per series position, so a series with no points yet does not shift the others' colours.
+PALETTE = ("cyan+", "orange+", "green+", "magenta+", "blue+", "red+", "yellow+", "gray+")
 
 
 class LineChart(PlotextPlot):
@@ -47,15 +49,13 @@ class LineChart(PlotextPlot):
         plt.xlabel(self._xlabel)
         plt.ylabel(self._ylabel)
         drawn = False
-        for name, (xs, ys) in self.series.items():
+        for i, (name, (xs, ys)) in enumerate(self.series.items()):
             pairs = [(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
             if not pairs:
                 continue
             px, py = zip(*pairs)
-            if len(pairs) == 1:
-                plt.scatter(list(px), list(py), label=name, marker=self._marker)
-            else:
-                plt.plot(list(px), list(py), label=name, marker=self._marker)
+            draw = plt.scatter if len(pairs) == 1 else plt.plot
+            draw(list(px), list(py), label=name, marker=self._marker, color=PALETTE[i % len(PALETTE)])
             drawn = True
         if self._ylim is not None and drawn:
             plt.ylim(*self._ylim)

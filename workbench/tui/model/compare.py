@@ -1,0 +1,186 @@
+"""What the Compare screen shows of several runs (pure: no textual).
+
+Config differences as flattened dotted keys, training curves through History, and robust
+accuracy against eps from each run's latest saved evaluation report.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ...runs import RunPaths, Status, effective_state, read_json, read_metrics
+from ...runs.evals import list_reports
+from .history import Best, History, Series
+
+# Written by the framework, not chosen by the user: never a "difference".
+IGNORED_PREFIXES = ("provenance",)
+MISSING = object()
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}, "c": [1, 2]} -> {"a.b": 1, "c": [1, 2]} (lists stay values)."""
+    if not isinstance(data, Mapping):
+        return {prefix: data} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+def config_diff(configs: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, list[Any]]]:
+    """The dotted keys whose values differ between the configs, in first-seen order.
+
+    A key one config lacks counts as different; its value is `MISSING` there.
+    """
+    flat = {name: flatten(cfg) for name, cfg in configs.items()}
+    keys: dict[str, None] = {}
+    for f in flat.values():
+        keys.update(dict.fromkeys(f))
+    out = []
+    for key in keys:
+        if key.split(".")[0] in IGNORED_PREFIXES:
+            continue
+        values = [f.get(key, MISSING) for f in flat.values()]
+        if any(v != values[0] or type(v) is not type(values[0]) for v in values[1:]):
+            out.append((key, values))
+    return out
+
+
+def short_names(names: list[str]) -> list[str]:
+    """Run names without their `-YYYYmmdd-HHMMSS` stamp, for chart legends, where that keeps them apart."""
+    short = [re.sub(r"-\d{8}-\d{6}(-\d+)?$", "", n) or n for n in names]
+    return short if len(set(short)) == len(short) else list(names)
+
+
+def show_value(value: Any) -> str:
+    if value is MISSING:
+        return "—"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(", ", ": "))
+    return str(value)
+
+
+# -- evaluations -----------------------------------------------------------------------------
+
+@dataclass
+class EvalCurves:
+    """Robust accuracy against eps from one report; eps 0 is the report's clean accuracy."""
+
+    report: Path
+    checkpoint: str
+    clean: float | None
+    worst: dict[str, Series] = field(default_factory=dict)  # protocol -> worst case over its attacks
+    attacks: dict[str, Series] = field(default_factory=dict)  # attack label (and norm) -> its curve
+
+
+def _with_clean(points: dict[float, float], clean: float | None) -> Series:
+    if clean is not None and 0.0 not in points:
+        points = {0.0: clean, **points}
+    xs = sorted(points)
+    return xs, [points[x] for x in xs]
+
+
+def curves_from_report(path: Path, report: Mapping[str, Any]) -> EvalCurves:
+    clean = report.get("clean_accuracy")
+    clean = float(clean) if isinstance(clean, (int, float)) else None
+    worst: dict[str, dict[float, float]] = {}
+    for w in report.get("worst_case", []) or []:
+        if not isinstance(w, dict) or not isinstance(w.get("eps"), (int, float)):
+            continue
+        if not isinstance(w.get("robust_accuracy"), (int, float)):
+            continue
+        name = str(w.get("protocol", "?"))
+        if w.get("norm") and w.get("norm") != "linf":
+            name += f" {w['norm']}"
+        points = worst.setdefault(name, {})
+        eps = float(w["eps"])
+        points[eps] = min(points.get(eps, 1.0), float(w["robust_accuracy"]))
+    attacks: dict[str, dict[float, float]] = {}
+    for r in report.get("results", []) or []:
+        if not isinstance(r, dict) or not isinstance(r.get("eps"), (int, float)):
+            continue
+        if not isinstance(r.get("robust_accuracy"), (int, float)):
+            continue
+        name = str(r.get("label") or r.get("attack") or "?")
+        if r.get("norm") and r.get("norm") != "linf":
+            name += f" {r['norm']}"
+        points = attacks.setdefault(name, {})
+        eps = float(r["eps"])
+        points[eps] = min(points.get(eps, 1.0), float(r["robust_accuracy"]))
+    return EvalCurves(report=Path(path), checkpoint=str(report.get("checkpoint", "")), clean=clean,
+                      worst={k: _with_clean(v, clean) for k, v in worst.items()},
+                      attacks={k: _with_clean(v, clean) for k, v in attacks.items()})
+
+
+def latest_eval_curves(run: Path) -> EvalCurves | None:
+    """The curves of the run's newest saved evaluation report, or None when it has none."""
+    for summary in list_reports(RunPaths(run).evals):
+        report = read_json(summary.path)
+        if report:
+            return curves_from_report(summary.path, report)
+    return None
+
+
+# -- one run, everything the screen shows ----------------------------------------------------
+
+@dataclass
+class RunView:
+    path: Path
+    name: str
+    config: dict[str, Any]
+    history: History
+    state: str
+    status: Status | None
+    evals: EvalCurves | None
+    error: str = ""  # why the run could not be read (then nothing else is filled)
+
+    def best(self, kind: str) -> Best | None:
+        best = self.history.best(f"test_{kind}_acc")
+        if best is None and self.status is not None and getattr(self.status, f"best_{kind}") is not None:
+            return Best(getattr(self.status, f"best_{kind}"), 0)  # epoch unknown: the stream is gone
+        return best
+
+
+def load_run(path: Path) -> RunView:
+    from ...config import read_yaml  # pydantic comes with it: only where runs are read, never at import
+    from ...errors import WorkbenchError
+
+    run = RunPaths(path)
+    empty = RunView(Path(path), Path(path).name, {}, History(), "unknown", None, None)
+    if not run.root.is_dir():
+        empty.error = f"{path}: no such folder"
+        return empty
+    if not run.is_run():
+        empty.error = f"{path}: not a run folder (no config.yaml)"
+        return empty
+    try:
+        config = read_yaml(run.config) or {}
+    except WorkbenchError as exc:
+        empty.error = str(exc)
+        return empty
+    status = Status.read(run.status)
+    return RunView(run.root, run.root.name, config if isinstance(config, dict) else {},
+                   History(read_metrics(run.metrics)), effective_state(status), status, latest_eval_curves(run.root))
+
+
+def signature(path: Path) -> tuple:
+    """Changes when anything the Compare screen shows of a run changes (cheap: stat calls only)."""
+    run = RunPaths(path)
+    out = []
+    for p in (run.config, run.metrics, run.status, run.evals):
+        try:
+            st = p.stat()
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append(None)
+    return tuple(out)

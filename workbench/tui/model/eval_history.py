@@ -1,0 +1,58 @@
+"""Past and running evaluations of a checkpoint's evals/ folder -> rows of the panel's history list.
+
+Running jobs come first (they are what a reopened panel re-attaches to), then jobs that failed
+or crashed (their reports never appeared), then the saved reports, newest first. A finished job
+is not listed twice: its report stands for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...runs.evals import EvalJob, ReportSummary
+from .attack_form import ATTACK_NAMES
+from .format import age, pct, state_markup
+
+COLUMNS = ("when", "state", "attacks", "eps", "clean", "worst", "ckpt")
+ACTIVE = ("starting", "running")
+
+
+@dataclass
+class HistoryItem:
+    key: str  # "job:<path>" or "report:<path>"
+    kind: str  # "job" | "report"
+    path: Path
+    state: str
+    cells: tuple[str, ...]
+
+
+def _eps_text(eps: list[float]) -> str:
+    text = ",".join(f"{e:g}" for e in eps)
+    return text if len(text) <= 18 else text[:17] + "…"
+
+
+def _attacks_from_args(args: list[str]) -> str:
+    names = [a[2:] for a in args if a.startswith("--") and a[2:] in ATTACK_NAMES]
+    if "--preset" in args and args.index("--preset") + 1 < len(args):
+        names.append("preset " + args[args.index("--preset") + 1])
+    return ",".join(names) or "pgd"
+
+
+def history_items(reports: list[ReportSummary], jobs: list[tuple[EvalJob, str]], now: float) -> list[HistoryItem]:
+    """`jobs` pairs each job with its effective state (computed off the UI thread: it probes the pid)."""
+    items = []
+    order = {"running": 0, "starting": 0, "failed": 1, "crashed": 1}
+    for job, state in sorted((js for js in jobs if js[1] != "finished"),
+                             key=lambda js: (order.get(js[1], 2), -js[0].started)):
+        eps = job.args[job.args.index("--eps") + 1] if "--eps" in job.args[:-1] else "default"
+        progress = f"{job.label} {job.done}/{job.total}" if state in ACTIVE and job.total else ""
+        items.append(HistoryItem(f"job:{job.path}", "job", Path(job.path), state, (
+            age(job.started, now), state_markup(state), progress or _attacks_from_args(job.args), eps, "-", "-",
+            Path(job.checkpoint).name)))
+    for r in reports:
+        worst = min((v for v in r.worst.values() if isinstance(v, (int, float))), default=None)
+        items.append(HistoryItem(f"report:{r.path}", "report", r.path, "finished", (
+            age(r.created, now), state_markup("finished"), ",".join(r.attacks) or "-", _eps_text(r.eps) or "-",
+            pct(r.clean_accuracy), pct(worst), Path(r.checkpoint).name or "-")))
+    return items

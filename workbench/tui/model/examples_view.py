@@ -1,0 +1,90 @@
+"""The `--save-examples` file -> plain examples for the gallery, grouped by (protocol, attack, eps).
+
+`load_examples` imports torch (call it from a worker); everything else is pure and works on
+nested lists, so the gallery never touches a tensor on the UI thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+Pixels = Sequence[Sequence[Any]]  # pixels[y][x]: a float (gray) or an (r, g, b) triple in [0, 1]
+
+
+@dataclass
+class Example:
+    protocol: str
+    attack: str
+    value: float | None
+    sample: int
+    true: int
+    clean_pred: int
+    clean_conf: float
+    adv_pred: int
+    adv_conf: float
+    clean: Pixels
+    adversarial: Pixels
+
+    @property
+    def fooled(self) -> bool:
+        return self.adv_pred != self.true
+
+    @property
+    def group(self) -> tuple[str, str, float | None]:
+        return self.protocol, self.attack, self.value
+
+    def caption(self) -> str:
+        return (f"#{self.sample} true {self.true} · clean {self.clean_pred} ({self.clean_conf:.2f})"
+                f" · adv {self.adv_pred} ({self.adv_conf:.2f})")
+
+
+def _pixels(t: Any) -> Pixels:
+    """A CxHxW tensor -> pixels[y][x] (a float for one channel, an (r, g, b) list for three)."""
+    t = t.float().clamp(0, 1)
+    return t[0].tolist() if t.shape[0] == 1 else t[:3].permute(1, 2, 0).tolist()
+
+
+def load_examples(path: str | Path) -> list[Example]:
+    """Read an examples file written by `workbench attack --save-examples` (tensors only)."""
+    import torch
+
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != "workbench-examples":
+        raise ValueError(f"{path}: not a workbench examples file")
+    out = []
+    for e in payload.get("examples", []):
+        value = e.get("value")
+        out.append(Example(protocol=str(e.get("protocol", "")), attack=str(e.get("attack", "?")),
+                           value=float(value) if isinstance(value, (int, float)) else None,
+                           sample=int(e.get("sample", -1)), true=int(e.get("true", -1)),
+                           clean_pred=int(e.get("clean_pred", -1)), clean_conf=float(e.get("clean_conf", 0.0)),
+                           adv_pred=int(e.get("adv_pred", -1)), adv_conf=float(e.get("adv_conf", 0.0)),
+                           clean=_pixels(e["clean"]), adversarial=_pixels(e["adversarial"])))
+    return out
+
+
+def groups(examples: list[Example]) -> list[tuple[str, str, float | None]]:
+    """(protocol, attack, eps) in file order (the order the attacks ran)."""
+    return list(dict.fromkeys(e.group for e in examples))
+
+
+def group_label(group: tuple[str, str, float | None], several_protocols: bool = False) -> str:
+    protocol, attack, value = group
+    name = f"{protocol}:{attack}" if several_protocols else attack
+    return name if value is None else f"{name} eps {value:g}"
+
+
+def _flat(p: Any) -> list[float]:
+    return [float(p)] if isinstance(p, (int, float)) else [float(c) for c in p]
+
+
+def amplified_perturbation(clean: Pixels, adversarial: Pixels) -> list[list[Any]]:
+    """(adv - clean) / (2 max|adv - clean|) + 0.5: mid-gray is no change, the largest change hits 0 or 1."""
+    diffs = [[[a - c for a, c in zip(_flat(pa), _flat(pc))] for pa, pc in zip(ra, rc)]
+             for ra, rc in zip(adversarial, clean)]
+    peak = max((abs(v) for row in diffs for px in row for v in px), default=0.0)
+    scale = 2 * peak if peak > 0 else 1.0
+    gray = bool(clean) and bool(clean[0]) and isinstance(clean[0][0], (int, float))
+    return [[(px[0] / scale + 0.5) if gray else [v / scale + 0.5 for v in px] for px in row] for row in diffs]

@@ -1,0 +1,331 @@
+"""Attack panel: pick a checkpoint and attacks, run `workbench attack` in the background, read its files.
+
+The evaluation is a detached process (workbench.runs.evals.launch_evaluation) that reports to a
+job file; this screen only polls that file, the saved report and the examples file, all from
+thread workers. Leaving the screen or the app leaves the evaluation running; opening the panel
+on the same checkpoint again re-attaches to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual.worker import get_current_worker
+
+from ...errors import WorkbenchError
+from ...runs import read_json
+from ...runs.evals import EvalJob, evals_dir_for, launch_evaluation, list_jobs, list_reports, resolve_checkpoint
+from ..model import report_view
+from ..model.attack_form import FormError, build_args, load_catalog, load_presets
+from ..model.eval_history import HistoryItem, history_items
+from ..model.examples_view import load_examples
+from ..widgets.attack_options import AttackOptions
+from ..widgets.example_gallery import ExampleGallery
+from ..widgets.history_table import HistoryTable
+from ..widgets.line_chart import LineChart
+from ..widgets.job_view import JobView
+
+@dataclass
+class HistoryLoaded(Message):
+    folder: Path
+    items: list[HistoryItem]
+    running: list[EvalJob] = field(default_factory=list)
+
+
+@dataclass
+class ReportLoaded(Message):
+    path: Path
+    report: dict[str, Any] | None
+
+
+@dataclass
+class ExamplesLoaded(Message):
+    report_path: Path
+    examples: list
+    error: str = ""
+
+
+@dataclass
+class CatalogLoaded(Message):
+    catalog: tuple
+    presets: dict[str, str]
+
+
+def _run_checkpoints(target: Path | None) -> list[Path]:
+    if target is None or not target.is_dir():
+        return []
+    return [p for p in (target / "checkpoints" / "best.pt", target / "checkpoints" / "last.pt") if p.is_file()]
+
+
+class AttackScreen(Screen):
+    BINDINGS = [
+        Binding("ctrl+r,f5", "run", "Run", key_display="^r", priority=True),
+        Binding("ctrl+t", "cancel", "Cancel eval", key_display="^t", priority=True),
+        Binding("1", "tab('results')", "Results"),
+        Binding("2", "tab('chart')", "Chart"),
+        Binding("3", "tab('gallery')", "Gallery"),
+        Binding("4", "tab('history')", "History"),
+        Binding("left_square_bracket", "gallery(-1)", "Prev examples", key_display="[", show=False),
+        Binding("right_square_bracket", "gallery(1)", "Next examples", key_display="]", show=False),
+        Binding("ctrl+o", "focus_options", "Options", key_display="^o", show=False),
+        Binding("escape", "back", "Back"),
+    ]
+
+    DEFAULT_CSS = """
+    AttackScreen #attack-body { height: 1fr; }
+    AttackScreen #attack-main { width: 1fr; height: 1fr; }
+    AttackScreen #report-summary { height: auto; padding: 0 1; color: $text-muted; }
+    AttackScreen #report-table, AttackScreen #history-table { height: 1fr; }
+    AttackScreen TabPane { padding: 0; }
+    AttackScreen #history-empty { color: $text-muted; padding: 0 1; height: auto; }
+    """
+
+    def __init__(self, target: Path | None) -> None:
+        super().__init__()
+        self.target = Path(target) if target is not None else None
+        self.checkpoints = _run_checkpoints(self.target)
+        initial = ""
+        if self.target is not None:
+            try:
+                initial = str(resolve_checkpoint(self.target))
+            except WorkbenchError:
+                initial = ""
+        self.evals_dir: Path | None = self._evals_for(initial)
+        self.initial_path = initial
+        self.report: dict[str, Any] | None = None
+        self.report_path: Path | None = None
+        self.catalog_ready = False
+        self.examples_ready = False
+        self._attached_once = False
+
+    def _evals_for(self, text: str) -> Path | None:
+        if text and Path(text).is_file():
+            return evals_dir_for(Path(text))  # a run checkpoint's: the run's evals/, whichever checkpoint
+        if self.target is not None and self.target.is_dir():
+            return self.target / "evals"
+        return None
+
+    # -- layout ------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="attack-body"):
+            yield AttackOptions(self.checkpoints, self.initial_path, id="attack-options")
+            with Vertical(id="attack-main"):
+                yield JobView(id="job-view")
+                with TabbedContent(initial="history", id="attack-tabs"):
+                    with TabPane("Results 1", id="results"):
+                        yield Static("No evaluation shown: check attacks, press ^r (or pick one under History).",
+                                     id="report-summary")
+                        table = DataTable(id="report-table", cursor_type="row", zebra_stripes=True)
+                        for label in report_view.COLUMNS:
+                            table.add_column(label, key=label)
+                        yield table
+                    with TabPane("Chart 2", id="chart"):
+                        yield LineChart("robust accuracy vs eps", "eps", "robust accuracy", ylim=(0.0, 1.0),
+                                        id="report-chart")
+                    with TabPane("Gallery 3", id="gallery"):
+                        with VerticalScroll(id="gallery-scroll"):
+                            yield ExampleGallery(id="report-gallery")
+                    with TabPane("History 4", id="history"):
+                        yield Static("", id="history-empty")
+                        yield HistoryTable(id="history-table")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"attack · {self.target}" if self.target is not None else "attack"
+        self.query_one("#history-table", DataTable).focus()
+        self.watch_history()
+        self.load_catalog()
+
+    # -- history: reports and jobs of the checkpoint's evals/ -----------------------------------
+    @work(thread=True, exclusive=True, exit_on_error=False, group="attack-history")
+    def watch_history(self) -> None:
+        worker = get_current_worker()
+        while not worker.is_cancelled:
+            folder = self.evals_dir
+            if folder is not None:
+                jobs = [(job, job.effective_state) for job in list_jobs(folder)]
+                items = history_items(list_reports(folder), jobs, self.app.clock())
+                running = [job for job, state in jobs if state in ("starting", "running")]
+                self.post_message(HistoryLoaded(folder, items, running))
+            else:
+                self.post_message(HistoryLoaded(Path(), [], []))
+            if worker.cancelled_event.wait(2.0):
+                break
+
+    def on_history_loaded(self, message: HistoryLoaded) -> None:
+        if message.folder != (self.evals_dir or Path()):
+            return  # the checkpoint changed since this was read
+        table = self.query_one(HistoryTable)
+        table.show(message.items)
+        new = table.items
+        empty = self.query_one("#history-empty", Static)
+        empty.display = not new
+        empty.update("No evaluations of this checkpoint yet." if self.evals_dir else
+                     "Choose a checkpoint (a .pt file) to see its evaluations.")
+        if not self._attached_once:
+            self._attached_once = True
+            if message.running:  # reopened while an evaluation runs: follow it again
+                self.query_one(JobView).attach(message.running[0].path)
+                self.action_tab("results")
+            elif not new:
+                self.action_tab("results")
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id != "history-table":
+            return
+        item = self.query_one(HistoryTable).items.get(event.row_key.value)
+        if item is None:
+            return
+        if item.kind == "job":
+            self.query_one(JobView).attach(item.path)
+            self.action_tab("results")
+        else:
+            self.open_report(item.path)
+
+    def on_attack_options_checkpoint_changed(self, message: AttackOptions.CheckpointChanged) -> None:
+        folder = self._evals_for(message.text)
+        if folder != self.evals_dir:
+            self.evals_dir = folder
+            self.query_one(HistoryTable).show([])
+            self.watch_history()
+
+    # -- running ------------------------------------------------------------------------------
+    def action_run(self) -> None:
+        options = self.query_one(AttackOptions)
+        text = options.checkpoint_text()
+        path = Path(text) if text else None
+        if path is None:
+            return self._refuse("no checkpoint: choose one or type the path of a .pt file")
+        if not path.exists():
+            return self._refuse(f"checkpoint {path} does not exist")
+        if not path.is_file():
+            return self._refuse(f"checkpoint {path} is not a file")
+        try:
+            args = build_args(options.form())
+        except FormError as exc:
+            return self._refuse(str(exc))
+        self.query_one(JobView).show_text(f"starting: workbench attack {path.name} {' '.join(args)}")
+        self.action_tab("results")
+        self._launch(path, args)
+
+    def _refuse(self, message: str) -> None:
+        self.query_one(JobView).show_error(message)
+        self.notify(message, severity="error")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "run-button":
+            self.action_run()
+
+    @work(thread=True, exit_on_error=False, group="attack-launch")
+    def _launch(self, path: Path, args: list[str]) -> None:
+        try:
+            job = launch_evaluation(path, args)
+        except (WorkbenchError, OSError) as exc:
+            self.app.call_from_thread(self._refuse, f"could not start the evaluation: {exc}")
+            return
+        self.app.call_from_thread(self.query_one(JobView).attach, job.path)
+
+    def action_cancel(self) -> None:
+        self.query_one(JobView).cancel()
+
+    def on_job_view_finished(self, message: JobView.Finished) -> None:
+        self.watch_history()  # its report is now a past evaluation
+        if message.report is not None:
+            self.open_report(message.report)
+
+    # -- showing a report -------------------------------------------------------------------
+    def open_report(self, path: Path) -> None:
+        self.examples_ready = False
+        self._read_report(Path(path))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="attack-report")
+    def _read_report(self, path: Path) -> None:
+        self.post_message(ReportLoaded(path, read_json(path)))
+
+    def on_report_loaded(self, message: ReportLoaded) -> None:
+        if message.report is None or "results" not in message.report:
+            self.notify(f"{message.path} is not a readable evaluation report", severity="error")
+            return
+        self.report, self.report_path = message.report, message.path
+        report = message.report
+        summary = report_view.summary(report)
+        self.query_one("#report-summary", Static).update(f"{message.path.name} · {summary}")
+        table = self.query_one("#report-table", DataTable)
+        table.clear()
+        for row in report_view.table_rows(report):
+            style = "bold" if row[0] == report_view.WORST else ("cyan" if row[0] == "clean" else "")
+            table.add_row(*(Text(cell, style=style) for cell in row))
+        self.query_one(LineChart).set_series(report_view.series(report))
+        gallery = self.query_one(ExampleGallery)
+        examples = report_view.examples_path(report, message.path)
+        if examples is None:
+            gallery.set_examples([], "no examples saved with this evaluation (save examples was 0)")
+            self.examples_ready = True
+        else:
+            gallery.set_examples([], "loading examples…")
+            self._read_examples(message.path, examples)
+        # Show the results, without taking the focus from an option being edited meanwhile.
+        typing = self.focused is not None and self.query_one(AttackOptions) in self.focused.ancestors_with_self
+        self.action_tab("results", focus=not typing)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="attack-examples")
+    def _read_examples(self, report_path: Path, path: Path) -> None:
+        try:
+            examples = load_examples(path)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a message in the gallery
+            self.post_message(ExamplesLoaded(report_path, [], f"cannot read {path}: {exc}"))
+            return
+        self.post_message(ExamplesLoaded(report_path, examples))
+
+    def on_examples_loaded(self, message: ExamplesLoaded) -> None:
+        if message.report_path != self.report_path:
+            return  # another report was opened meanwhile
+        self.query_one(ExampleGallery).set_examples(message.examples, message.error)
+        self.examples_ready = True
+
+    # -- catalog ------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, exit_on_error=False, group="attack-catalog")
+    def load_catalog(self) -> None:
+        try:
+            catalog, presets = load_catalog(), load_presets()
+        except Exception:  # noqa: BLE001 - the static catalog stays; the engine is checked again at launch
+            catalog, presets = (), {}
+        self.post_message(CatalogLoaded(catalog, presets))
+
+    def on_catalog_loaded(self, message: CatalogLoaded) -> None:
+        if message.catalog:
+            self.query_one(AttackOptions).set_catalog(message.catalog, message.presets)
+        self.catalog_ready = True
+
+    # -- navigation ---------------------------------------------------------------------------
+    def action_tab(self, name: str, focus: bool = True) -> None:
+        self.query_one(TabbedContent).active = name
+        if not focus:
+            return
+        target = {"results": "#report-table", "chart": "#attack-tabs", "gallery": "#gallery-scroll",
+                  "history": "#history-table"}[name]
+        widget = self.query_one(target)
+        if name == "chart":
+            widget = self.query_one(TabbedContent).query_one("Tabs")
+        widget.focus()
+
+    def action_gallery(self, delta: int) -> None:
+        self.query_one(ExampleGallery).step(delta)
+        self.query_one(TabbedContent).active = "gallery"
+
+    def action_focus_options(self) -> None:
+        self.query_one("#atk-fgsm").focus()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()

@@ -1,0 +1,247 @@
+"""Run monitor: live charts, progress and ETA, the config and the log of one run; stop and resume.
+
+A thread worker tails the run's files (metrics.jsonl, status.json, train.log) and posts what
+changed; the screen only draws. It holds no pipe to the trainer: closing the screen or the app
+leaves training running, and opening it again re-attaches from the files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Label, Log, ProgressBar, Static, TabbedContent, TabPane
+from textual.worker import get_current_worker
+
+from ...errors import WorkbenchError
+from ...runs import RunPaths, Status, effective_state, resume_detached, stop_run
+from ...runs.tail import JsonlTail, tail_lines
+from ..model.format import duration, pct, state_markup
+from ..model.history import Best, History, Progress, eta_seconds, progress
+from ..widgets.run_charts import RunCharts
+
+LOG_LINES = 200
+
+
+@dataclass
+class RunUpdate(Message):
+    """What the tail found since the last look (None: unchanged)."""
+
+    records: list[dict[str, Any]]
+    reset: bool
+    status: Status | None
+    state: str
+    log: list[str] | None = None
+    config: str | None = None
+
+
+def _file_signature(path: Path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _best_text(label: str, best: Best | None) -> str:
+    return f"{label} -" if best is None else f"{label} {pct(best.value)} (ep {best.epoch})"
+
+
+def status_line(state: str, status: Status | None, pos: Progress, history: History, eta: float | None) -> str:
+    """One line (it wraps to two at 80 columns) of where the run stands."""
+    parts = [state_markup(state), f"epoch {pos.epoch}/{pos.epochs or '?'}"]
+    if state in ("running", "starting") and pos.batches:
+        parts.append(f"batch {pos.batch}/{pos.batches}")
+    parts.append(f"device {status.device}" if status and status.device else "device ?")
+    best_clean = history.best("test_clean_acc")
+    best_robust = history.best("test_robust_acc")
+    if best_clean is None and status and status.best_clean is not None:
+        best_clean = Best(status.best_clean, status.epoch)  # metrics gone or not read yet
+    parts.append("best " + _best_text("clean", best_clean) + " · " + _best_text("robust", best_robust))
+    if state in ("running", "starting"):
+        parts.append(f"ETA {duration(eta)}")
+    return " · ".join(parts)
+
+
+class MonitorScreen(Screen):
+    BINDINGS = [
+        Binding("s", "stop", "Stop"),
+        Binding("r", "resume", "Resume"),
+        Binding("a", "attack", "Attack"),
+        Binding("1", "tab('charts')", "Charts tab", show=False),
+        Binding("2", "tab('config')", "Config tab", show=False),
+        Binding("3", "tab('log')", "Log tab", show=False),
+        Binding("escape", "back", "Back"),
+    ]
+
+    DEFAULT_CSS = """
+    MonitorScreen #monitor-error { color: $error; text-style: bold; padding: 0 1; height: auto; display: none; }
+    MonitorScreen #monitor-status { padding: 0 1; height: auto; max-height: 2; }
+    MonitorScreen #monitor-progress { height: 1; padding: 0 1; }
+    MonitorScreen #monitor-progress Label { width: auto; padding: 0 1 0 0; }
+    MonitorScreen #monitor-progress ProgressBar { width: 1fr; padding: 0 1 0 0; }
+    MonitorScreen #monitor-progress ProgressBar Bar { width: 1fr; }
+    MonitorScreen TabbedContent { height: 1fr; }
+    MonitorScreen TabPane { padding: 0; height: 1fr; }
+    MonitorScreen #monitor-log { height: 1fr; }
+    """
+
+    def __init__(self, run_path: Path) -> None:
+        super().__init__()
+        self.run = RunPaths(Path(run_path))
+        self.history = History()
+        self.status: Status | None = None
+        self.state = "unknown"
+        self.log_lines: list[str] = []
+        self.sub_title = self.run.root.name
+
+    def compose(self) -> ComposeResult:
+        # A failed run opens on its log: that is where the reason is.
+        first = Status.read(self.run.status)
+        failed = first is not None and effective_state(first) == "failed"
+        yield Header()
+        yield Static("", id="monitor-error", markup=False)
+        yield Static("loading…", id="monitor-status")
+        with Horizontal(id="monitor-progress"):
+            yield Label("epoch")
+            yield ProgressBar(total=1, show_eta=False, id="progress-epoch")
+            yield Label("run")
+            yield ProgressBar(total=1, show_eta=False, id="progress-run")
+        with TabbedContent(initial="log" if failed else "charts"):
+            with TabPane("1 Charts", id="charts"):
+                yield RunCharts(id="monitor-charts")
+            with TabPane("2 Config", id="config"):
+                with VerticalScroll():
+                    yield Static("", id="monitor-config")
+            with TabPane("3 Log", id="log"):
+                yield Log(max_lines=LOG_LINES * 2, id="monitor-log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if not self.run.root.is_dir() or not self.run.is_run():
+            self.query_one("#monitor-error", Static).update(f"{self.run.root} is not a run folder (no config.yaml)")
+            self.query_one("#monitor-error").display = True
+        self.follow()
+
+    # -- the tail worker -----------------------------------------------------------------------
+    @work(thread=True, exclusive=True, exit_on_error=False, group="monitor-tail")
+    def follow(self) -> None:
+        worker = get_current_worker()
+        tail = JsonlTail(self.run.metrics)
+        first = True
+        seen_status: tuple | None = None
+        log_sig: tuple | None = None
+        while not worker.is_cancelled:
+            records, reset = tail.read()
+            status = Status.read(self.run.status)
+            state = effective_state(status) if status is not None or self.run.is_run() else "unknown"
+            log = None
+            sig = _file_signature(self.run.log)
+            if sig != log_sig:
+                log_sig = sig
+                log = tail_lines(self.run.log, LOG_LINES) if sig is not None else []
+            config = None
+            if first:
+                try:
+                    config = self.run.config.read_text(encoding="utf-8")
+                except OSError as exc:
+                    config = f"# cannot read {self.run.config}: {exc.strerror or exc}"
+            if first or records or reset or log is not None or (status, state) != seen_status:
+                seen_status = (status, state)
+                self.post_message(RunUpdate(records, reset, status, state, log, config))
+            first = False
+            # `cancelled_event` wakes the wait at once when the screen or the app closes.
+            if worker.cancelled_event.wait(self.app.poll_seconds):
+                break
+
+    def on_run_update(self, message: RunUpdate) -> None:
+        if message.records or message.reset:
+            self.history.apply(message.records, message.reset)
+            self.query_one(RunCharts).show(self.history)  # one redraw per message, however many lines
+        self.status, self.state = message.status, message.state
+        if message.log is not None:
+            self._show_log(message.log)
+        if message.config is not None:
+            self._show_config(message.config)
+        self._show_status()
+
+    # -- drawing -------------------------------------------------------------------------------
+    def _show_status(self) -> None:
+        pos = progress(self.history, self.status)
+        eta = eta_seconds(self.history, self.status, self.state)
+        self.query_one("#monitor-status", Static).update(
+            status_line(self.state, self.status, pos, self.history, eta))
+        self.query_one("#progress-epoch", ProgressBar).update(total=pos.batches or 1, progress=pos.batch)
+        overall = self.query_one("#progress-run", ProgressBar)
+        overall.update(total=pos.epochs or 1, progress=pos.epoch + pos.epoch_fraction)
+        message = self.status.message if self.status else ""
+        text = ""
+        if self.state == "failed":
+            text = f"failed: {message or 'no reason recorded'} — see the log (3)"
+        elif self.state == "stopped" and self.status is not None and self.status.state in ("running", "starting"):
+            text = "the trainer process is gone without recording why (killed?); see the log (3)"
+        if self.run.is_run() or text:
+            error = self.query_one("#monitor-error", Static)
+            error.update(text)
+            error.display = bool(text)
+
+    def _show_log(self, lines: list[str]) -> None:
+        if lines == self.log_lines:
+            return
+        self.log_lines = lines
+        log = self.query_one("#monitor-log", Log)
+        log.clear()
+        log.write_lines(lines or [f"(no {self.run.log.name} yet: a run started in the foreground logs to its "
+                                  "terminal)"])
+
+    def _show_config(self, text: str) -> None:
+        from rich.syntax import Syntax  # rich is Textual's own dependency; the highlighter costs nothing until used
+
+        self.query_one("#monitor-config", Static).update(Syntax(text, "yaml", theme="ansi_dark", word_wrap=True))
+
+    # -- actions -------------------------------------------------------------------------------
+    def action_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_attack(self) -> None:
+        self.app.open_attack(self.run.root)
+
+    def action_stop(self) -> None:
+        if self.state not in ("running", "starting"):
+            self.notify(f"the run is not running ({self.state})", severity="warning")
+            return
+        self.notify("stopping: the trainer checkpoints first")
+        self._control("stop")
+
+    def action_resume(self) -> None:
+        self._control("resume")
+
+    @work(thread=True, exit_on_error=False, group="monitor-control")
+    def _control(self, what: str) -> None:
+        # stop_run waits for the trainer's checkpoint: never on the UI thread.
+        name = self.run.root.name
+        try:
+            if what == "stop":
+                final = stop_run(self.run.root)
+                done = f"{name}: {final}"
+            else:
+                pid = resume_detached(self.run.root)
+                done = f"{name}: resumed in the background (pid {pid})"
+        except WorkbenchError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        except OSError as exc:
+            self.app.call_from_thread(self.notify, f"{what} failed: {exc}", severity="error")
+            return
+        self.app.call_from_thread(self.notify, done)

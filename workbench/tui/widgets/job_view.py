@@ -1,0 +1,154 @@
+"""Follows one background evaluation through its job file: state line, progress bar, why it stopped.
+
+The evaluating process writes `evals/jobs/<name>.json`; a thread worker re-reads it every
+`app.poll_seconds` and posts what it saw. A job whose process died without writing its outcome
+is "crashed": the tail of its log says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.markup import escape
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import ProgressBar, Static
+from textual.worker import get_current_worker
+
+from ...runs.evals import EvalJob, cancel_evaluation
+from ...runs.tail import tail_lines
+from ..model.format import state_markup
+
+DONE = ("finished", "failed", "crashed")
+LOG_LINES = 8
+
+
+@dataclass
+class JobSeen(Message):
+    path: Path
+    job: EvalJob | None
+    state: str
+    log: list[str]
+
+
+class JobView(Vertical):
+    DEFAULT_CSS = """
+    JobView { height: auto; padding: 0 1; }
+    JobView #job-line { height: 1; }
+    JobView #job-progress { height: 1; }
+    JobView #job-progress Bar { width: 1fr; }
+    JobView #job-detail { height: auto; max-height: 10; color: $text-muted; }
+    JobView #job-detail.error { color: $error; }
+    """
+
+    @dataclass
+    class Finished(Message):
+        """The followed job ended; `report` is the saved report when it finished."""
+
+        job: EvalJob
+        state: str
+        report: Path | None
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.path: Path | None = None
+        self.job: EvalJob | None = None
+        self.state = ""
+        self.cancelled: set[Path] = set()
+
+    def compose(self) -> ComposeResult:
+        yield Static("idle · ^r runs the checked attacks", id="job-line")
+        yield ProgressBar(total=None, show_eta=False, id="job-progress")
+        yield Static("", id="job-detail")
+
+    def on_mount(self) -> None:
+        self.query_one("#job-progress").display = False
+        self.query_one("#job-detail").display = False
+
+    # -- what the screen calls ----------------------------------------------------------------
+    def show_text(self, text: str) -> None:
+        self.query_one("#job-line", Static).update(escape(text))
+        self._detail("")
+
+    def show_error(self, text: str) -> None:
+        self.query_one("#job-line", Static).update(f"[bold red]{escape(text)}[/]")
+        self._detail("")
+
+    def attach(self, path: Path | None) -> None:
+        if path is None:
+            return
+        self.path, self.job, self.state = Path(path), None, ""
+        self.query_one("#job-line", Static).update(f"following {escape(Path(path).name)}…")
+        self._detail("")
+        self._follow(Path(path))
+
+    def cancel(self) -> None:
+        if self.job is None or self.state not in ("starting", "running"):
+            self.app.notify("no evaluation running here to cancel", severity="warning")
+            return
+        self.cancelled.add(Path(self.job.path))
+        cancel_evaluation(self.job)  # one signal: returns at once
+        self.app.notify("evaluation cancelled")
+
+    # -- polling ------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, exit_on_error=False, group="attack-job")
+    def _follow(self, path: Path) -> None:
+        worker = get_current_worker()
+        while not worker.is_cancelled:
+            job = EvalJob.read(path)
+            state = job.effective_state if job is not None else "missing"
+            if state == "crashed":
+                # It may have written its outcome between our read and the pid probe: read once more.
+                again = EvalJob.read(path)
+                if again is not None and again.state in DONE:
+                    job, state = again, again.state
+            log = tail_lines(job.log, LOG_LINES) if job is not None and state in ("crashed", "failed") else []
+            self.post_message(JobSeen(path, job, state, log))
+            if state in DONE:
+                break
+            if worker.cancelled_event.wait(self.app.poll_seconds):
+                break
+
+    def on_job_seen(self, message: JobSeen) -> None:
+        message.stop()
+        if message.path != self.path:
+            return  # an older job's last word
+        job, state = message.job, message.state
+        self.job, self.state = job, state
+        line = self.query_one("#job-line", Static)
+        bar = self.query_one("#job-progress", ProgressBar)
+        name = escape(message.path.stem)
+        if job is None:
+            line.update(f"[bold red]job file {escape(str(message.path))} is missing or unreadable[/]")
+            bar.display = False
+            return
+        if state in ("starting", "running"):
+            task = f" · {escape(job.label)} {job.done}/{job.total}" if job.label else " · loading model and data"
+            tasks = f" · {job.finished_tasks} attack(s) done" if job.finished_tasks else ""
+            line.update(f"{state_markup(state)} {name}{task}{tasks}")
+            bar.display = True
+            bar.update(total=job.total or None, progress=job.done)
+            return
+        bar.display = False
+        if state == "finished":
+            line.update(f"{state_markup('finished')} {name} · report {escape(Path(job.report or '').name)}")
+            self._detail("")
+        elif state == "crashed" and Path(job.path) in self.cancelled:
+            line.update(f"[yellow]cancelled[/] {name}")
+            self._detail("")
+        elif state == "failed":
+            line.update(f"{state_markup('failed')} {name}: [red]{escape(job.message or 'no reason given')}[/]")
+            self._detail("\n".join(message.log), error=False)
+        else:
+            line.update(f"{state_markup('crashed')} {name}: the evaluation process died without reporting · log:")
+            self._detail("\n".join(message.log) or f"(empty log: {job.log})", error=True)
+        self.post_message(self.Finished(job, state, Path(job.report) if state == "finished" and job.report else None))
+
+    def _detail(self, text: str, error: bool = False) -> None:
+        detail = self.query_one("#job-detail", Static)
+        detail.update(escape(text))
+        detail.set_class(error, "error")
+        detail.display = bool(text)
