@@ -24,6 +24,9 @@ def test_core_never_imports_textual():
 
 def test_cli_runs_and_tui_entry_do_not_import_torch():
     # `workbench tui` paints before torch is needed; the CLI's listing paths stay fast too.
+    # Every screen module too: they are imported on the UI thread when a screen opens.
     loaded = _modules_after(["workbench.cli", "workbench.runs", "workbench.runs.evals", "workbench.tui",
-                             "workbench.tui.app", "workbench.tui.screens.runs"])
+                             "workbench.tui.app", "workbench.tui.screens.runs", "workbench.tui.screens.monitor",
+                             "workbench.tui.screens.attack", "workbench.tui.screens.compare",
+                             "workbench.tui.screens.new_run", "workbench.tui.screens.help"])
     assert "torch" not in loaded

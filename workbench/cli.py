@@ -169,26 +169,31 @@ def attack(
     """Robust accuracy of a checkpoint under attacks and protocols; saved (JSON, CSV) to evals/ beside it."""
     from .runs.evals import JobReporter
 
-    job = JobReporter(job_file) if job_file is not None else None
-    if job is not None:
+    if job_file is not None:
         # A cancel from the TUI is a SIGTERM: unwind as an interrupt, so the job records "cancelled".
+        # Installed before the job file says "running": a job seen running unwinds on a cancel, never just dies.
         signal.signal(signal.SIGTERM, _raise_interrupt)
+    job = JobReporter(job_file) if job_file is not None else None
     try:
         saved = _attack(checkpoint, fgsm, bim, mim, pgd, apgd, square, autoattack, multitarget, spsa, cw, deepfool,
                         preset, strong_, eps, norm, steps, step_size, restarts, loss, c, kappa, lr, cw_steps,
                         search_steps, queries, d, transfer_from, adaptive, head, targeted, save_examples, n,
                         batch_size, seed, device, data_root, as_json, job)
+    except KeyboardInterrupt:
+        if job is not None:
+            job.cancel()  # a cancel (SIGTERM) or ^C: not a failure
+        raise
     except BaseException as exc:
         if job is not None:
-            reason = "cancelled" if isinstance(exc, KeyboardInterrupt) else (
-                str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
-            job.fail(reason)
+            job.fail(str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
         raise
     if job is not None:
         job.finish(saved)
 
 
 def _raise_interrupt(signum, frame) -> None:
+    # One cancel is enough: a second SIGTERM must not interrupt the unwinding that records it.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 

@@ -18,6 +18,6 @@ def fixed_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def quickstart_run(quickstart_run) -> Path:
+def quickstart_dir(quickstart_run) -> Path:
     """The session's real quickstart run folder (trained once by tests/conftest.py, real checkpoints)."""
     return Path(quickstart_run.root)

@@ -8,7 +8,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -30,20 +29,13 @@ from workbench.tui.widgets.job_view import JobView
 from workbench.tui.widgets.line_chart import LineChart
 
 from .fixed_runs import DATA, FINISHED, FIXED_NOW
+from .waiting import wait_until
 
 REPORT = json.loads((DATA / "report.json").read_text())
 
 
 def app_for(runs: Path) -> WorkbenchApp:
     return WorkbenchApp(runs, clock=lambda: FIXED_NOW, poll_seconds=0.1)
-
-
-async def wait_for(pilot, condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the screen")
-        await pilot.pause(0.05)
 
 
 def cells(table: DataTable) -> list[list[str]]:
@@ -143,6 +135,24 @@ def test_report_with_several_protocols_and_minimum_norm_rows():
     assert [r[1] for r in report_view.table_rows(report)[1:]] == ["0.1", "0.1", "max_ratio=0.2", "min"]
 
 
+def test_report_view_tolerates_null_and_wrong_types():
+    # An older or hand-edited report: nothing here may raise (it runs in a UI-thread handler).
+    bad = {"results": None, "worst_case": None, "clean_accuracy": "high", "n": "all", "examples": 5}
+    assert report_view.results(bad) == [] and report_view.worst_rows(bad) == []
+    assert report_view.table_rows(bad) == [("clean", "-", "-", "-", "-", "-", "-", "-")]
+    assert report_view.series(bad) == {} and report_view.worst_case(bad) is None
+    assert report_view.summary(bad) == "n=all · clean -"
+    assert report_view.examples_path(bad) is None
+    odd = {"results": [5, {"label": "PGD", "eps": "0.1", "robust_accuracy": float("nan"), "ci95": [0.1]},
+                       {"attack": None, "protocol": None}],
+           "worst_case": {"eps": 0.1}, "clean_accuracy": True, "examples": "x" * 5000}
+    assert report_view.table_rows(odd) == [
+        ("clean", "-", "-", "-", "-", "-", "-", "-"),
+        ("PGD", "min", "-", "-", "-", "-", "-", ""), ("?", "min", "-", "-", "-", "-", "-", "None")]
+    assert report_view.series(odd) == {} and report_view.summary(odd) == "clean -"
+    assert report_view.examples_path(odd, Path("evals/r.json")) == Path("x" * 5000)  # too long a name: no raise
+
+
 # -- images ----------------------------------------------------------------------------------------
 
 def test_half_block_image_two_pixels_per_cell():
@@ -180,8 +190,8 @@ def test_examples_file_loads_as_plain_images():
 
 async def open_panel(pilot, target: Path | None) -> AttackScreen:
     pilot.app.open_attack(target)
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, AttackScreen)
-                   and bool(pilot.app.screen.query("#history-table")))
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, AttackScreen)
+                     and bool(pilot.app.screen.query("#history-table")), what="the attack panel")
     await pilot.pause()
     return pilot.app.screen
 
@@ -191,12 +201,12 @@ async def test_past_evaluation_is_listed_and_reopens_with_table_chart_and_galler
     async with app.run_test(size=(100, 32)) as pilot:
         screen = await open_panel(pilot, fixed_runs / FINISHED)
         history = screen.query_one("#history-table", DataTable)
-        await wait_for(pilot, lambda: history.row_count == 1)
+        await wait_until(pilot, lambda: history.row_count == 1, what="one past evaluation")
         row = cells(history)[0]
         assert row[2:] == ["FGSM,PGD", "0.05,0.1", "98.5%", "83.5%", "best.pt"] and "finished" in row[1]
         assert app.focused is history
         await pilot.press("enter")
-        await wait_for(pilot, lambda: screen.examples_ready)
+        await wait_until(pilot, lambda: screen.examples_ready, what="the examples")
         table = screen.query_one("#report-table", DataTable)
         assert cells(table)[0][:3] == ["clean", "-", "98.5%"]
         assert [r[0] for r in cells(table)] == ["clean", "FGSM", "FGSM", "PGD", "PGD", "worst case", "worst case"]
@@ -240,7 +250,7 @@ async def test_without_a_target_any_checkpoint_path_shows_its_evaluations(fixed_
         assert "any checkpoint file" in str(screen.query_one("#hint", Static).render())
         path.value = str(fixed_runs / FINISHED / "checkpoints" / "best.pt")
         history = screen.query_one("#history-table", DataTable)
-        await wait_for(pilot, lambda: history.row_count == 1)
+        await wait_until(pilot, lambda: history.row_count == 1, what="the typed checkpoint's evaluation")
         screen.query_one("#atk-cw", Checkbox).focus()
         await pilot.pause()
         assert "C&W-L2:" in str(screen.query_one("#hint", Static).render())
@@ -265,12 +275,115 @@ async def test_crashed_job_shows_crashed_and_its_log_tail(fixed_runs):
     async with app.run_test(size=(100, 32)) as pilot:
         screen = await open_panel(pilot, fixed_runs / FINISHED)
         history = screen.query_one("#history-table", DataTable)
-        await wait_for(pilot, lambda: history.row_count == 2)
+        await wait_until(pilot, lambda: history.row_count == 2, what="the crashed job and the report")
         assert "crashed" in cells(history)[0][1]  # jobs first, then reports
         await pilot.press("enter")
-        await wait_for(pilot, lambda: "crashed" in job_line(screen))
+        await wait_until(pilot, lambda: "crashed" in job_line(screen), what="the crashed state")
         detail = str(screen.query_one("#job-detail", Static).render())
         assert "RuntimeError: boom" in detail and "Traceback" in detail
+
+
+async def test_bad_report_and_job_files_never_hide_the_good_ones(fixed_runs):
+    evals = fixed_runs / FINISHED / "evals"
+    (evals / "best-corrupt.json").write_text('{"results": [')
+    older = {**REPORT, "created": "2020-01-01T00:00:00", "n": "all", "protocols": None, "worst_case": None,
+             "results": [{"label": "PGD", "eps": "0.1", "robust_accuracy": "x"}, 5, None], "examples": None}
+    (evals / "best-older.json").write_text(json.dumps(older))
+    _job_file(evals, "best-odd", state="failed", started="yesterday", args="--pgd", pid="x", done="y", message=7)
+    _job_file(evals, "best-unknown", state="paused")
+    app = app_for(fixed_runs)
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await open_panel(pilot, fixed_runs / FINISHED)
+        table = screen.query_one(HistoryTable)
+        await wait_until(pilot, lambda: table.row_count == 3, what="the readable job and reports")
+        assert list(table.items) == [f"job:{evals / 'jobs' / 'best-odd.json'}",
+                                     f"report:{evals / 'best-20261123-065854.json'}", f"report:{evals / 'best-older.json'}"]
+        assert cells(table)[0][2:] == ["pgd", "default", "-", "-", "best.pt"] and "failed" in cells(table)[0][1]
+        assert cells(table)[2][2:] == ["PGD", "-", "98.5%", "-", "best.pt"]
+        note = screen.query_one("#history-note", Static)
+        assert note.display
+        assert str(note.render()) == "left out, unreadable: best-corrupt.json, best-unknown.json"
+        table.move_cursor(row=2)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: screen.report_path is not None and screen.examples_ready,
+                         what="the older report")
+        assert screen.report_path.name == "best-older.json"
+        assert [r[:3] for r in cells(screen.query_one("#report-table", DataTable))] == [
+            ["clean", "-", "98.5%"], ["PGD", "min", "-"]]
+        assert "n=all" in str(screen.query_one("#report-summary", Static).render())
+        assert "no examples saved" in as_text(screen.query_one(ExampleGallery).render())
+        table.move_cursor(row=0)
+        await pilot.press("4", "enter")
+        await wait_until(pilot, lambda: "failed" in job_line(screen), what="the odd job's state")
+        assert "no reason given" in job_line(screen)  # its message was not text
+
+
+async def test_a_failing_poll_is_a_line_and_the_next_poll_recovers(fixed_runs, monkeypatch):
+    from workbench.tui.screens import attack
+    from workbench.tui.widgets import job_view
+
+    def flaky(real, error):
+        calls = []
+
+        def call(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                raise error
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(attack, "list_reports", flaky(attack.list_reports, RuntimeError("disk on fire")))
+    monkeypatch.setattr(job_view, "tail_lines", flaky(job_view.tail_lines, OSError("log moved")))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _job_file(fixed_runs / FINISHED / "evals", "best-crashed", pid=dead.pid).with_suffix(".log").write_text("boom\n")
+    app = app_for(fixed_runs)
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await open_panel(pilot, fixed_runs / FINISHED)
+        note = screen.query_one("#history-note", Static)
+        await wait_until(pilot, lambda: "cannot read the evaluations: disk on fire" in str(note.render()),
+                         what="the failed history poll's message")
+        history = screen.query_one(HistoryTable)
+        await wait_until(pilot, lambda: history.row_count == 2 and not note.display, timeout=15,
+                         what="the next history poll")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "crashed" in job_line(screen), what="the next job poll")
+        assert "boom" in str(screen.query_one("#job-detail", Static).render())
+
+
+async def test_a_launch_that_fails_says_why(fixed_runs, monkeypatch):
+    from workbench.errors import WorkbenchError
+    from workbench.tui.screens import attack
+
+    def cannot(path, args):
+        raise WorkbenchError("could not start the evaluation process: [Errno 24] Too many open files")
+
+    monkeypatch.setattr(attack, "launch_evaluation", cannot)
+    app = app_for(fixed_runs)
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await open_panel(pilot, fixed_runs / FINISHED)
+        screen.query_one("#atk-pgd", Checkbox).value = True
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: "Too many open files" in job_line(screen), what="the launch error")
+        assert "could not start the evaluation" in job_line(screen)
+
+
+async def test_a_cancelled_job_shows_cancelled_without_its_log(fixed_runs):
+    path = _job_file(fixed_runs / FINISHED / "evals", "best-cancelled", state="cancelled", message="cancelled")
+    path.with_suffix(".log").write_text("Traceback (most recent call last):\nKeyboardInterrupt\n")
+    app = app_for(fixed_runs)
+    said: list[str] = []
+    app.notify = lambda message, **kwargs: said.append(message)
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await open_panel(pilot, fixed_runs / FINISHED)
+        history = screen.query_one(HistoryTable)
+        await wait_until(pilot, lambda: history.row_count == 2, what="the cancelled job and the report")
+        assert "cancelled" in cells(history)[0][1]
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "cancelled" in job_line(screen), what="the cancelled state")
+        assert not screen.query_one("#job-detail", Static).display  # no log dump: nothing went wrong
+        await pilot.press("ctrl+t")
+        assert said == ["no evaluation running: best-cancelled is cancelled"]  # nothing was signalled
 
 
 async def test_reopening_reattaches_to_a_running_evaluation(fixed_runs):
@@ -279,7 +392,7 @@ async def test_reopening_reattaches_to_a_running_evaluation(fixed_runs):
     app = app_for(fixed_runs)
     async with app.run_test(size=(100, 32)) as pilot:
         screen = await open_panel(pilot, fixed_runs / FINISHED)
-        await wait_for(pilot, lambda: "PGD 30/100" in job_line(screen))
+        await wait_until(pilot, lambda: "PGD 30/100" in job_line(screen), what="the running job's progress")
         assert "running" in job_line(screen)
         bar = screen.query_one("#job-progress", ProgressBar)
         assert bar.display and bar.total == 100 and bar.progress == 30
@@ -293,37 +406,39 @@ async def test_cancel_signals_the_followed_evaluation(fixed_runs):
         app = app_for(fixed_runs)
         async with app.run_test(size=(100, 32)) as pilot:
             screen = await open_panel(pilot, fixed_runs / FINISHED)
-            await wait_for(pilot, lambda: "running" in job_line(screen))
+            await wait_until(pilot, lambda: "running" in job_line(screen), what="the running job")
             await pilot.press("ctrl+t")
-            await wait_for(pilot, lambda: "cancelled" in job_line(screen))
+            await wait_until(pilot, lambda: "cancelled" in job_line(screen), what="the cancelled state")
             assert proc.poll() is not None or not os.path.exists(f"/proc/{proc.pid}")
     finally:
         if proc.poll() is None:
             proc.kill()
 
 
-async def test_real_pgd_evaluation_on_a_quickstart_checkpoint(quickstart_run):
-    app = WorkbenchApp(quickstart_run.parent, poll_seconds=0.1)
+async def test_real_pgd_evaluation_on_a_quickstart_checkpoint(quickstart_dir):
+    app = WorkbenchApp(quickstart_dir.parent, poll_seconds=0.1)
     async with app.run_test(size=(100, 32)) as pilot:
-        screen = await open_panel(pilot, quickstart_run)
-        assert screen.query_one("#ckpt-path", Input).value == str(quickstart_run / "checkpoints" / "best.pt")
+        screen = await open_panel(pilot, quickstart_dir)
+        assert screen.query_one("#ckpt-path", Input).value == str(quickstart_dir / "checkpoints" / "best.pt")
         screen.query_one("#atk-pgd", Checkbox).value = True
         screen.query_one("#eps", Input).value = "0.1"
         screen.query_one("#n", Input).value = "100"
         screen.query_one("#save-examples", Input).value = "2"
         screen.query_one("#device", Select).value = "cpu"
         await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: screen.report is not None, timeout=90)
+        await wait_until(pilot, lambda: screen.report is not None, timeout=120, what="the evaluation's report")
         rows = {r[0]: r for r in cells(screen.query_one("#report-table", DataTable))}
         clean, pgd = float(rows["clean"][2].rstrip("%")), float(rows["PGD"][2].rstrip("%"))
         assert rows["PGD"][1] == "0.1" and pgd < clean
         assert screen.report["n"] == 100
-        assert screen.report_path.parent == quickstart_run / "evals" and screen.report_path.is_file()
+        assert screen.report_path.parent == quickstart_dir / "evals" and screen.report_path.is_file()
         assert "finished" in job_line(screen)
-        await wait_for(pilot, lambda: screen.examples_ready, timeout=20)
-        assert len(screen.query_one(ExampleGallery).shown) <= 2
+        await wait_until(pilot, lambda: screen.examples_ready, timeout=20, what="the examples")
+        gallery = screen.query_one(ExampleGallery)
+        assert gallery.current_label == "PGD eps 0.1" and len(gallery.shown) == 2  # --save-examples 2
         history = screen.query_one("#history-table", DataTable)
-        await wait_for(pilot, lambda: any(k.value == f"report:{screen.report_path}" for k in history.rows), 10)
+        await wait_until(pilot, lambda: any(k.value == f"report:{screen.report_path}" for k in history.rows),
+                         what="the new report in the history")
 
 
 # -- snapshot ----------------------------------------------------------------------------------
@@ -331,9 +446,10 @@ async def test_real_pgd_evaluation_on_a_quickstart_checkpoint(quickstart_run):
 def test_attack_panel_snapshot_past_evaluation_reopened(fixed_runs, snap_compare):
     async def reopen(pilot):
         screen = await open_panel(pilot, fixed_runs / FINISHED)
-        await wait_for(pilot, lambda: screen.catalog_ready and screen.query_one(HistoryTable).items)
+        await wait_until(pilot, lambda: screen.catalog_ready and screen.query_one(HistoryTable).items,
+                         what="the catalog and the history")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: screen.examples_ready)
+        await wait_until(pilot, lambda: screen.examples_ready, what="the examples")
         await pilot.pause(0.2)
 
     assert snap_compare(app_for(fixed_runs), terminal_size=(100, 32), run_before=reopen)

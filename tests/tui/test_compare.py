@@ -3,28 +3,22 @@
 from __future__ import annotations
 
 import json
-import time
+import os
 from pathlib import Path
 
 from textual.widgets import DataTable, Static
 
 from workbench.tui.app import WorkbenchApp
-from workbench.tui.model.compare import MISSING, config_diff, curves_from_report, flatten, short_names
+from workbench.tui.model.compare import MISSING, RunFollower, config_diff, curves_from_report, flatten, short_names
 from workbench.tui.screens.compare import CompareScreen
 from workbench.tui.widgets.line_chart import LineChart
 
 from .fixed_runs import DATA, FAILED, FINISHED, FIXED_NOW, STOPPED
+from .waiting import wait_until
 
 
 def app_for(runs: Path) -> WorkbenchApp:
     return WorkbenchApp(runs, clock=lambda: FIXED_NOW)
-
-
-async def wait_for(pilot, condition, timeout: float = 2.0) -> None:
-    start = time.monotonic()
-    while not condition():
-        assert time.monotonic() - start < timeout, "not within the time limit"
-        await pilot.pause(0.05)
 
 
 def loaded(app: WorkbenchApp) -> bool:
@@ -40,6 +34,27 @@ def edit_config(run: Path, old: str, new: str) -> None:
     text = (run / "config.yaml").read_text()
     assert old in text
     (run / "config.yaml").write_text(text.replace(old, new))
+
+
+def replace_file(path: Path, text: str) -> None:
+    """What the trainer does to status.json, and a resume to metrics.jsonl: an atomic replace."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def set_status(run: Path, **fields) -> None:
+    data = json.loads((run / "status.json").read_text())
+    replace_file(run / "status.json", json.dumps({**data, **fields}))
+
+
+def epoch_record(epoch: int) -> dict:
+    records = [json.loads(x) for x in (DATA / "metrics.jsonl").read_text().splitlines()]
+    return next(r for r in records if r["kind"] == "epoch" and r["epoch"] == epoch)
+
+
+def cell(app: WorkbenchApp, row: str, column: int) -> str:
+    return str(app.screen.query_one(DataTable).get_row(row)[column])
 
 
 # -- the pure model ----------------------------------------------------------------------------
@@ -61,6 +76,31 @@ def test_report_curves_worst_case_per_eps_and_per_attack_from_clean_at_zero():
     assert curves.attacks["PGD"][1] == [0.985, 0.955, 0.835]
 
 
+def test_follower_reads_only_what_changed(fixed_runs):
+    run = fixed_runs / STOPPED
+    follower = RunFollower(run)
+    assert follower.refresh() is True
+    view = follower.view()
+    assert view.state == "stopped" and len(view.history.epochs) == 6 and view.config["epochs"] == 15
+    assert follower.refresh() is False  # nothing changed: nothing to redraw
+    step = {"kind": "step", "epoch": 7, "batch": 3, "step": 141, "train_loss": 0.3}
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(step) + "\n")
+    assert follower.refresh() is False  # a step line: Compare draws nothing per step
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(epoch_record(7)) + "\n")
+    assert follower.refresh() is True and sorted(follower.view().history.epochs) == list(range(1, 8))
+    assert sorted(view.history.epochs) == list(range(1, 7))  # a view taken before stays as it was
+    set_status(run, epoch=7)
+    assert follower.refresh() is True and follower.view().status.epoch == 7
+    # A resume rewrote the stream: the history starts over from the new file.
+    replace_file(run / "metrics.jsonl", "".join(json.dumps(epoch_record(e)) + "\n" for e in (1, 2)))
+    assert follower.refresh() is True and sorted(follower.view().history.epochs) == [1, 2]
+    # The folder gone: a one-line reason, not a traceback.
+    gone = RunFollower(fixed_runs / "missing")
+    assert gone.refresh() is True and gone.view().error == f"{fixed_runs / 'missing'}: no such folder"
+
+
 def test_legend_names_drop_the_time_stamp_only_while_they_stay_apart():
     assert short_names([FINISHED, STOPPED]) == ["quickstart", "ccn"]
     assert short_names(["a-20260101-000000", "a-20260102-000000"]) == ["a-20260101-000000", "a-20260102-000000"]
@@ -73,7 +113,7 @@ async def test_overlays_one_series_per_run_and_lists_differing_keys(fixed_runs):
     app = app_for(fixed_runs)
     async with app.run_test(size=(100, 32)) as pilot:
         app.open_compare([fixed_runs / FINISHED, fixed_runs / STOPPED])
-        await wait_for(pilot, lambda: loaded(app))
+        await wait_until(pilot, lambda: loaded(app), what="the runs")
         for chart_id in ("cmp-clean", "cmp-loss"):
             assert list(chart(app, chart_id).series) == ["quickstart", "ccn"]
         assert len(chart(app, "cmp-clean").series["quickstart"][0]) == 15
@@ -103,13 +143,37 @@ async def test_a_run_that_changes_is_read_again(fixed_runs):
     app = app_for(fixed_runs)
     async with app.run_test(size=(100, 32)) as pilot:
         app.open_compare([fixed_runs / FAILED, fixed_runs / STOPPED])
-        await wait_for(pilot, lambda: loaded(app))
+        await wait_until(pilot, lambda: loaded(app), what="the runs")
         assert len(chart(app, "cmp-loss").series["pcl"][0]) == 3
-        record = json.loads((fixed_runs / FINISHED / "metrics.jsonl").read_text().splitlines()[11])
-        assert record["kind"] == "epoch" and record["epoch"] == 4
         with open(fixed_runs / FAILED / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        await wait_for(pilot, lambda: len(chart(app, "cmp-loss").series["pcl"][0]) == 4, timeout=3.0)
+            fh.write(json.dumps(epoch_record(4)) + "\n")
+        await wait_until(pilot, lambda: len(chart(app, "cmp-loss").series["pcl"][0]) == 4, what="the appended epoch")
+        # A resume rewrote the stream: the curve is the new file's, not the old one plus it.
+        replace_file(fixed_runs / STOPPED / "metrics.jsonl", json.dumps(epoch_record(1)) + "\n")
+        await wait_until(pilot, lambda: chart(app, "cmp-loss").series["ccn"][0] == [1.0], what="the rewritten stream")
+
+
+async def test_the_table_keeps_its_cursor_while_a_run_trains_and_rebuilds_when_rows_change(fixed_runs):
+    app = app_for(fixed_runs)
+    async with app.run_test(size=(100, 32)) as pilot:
+        app.open_compare([fixed_runs / FINISHED, fixed_runs / STOPPED])
+        await wait_until(pilot, lambda: loaded(app), what="the runs")
+        await pilot.press("2")
+        table = app.screen.query_one(DataTable)
+        table.focus()
+        await pilot.press("down", "down", "down", "down", "down")
+        assert table.cursor_row == 5
+        rows = table.row_count
+        assert cell(app, "summary:epochs", 2) == "6/15"
+        # A heartbeat of a run that trains on: its cells change in place.
+        set_status(fixed_runs / STOPPED, epoch=7, best_clean=0.95)
+        await wait_until(pilot, lambda: cell(app, "summary:epochs", 2) == "7/15", what="the new epoch count")
+        assert table.cursor_row == 5 and table.row_count == rows  # where the user left it
+        # A config change that adds a differing key: a new row, so the table is built again.
+        edit_config(fixed_runs / STOPPED, "lr: 0.003", "lr: 0.001")
+        await wait_until(pilot, lambda: "optimizer.lr" in [r.value for r in table.rows], what="the new row")
+        assert table.row_count == rows + 1
+        assert [str(c) for c in table.get_row("optimizer.lr")[1:]] == ["0.003", "0.001"]
 
 
 async def test_a_folder_that_is_not_a_run_gets_a_note_not_a_traceback(fixed_runs):
@@ -117,7 +181,7 @@ async def test_a_folder_that_is_not_a_run_gets_a_note_not_a_traceback(fixed_runs
     app = app_for(fixed_runs)
     async with app.run_test(size=(80, 24)) as pilot:
         app.open_compare([fixed_runs / FINISHED, fixed_runs / "junk", fixed_runs / "missing"])
-        await wait_for(pilot, lambda: loaded(app))
+        await wait_until(pilot, lambda: loaded(app), what="the runs")
         notes = str(app.screen.query_one("#compare-notes", Static).render())
         assert "junk: not a run folder" in notes and "missing: no such folder" in notes
         assert "two or more" in notes
@@ -131,7 +195,7 @@ def test_every_binding_is_described():
 def test_compare_snapshot(fixed_runs, snap_compare):
     async def open_it(pilot):
         pilot.app.open_compare([fixed_runs / FINISHED, fixed_runs / STOPPED])
-        await wait_for(pilot, lambda: loaded(pilot.app))
+        await wait_until(pilot, lambda: loaded(pilot.app), what="the runs")
         await pilot.pause(0.2)
 
     assert snap_compare(app_for(fixed_runs), terminal_size=(100, 32), run_before=open_it)

@@ -14,13 +14,16 @@ from pathlib import Path
 
 from textual.widgets import Log, ProgressBar, Static, TabbedContent
 
-from workbench.runs import Status, effective_state, pid_alive
+from workbench.runs import Status, effective_state, pid_alive, read_metrics
 from workbench.tui.app import WorkbenchApp
-from workbench.tui.model.history import History, eta_seconds, progress
+from workbench.tui.model.history import Best, History, best_accuracy, best_text, downsample, eta_seconds, progress
+from workbench.tui.screens import monitor as monitor_module
 from workbench.tui.screens.monitor import MonitorScreen
-from workbench.tui.widgets.run_charts import RunCharts
+from workbench.tui.widgets.line_chart import LineChart
+from workbench.tui.widgets.run_charts import POINTS_PER_CELL, RunCharts
 
 from .fixed_runs import DATA, FAILED, FINISHED, FIXED_NOW
+from .waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 RECORDS = [json.loads(line) for line in (DATA / "metrics.jsonl").read_text().splitlines()]
@@ -45,13 +48,22 @@ def ready(app: WorkbenchApp) -> bool:
         and screen.status is not None
 
 
-async def wait_for(pilot, condition, timeout: float = 1.0) -> float:
-    """Seconds until `condition()` held; fails the test after `timeout`."""
-    start = time.monotonic()
-    while not condition():
-        assert time.monotonic() - start < timeout, "not within the time limit"
-        await pilot.pause(0.05)
-    return time.monotonic() - start
+def shown(app: WorkbenchApp) -> bool:
+    """The monitor has drawn the first data."""
+    return ready(app) and charts(app).points > 0
+
+
+def write_status(root: Path, **fields) -> None:
+    """Change status.json the way the trainer does: atomically, so the monitor never reads half a file."""
+    data = json.loads((root / "status.json").read_text())
+    data.update(fields)
+    tmp = root / "status.json.tmp"
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, root / "status.json")
+
+
+def notified(app: WorkbenchApp, text: str) -> bool:
+    return any(text in n.message for n in app._notifications)
 
 
 def live_run(runs: Path, epochs_kept: int, **status) -> Path:
@@ -82,6 +94,30 @@ def test_history_keeps_the_last_record_per_epoch_and_restarts_on_reset():
     assert h.epoch_series("train_loss")[0] == [1.0] and h.step_series()[0] == [20.0, 23.0]
 
 
+def test_best_values_fall_back_to_status_with_the_epoch_unknown():
+    h = History(RECORDS)
+    assert best_text(best_accuracy(h, None, "clean")) == "97.8% (ep 10)"
+    lowest = h.lowest("train_loss")
+    assert lowest.epoch == 15 and lowest.value == min(h.epoch_series("train_loss")[1])
+    # The metrics stream gone (or not read yet): status.json's best, from no known epoch.
+    status = Status(best_clean=0.9, best_robust=None)
+    assert best_accuracy(History(), status, "clean") == Best(0.9, 0)
+    assert best_text(best_accuracy(History(), status, "clean")) == "90.0%"
+    assert best_accuracy(History(), status, "robust") is None and best_text(None) == "-"
+
+
+def test_downsample_keeps_the_ends_and_the_spikes_within_the_budget():
+    xs = [float(i) for i in range(50_000)]
+    ys = [1.0 / (1 + i) for i in range(50_000)]
+    ys[31_337] = 9.0  # one diverging step in a long run
+    dx, dy = downsample(xs, ys, 200)
+    assert len(dx) <= 200 and len(dx) == len(dy)
+    assert (dx[0], dy[0]) == (0.0, 1.0) and dx[-1] == 49_999.0  # first and last points kept
+    assert 9.0 in dy and dx == sorted(dx)  # the spike survives; x stays in order
+    assert all(ys[int(x)] == y for x, y in zip(dx, dy))  # real points, not averages
+    assert downsample(xs[:150], ys[:150], 200) == (xs[:150], ys[:150])  # a series that fits is whole
+
+
 def test_progress_and_eta_follow_status_and_recent_epoch_times():
     h = History([r for r in RECORDS if r["epoch"] <= 4])
     status = Status(state="running", epoch=4, epochs=15, batch=0, batches=23, step=92)
@@ -105,14 +141,17 @@ async def test_charts_gain_points_as_metrics_lines_are_appended(fixed_runs):
     app = app_for(fixed_runs)
     async with app.run_test(size=(100, 32)) as pilot:
         app.open_monitor(root)
-        await wait_for(pilot, lambda: ready(app) and charts(app).points > 0)
+        await wait_until(pilot, lambda: shown(app), what="the monitor's first data")
         before = charts(app).points
         assert before == 2 + 2 + 4  # epoch loss 2, clean 2 (robust null), steps 4
         step = {"kind": "step", "epoch": 3, "batch": 10, "step": 56, "train_loss": 0.8, "train_acc": 0.7,
                 "lr": 0.003, "time": 1795417122.1}
         with open(root / "metrics.jsonl", "a") as fh:
             fh.write(line(step))
-        await wait_for(pilot, lambda: charts(app).points == before + 1)
+        elapsed = await wait_until(pilot, lambda: charts(app).points == before + 1, what="the appended step")
+        # The issue asks for a new line on the chart within a second (the tail polls every 0.25 s);
+        # 2 s leaves room for a loaded CI machine while still catching a tail that re-reads on a slow timer.
+        assert elapsed < 2.0, f"the appended step took {elapsed:.2f} s to show"
 
         # A partial line (a writer mid-flush) is not drawn until its newline arrives.
         epoch = {**RECORDS[8], "test_robust_acc": 0.5}
@@ -120,14 +159,41 @@ async def test_charts_gain_points_as_metrics_lines_are_appended(fixed_runs):
         text = line(epoch)
         with open(root / "metrics.jsonl", "a") as fh:
             fh.write(text[:40])
-        await pilot.pause(0.6)
+        # Proof that the tail has looked since the partial write: each poll reads metrics, then status;
+        # the poll that shows the second marker began after the one that showed the first had ended.
+        for batch in (17, 18):
+            write_status(root, batch=batch)
+            await wait_until(pilot, lambda: app.screen.status is not None and app.screen.status.batch == batch,
+                             what=f"status marker {batch}")
         assert charts(app).points == before + 1
         with open(root / "metrics.jsonl", "a") as fh:
             fh.write(text[40:])
-        await wait_for(pilot, lambda: charts(app).points == before + 1 + 3)  # loss, clean, robust
-        assert charts(app).points == before + 4  # counted once
+        await wait_until(pilot, lambda: charts(app).points >= before + 1 + 3, what="the completed epoch line")
+        assert charts(app).points == before + 4  # loss, clean, robust: counted once
         screen = app.screen
         assert screen.history.epoch_series("test_robust_acc") == ([3.0], [0.5])
+
+
+async def test_a_long_run_is_downsampled_to_the_chart_width(fixed_runs):
+    root = live_run(fixed_runs, epochs_kept=1)
+    steps = [{"kind": "step", "epoch": 2, "batch": i, "step": i, "train_loss": 1.0 / i, "time": 1795417200.0 + i}
+             for i in range(24, 20_024)]
+    steps[7_000]["train_loss"] = 7.5  # a spike must still show
+    with open(root / "metrics.jsonl", "a") as fh:
+        fh.write("".join(line(r) for r in steps))
+    app = app_for(fixed_runs)
+    async with app.run_test(size=(100, 32)) as pilot:
+        app.open_monitor(root)
+        await wait_until(pilot, lambda: shown(app), what="the monitor's first data")
+        chart = app.screen.query_one("#chart-steps", LineChart)
+        await wait_until(pilot, lambda: chart.size.width > 0, what="the chart's layout")
+        xs, ys = chart.series["train"]
+        assert app.screen.history.step_series()[0][-1] == 20_023.0  # every record read...
+        assert len(xs) <= POINTS_PER_CELL * chart.size.width  # ...but only what the width can show drawn
+        assert (xs[0], xs[-1]) == (20.0, 20_023.0) and 7.5 in ys
+        # The lowest epoch loss is in the loss chart's legend.
+        loss = app.screen.query_one("#chart-loss", LineChart)
+        assert list(loss.series) == [f"train · min {RECORDS[2]['train_loss']:.3g} (ep 1)"]
 
 
 async def test_a_rewritten_metrics_file_replaces_what_the_charts_show(fixed_runs):
@@ -135,13 +201,13 @@ async def test_a_rewritten_metrics_file_replaces_what_the_charts_show(fixed_runs
     app = app_for(fixed_runs)
     async with app.run_test(size=(100, 32)) as pilot:
         app.open_monitor(root)
-        await wait_for(pilot, lambda: ready(app) and charts(app).points > 0)
+        await wait_until(pilot, lambda: shown(app), what="the monitor's first data")
         assert app.screen.history.epoch_series("train_loss")[0][-1] == 5.0
         # What a resume does: an atomic rewrite keeping the lines up to its checkpoint.
         tmp = root / "metrics.jsonl.tmp"
         tmp.write_text("".join(line(r) for r in RECORDS if r["epoch"] <= 1))
         os.replace(tmp, root / "metrics.jsonl")
-        await wait_for(pilot, lambda: charts(app).points == 1 + 1 + 2)
+        await wait_until(pilot, lambda: charts(app).points == 1 + 1 + 2, what="the rewritten stream")
         assert app.screen.history.epoch_series("train_loss")[0] == [1.0]
 
 
@@ -150,9 +216,11 @@ async def test_status_line_shows_progress_eta_and_device(fixed_runs):
     app = app_for(fixed_runs)
     async with app.run_test(size=(100, 32)) as pilot:
         app.open_monitor(root)
-        await wait_for(pilot, lambda: ready(app) and charts(app).points > 0)
+        await wait_until(pilot, lambda: shown(app), what="the monitor's first data")
         text = str(app.screen.query_one("#monitor-status", Static).render())
-        assert "running" in text and "epoch 4/15" in text and "batch 11/23" in text and "device cpu" in text
+        # Completed epochs, as the runs table counts them; the batch is within the epoch in progress.
+        assert "running" in text and "4/15 epochs done" in text and "batch 11/23 of the next" in text
+        assert "device cpu" in text
         assert "ETA " in text and "ETA -" not in text
         assert "best clean 93.9% (ep 3)" in text  # the highest so far, and where
         bar = app.screen.query_one("#progress-epoch", ProgressBar)
@@ -167,7 +235,7 @@ async def test_failed_run_shows_its_error_and_opens_on_the_log(fixed_runs):
     app = app_for(fixed_runs)
     async with app.run_test(size=(80, 24)) as pilot:
         app.open_monitor(root)
-        await wait_for(pilot, lambda: ready(app) and app.screen.log_lines)
+        await wait_until(pilot, lambda: ready(app) and app.screen.log_lines, what="the log")
         error = app.screen.query_one("#monitor-error", Static)
         assert error.display and "non-finite loss at epoch 4" in str(error.render())
         assert app.screen.query_one(TabbedContent).active == "log"
@@ -175,7 +243,7 @@ async def test_failed_run_shows_its_error_and_opens_on_the_log(fixed_runs):
         assert log.lines[-1] == "FloatingPointError: [nan] loss"
         with open(root / "train.log", "a") as fh:
             fh.write("one more line\n")
-        await wait_for(pilot, lambda: log.lines[-1] == "one more line")
+        await wait_until(pilot, lambda: log.lines[-1] == "one more line", what="the appended log line")
         await pilot.press("1")
         assert app.screen.query_one(TabbedContent).active == "charts"
         await pilot.press("s")  # not running: a notice, nothing else
@@ -206,6 +274,65 @@ def _kill(run: Path) -> None:
             return
 
 
+def _waiting_threads() -> int:
+    """Threads now inside the monitor's stop/resume worker."""
+    code = MonitorScreen._control.__code__
+    count = 0
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            if frame.f_code is code:
+                count += 1
+                break
+            frame = frame.f_back
+    return count
+
+
+async def test_quitting_does_not_wait_for_a_trainer_that_is_stopping(fixed_runs):
+    # A "trainer" that takes its time to stop: it ignores SIGTERM.
+    slow = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                             "signal.SIG_IGN); print('ready', flush=True); time.sleep(120)"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert slow.stdout.readline().strip() == "ready"
+        root = live_run(fixed_runs, epochs_kept=2, pid=slow.pid)
+        app = app_for(fixed_runs)
+        async with app.run_test(size=(100, 32)) as pilot:
+            app.open_monitor(root)
+            await wait_until(pilot, lambda: shown(app) and app.screen.state == "running", what="a running run")
+            await pilot.press("s")
+            await wait_until(pilot, lambda: notified(app, f"(pid {slow.pid}): the trainer checkpoints first"),
+                             what="the stop notice")
+            await wait_until(pilot, lambda: _waiting_threads() == 1, what="the worker waiting for the trainer")
+            assert slow.poll() is None  # still alive: the worker is waiting for it
+        # The app has closed; its worker noticed at once, so Python's exit does not wait up to 120 s for it.
+        start = time.monotonic()
+        while _waiting_threads() and time.monotonic() - start < 10:
+            time.sleep(0.05)
+        assert _waiting_threads() == 0
+        assert time.monotonic() - start < 2.0
+    finally:
+        slow.kill()
+        slow.wait()
+
+
+async def test_a_failed_stop_is_a_one_line_notice(fixed_runs, monkeypatch):
+    root = live_run(fixed_runs, epochs_kept=2)
+
+    def broken(path):
+        raise TypeError("'NoneType' object cannot be interpreted as an integer\nsecond line")
+
+    monkeypatch.setattr(monitor_module, "request_stop", broken)  # live_run's pid is this test: never signal it
+    app = app_for(fixed_runs)
+    async with app.run_test(size=(100, 32)) as pilot:
+        app.open_monitor(root)
+        await wait_until(pilot, lambda: shown(app) and app.screen.state == "running", what="a running run")
+        await pilot.press("s")
+        text = "stop failed: TypeError: 'NoneType' object cannot be interpreted as an integer"
+        await wait_until(pilot, lambda: notified(app, text), what="the failure notice")
+        assert not any("second line" in n.message for n in app._notifications)
+        assert isinstance(app.screen, MonitorScreen)
+
+
 async def test_stop_and_resume_a_real_run(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "workbench", "train", "--profile", "quickstart", "--set",
@@ -218,23 +345,29 @@ async def test_stop_and_resume_a_real_run(tmp_path):
         app = WorkbenchApp(tmp_path)
         async with app.run_test(size=(100, 32)) as pilot:
             app.open_monitor(run)
-            await wait_for(pilot, lambda: ready(app) and app.screen.state == "running"
-                           and app.screen.history.steps, timeout=60)
+            await wait_until(pilot, lambda: ready(app) and app.screen.state == "running" and app.screen.history.steps,
+                             timeout=60, what="the trainer's first steps")
             screen = app.screen
             await pilot.press("s")
-            # The notice comes when stop_run returned: the trainer checkpointed and exited.
-            await wait_for(pilot, lambda: any(n.message.endswith(": stopped") for n in app._notifications), timeout=60)
+            # This notice comes once the trainer has checkpointed and exited.
+            await wait_until(pilot, lambda: any(n.message.endswith(": stopped") for n in app._notifications),
+                             timeout=60, what="the stopped notice")
             assert status_of().state == "stopped" and not pid_alive(status_of().pid)
-            await wait_for(pilot, lambda: screen.state == "stopped")
+            await wait_until(pilot, lambda: screen.state == "stopped", what="the monitor's stopped state")
             stopped_at = status_of().step
 
             await pilot.press("r")
-            await wait_for(pilot, lambda: effective_state(status_of()) == "running", timeout=60)
+            await wait_until(pilot, lambda: effective_state(status_of()) == "running", timeout=60, what="the resume")
             # The resume rewrote metrics.jsonl (reset): the tail starts over and keeps following.
-            await wait_for(pilot, lambda: screen.history.steps and max(screen.history.steps) > stopped_at + 20,
-                           timeout=60)
+            await wait_until(pilot, lambda: screen.history.steps and max(screen.history.steps) > stopped_at + 20,
+                             timeout=60, what="steps after the resume")
             assert screen.state == "running"
-            assert sorted(screen.history.steps) == sorted(set(screen.history.steps))
+            # What the monitor holds is what the file now says, step by step: nothing stale from before
+            # the rewrite (a step trained again after the checkpoint has other values), nothing twice.
+            on_disk = {r["step"]: r for r in read_metrics(run / "metrics.jsonl") if r.get("kind") == "step"}
+            held = dict(screen.history.steps)
+            assert held and all(on_disk.get(step) == record for step, record in held.items())
+            assert [s for s in on_disk if s <= max(held)] == sorted(held)  # and no line missed
             await pilot.press("escape")  # leaving the monitor leaves the trainer running
             await pilot.pause(0.3)
             assert effective_state(status_of()) == "running"
@@ -247,7 +380,9 @@ async def test_stop_and_resume_a_real_run(tmp_path):
 def test_monitor_snapshot_finished_run(fixed_runs, snap_compare):
     async def open_it(pilot):
         pilot.app.open_monitor(fixed_runs / FINISHED)
-        await wait_for(pilot, lambda: ready(pilot.app) and charts(pilot.app).points > 0)
-        await pilot.pause(0.2)
+        await wait_until(pilot, lambda: shown(pilot.app), what="the monitor's first data")
+        bar = pilot.app.screen.query_one("#progress-run", ProgressBar)
+        await wait_until(pilot, lambda: bar.percentage == 1.0, what="the finished run's full progress bar")
+        await pilot.pause(0.3)  # let the last layout settle before the screenshot
 
     assert snap_compare(app_for(fixed_runs), terminal_size=(100, 32), run_before=open_it)

@@ -110,8 +110,10 @@ async def test_invalid_values_are_flagged_on_the_field_and_launch_refuses(tmp_pa
         assert row_error(screen, "epochs") == "must be > 0"
         assert screen.query_one("#f-epochs", Input).has_class("-invalid")
         await pilot.press("ctrl+l")
-        await pilot.pause(0.3)
-        assert app.screen is screen and not runs.exists()
+        await pilot.pause()
+        # Refused on the spot: no launch started, the reason shown.
+        assert screen.state != "launching" and app.screen is screen and not runs.exists()
+        assert any("cannot launch" in str(n.message) for n in app._notifications)
         await edit(pilot, screen, "#f-epochs", "2")
         assert row_error(screen, "epochs") == "" and screen.state == "valid"
 
@@ -129,8 +131,9 @@ async def test_invalid_values_are_flagged_on_the_field_and_launch_refuses(tmp_pa
         await edit(pilot, screen, "#p-layers", "5")
         assert screen.state == "invalid" and row_error(screen, "defense.params.layers")
         await pilot.press("ctrl+l")
-        await pilot.pause(0.3)
+        await pilot.pause()
         assert app.screen is screen and not runs.exists() and screen.state == "invalid"
+        assert sum("cannot launch" in str(n.message) for n in app._notifications) == 2
 
 
 async def test_quickstart_with_two_epochs_launches_a_real_run(tmp_path, monkeypatch):
@@ -221,9 +224,17 @@ def test_launch_refuses_an_invalid_config_before_writing_anything(tmp_path):
     with pytest.raises(WorkbenchError, match="model.name: model 'vgg19' does not fit digits"):
         run_form.launch_training(bad, runs, "cpu")
     assert not runs.exists()
-    assert run_form.error_line("note: x\nerror: unknown device 'tpu'\n") == "unknown device 'tpu'"
-    assert run_form.train_command(Path("p.yaml"), runs, "cpu")[1:] == [
+    from workbench.runs import control
+
+    assert control._error_line("note: x\nerror: unknown device 'tpu'\n") == "unknown device 'tpu'"
+    assert control.train_command(Path("p.yaml"), runs, "cpu")[1:] == [
         "-m", "workbench", "train", "--profile", "p.yaml", "--out", str(runs), "--device", "cpu", "--detach"]
+
+
+def test_two_launches_of_one_name_in_one_second_get_their_own_profile_files(tmp_path):
+    first = run_form.launch_profile_path(tmp_path, "quickstart", now=1795410000.0)
+    second = run_form.launch_profile_path(tmp_path, "quickstart", now=1795410000.0)
+    assert first != second and first.exists() and second.exists()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ the process, so closing the UI leaves the evaluation running and reopening it re
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,39 +70,101 @@ class ReportSummary:
     examples: str | None
 
 
+def as_number(value: Any) -> float | None:
+    """A finite int/float from a report or job file, else None (bools, strings, null, NaN are not numbers)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def report_entries(report: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The dict entries of a list field of a report ("results", "worst_case"); [] when it is missing,
+    null or not a list. Every reader of a saved report goes through this: older or hand-edited
+    reports must never break a listing."""
+    value = report.get(key)
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _created(value: Any) -> float:
+    # A timestamp; older reports may hold an ISO date string.
+    number = as_number(value)
+    if number is not None:
+        return number
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            return 0.0
+    return 0.0
+
+
 def summarize_report(path: Path, report: dict[str, Any]) -> ReportSummary:
-    results = [r for r in report.get("results", []) if isinstance(r, dict)]
-    labels = list(dict.fromkeys(str(r.get("label", r.get("attack", "?"))) for r in results))
-    eps = sorted({float(r["eps"]) for r in results if isinstance(r.get("eps"), (int, float))})
-    worst = {f"{w.get('protocol')} {w.get('eps')}": w.get("robust_accuracy")
-             for w in report.get("worst_case", []) if isinstance(w, dict)}
+    """What a listing shows of a report, each field read on its own: a bad value becomes a blank, not an error."""
+    results = report_entries(report, "results")
+    labels = list(dict.fromkeys(str(r.get("label") or r.get("attack") or "?") for r in results))
+    eps = sorted({e for e in (as_number(r.get("eps")) for r in results) if e is not None})
+    worst = {f"{w.get('protocol')} {w.get('eps')}": as_number(w.get("robust_accuracy"))
+             for w in report_entries(report, "worst_case")}
+    protocols = report.get("protocols")
+    n = as_number(report.get("n"))
+    checkpoint, examples = report.get("checkpoint"), report.get("examples")
     return ReportSummary(
-        path=path, checkpoint=str(report.get("checkpoint", "")), created=float(report.get("created") or 0.0),
-        n=int(report.get("n") or 0), clean_accuracy=report.get("clean_accuracy"),
-        protocols=[str(p.get("name", p)) if isinstance(p, dict) else str(p) for p in report.get("protocols", [])],
-        attacks=labels, eps=eps, worst=worst, examples=report.get("examples"))
+        path=path, checkpoint=checkpoint if isinstance(checkpoint, str) else "", created=_created(report.get("created")),
+        n=int(n) if n is not None else 0, clean_accuracy=as_number(report.get("clean_accuracy")),
+        protocols=[str(p.get("name", p)) if isinstance(p, dict) else str(p)
+                   for p in (protocols if isinstance(protocols, list) else [])],
+        attacks=labels, eps=eps, worst=worst, examples=examples if isinstance(examples, str) and examples else None)
 
 
-def list_reports(folder: Path, checkpoint: str | Path | None = None) -> list[ReportSummary]:
-    """Evaluation reports in an evals/ folder, newest first (optionally only those of one checkpoint)."""
+def list_reports(folder: Path, checkpoint: str | Path | None = None,
+                 skipped: list[Path] | None = None) -> list[ReportSummary]:
+    """Evaluation reports in an evals/ folder, newest first (optionally only those of one checkpoint).
+
+    A file that cannot be read as a report is left out, never the whole listing; when `skipped` is
+    given, such files are appended to it (empty files are being written, not bad: not listed there)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     out = []
     for path in folder.glob("*.json"):
         report = read_json(path)
-        if not report or "results" not in report:
-            continue  # audits, and files still being written (reserved names are empty)
-        if checkpoint is not None and Path(report.get("checkpoint", "")).name != Path(checkpoint).name:
+        if report is None:
+            if skipped is not None and _non_empty(path):
+                skipped.append(path)
             continue
-        out.append(summarize_report(path, report))
+        if "results" not in report:
+            continue  # audits
+        try:
+            summary = summarize_report(path, report)
+        except Exception:  # noqa: BLE001 - one bad file must not hide the others
+            if skipped is not None:
+                skipped.append(path)
+            continue
+        if checkpoint is not None and Path(summary.checkpoint).name != Path(checkpoint).name:
+            continue
+        out.append(summary)
     return sorted(out, key=lambda r: (r.created, r.path.name), reverse=True)
+
+
+def _non_empty(path: Path) -> bool:
+    # Reports and job files are written atomically; only a freshly reserved name is empty.
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 # -- background evaluation jobs --------------------------------------------------------------
 
-JOB_STATES = ("starting", "running", "finished", "failed", "crashed")
+# The states a job file may hold. "crashed" is never written: effective_state derives it.
+JOB_STATES = ("starting", "running", "finished", "failed", "cancelled")
+ACTIVE_STATES = ("starting", "running")
 _PROGRESS_INTERVAL = 0.25  # seconds between progress writes: a UI polls, it need not see every batch
+# A job still without a pid this long after launch never started (the launcher died between
+# writing the job file and recording the process; the child always writes its pid).
+_START_TIMEOUT = 30.0
+_TEXT_FIELDS = ("checkpoint", "host", "label", "message")
+_COUNT_FIELDS = ("done", "total", "finished_tasks")
 
 
 @dataclass
@@ -115,7 +179,7 @@ class EvalJob:
     label: str = ""  # the attack in progress
     done: int = 0
     total: int = 0
-    finished_tasks: int = 0  # attack x eps tasks completed
+    finished_tasks: int = 0  # attacks finished (an attack in two protocols counts twice)
     message: str = ""
     report: str | None = None  # the saved report (JSON) when finished
     path: Path | None = None  # this job's status file (not stored)
@@ -132,18 +196,39 @@ class EvalJob:
 
     @classmethod
     def read(cls, path: Path) -> "EvalJob | None":
+        """The job in a job file; None when it is unreadable or its state is not one of JOB_STATES.
+        Any other field with a wrong type reads as its default, so one bad value never breaks a listing."""
         data = read_json(path)
-        if data is None:
+        if data is None or data.get("state", "starting") not in JOB_STATES:
             return None
-        job = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "path"})
-        job.path = Path(path)
+        job = cls(state=data.get("state", "starting"), path=Path(path))
+        for name in _TEXT_FIELDS:
+            if isinstance(data.get(name), str):
+                setattr(job, name, data[name])
+        for name in _COUNT_FIELDS:
+            value = as_number(data.get(name))
+            setattr(job, name, int(value) if value is not None and value >= 0 else 0)
+        job.started = as_number(data.get("started")) or 0.0
+        job.updated = as_number(data.get("updated")) or 0.0
+        pid = data.get("pid")
+        job.pid = pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
+        args = data.get("args")
+        job.args = [str(a) for a in args] if isinstance(args, list) else []
+        report = data.get("report")
+        job.report = report if isinstance(report, str) and report else None
         return job
 
     @property
     def effective_state(self) -> str:
-        """A job whose process is gone without saying so crashed (killed, or a traceback: see its log)."""
-        if self.state in ("starting", "running") and self.host == socket.gethostname() and self.pid:
-            return self.state if pid_alive(self.pid) else "crashed"
+        """A job whose process is gone without saying so crashed (killed, or a traceback: see its log);
+        so did one still without a pid long after launch (its process never started)."""
+        if self.state not in ACTIVE_STATES:
+            return self.state
+        if self.pid:
+            if self.host == socket.gethostname() and not pid_alive(self.pid):
+                return "crashed"
+        elif time.time() - max(self.started, self.updated) > _START_TIMEOUT:
+            return "crashed"
         return self.state
 
 
@@ -151,16 +236,25 @@ def jobs_dir(evals: Path) -> Path:
     return Path(evals) / "jobs"
 
 
-def list_jobs(evals: Path) -> list[EvalJob]:
+def list_jobs(evals: Path, skipped: list[Path] | None = None) -> list[EvalJob]:
+    """The jobs of an evals/ folder, newest first; unreadable job files are left out (and appended to
+    `skipped` when given, except empty ones: a name just reserved)."""
     folder = jobs_dir(evals)
     if not folder.is_dir():
         return []
-    jobs = [EvalJob.read(p) for p in folder.glob("*.json")]
-    return sorted((j for j in jobs if j is not None), key=lambda j: j.started, reverse=True)
+    jobs = []
+    for path in folder.glob("*.json"):
+        job = EvalJob.read(path)
+        if job is not None:
+            jobs.append(job)
+        elif skipped is not None and _non_empty(path):
+            skipped.append(path)
+    return sorted(jobs, key=lambda j: (j.started, j.path.name), reverse=True)
 
 
 def launch_evaluation(checkpoint: str | Path, args: list[str]) -> EvalJob:
-    """Start `workbench attack CKPT ARGS` in its own session, reporting to a new job file; returns the job."""
+    """Start `workbench attack CKPT ARGS` in its own session, reporting to a new job file; returns the job.
+    If the process cannot be started, the job file says "failed" with the reason and WorkbenchError is raised."""
     ckpt = resolve_checkpoint(checkpoint)
     if not ckpt.is_file():
         raise WorkbenchError(f"checkpoint {ckpt} does not exist")
@@ -171,43 +265,74 @@ def launch_evaluation(checkpoint: str | Path, args: list[str]) -> EvalJob:
     job.write(path)
     cmd = [sys.executable, "-m", "workbench", "attack", str(ckpt), *args, "--job-file", str(path)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(job.log, "ab") as log, open(os.devnull, "rb") as devnull:
-        proc = subprocess.Popen(cmd, stdin=devnull, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env=env, close_fds=True)
-    current = EvalJob.read(path) or job
-    if current.state == "starting":  # the child may already have reported
+    try:
+        with open(job.log, "ab") as log, open(os.devnull, "rb") as devnull:
+            proc = subprocess.Popen(cmd, stdin=devnull, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, env=env, close_fds=True)
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        job.state, job.message = "failed", f"could not start the evaluation process: {exc}"
+        try:
+            job.write(path)
+        except OSError:
+            pass  # the file stays "starting" without a pid: effective_state calls it crashed after a while
+        raise WorkbenchError(job.message) from exc
+    # Record the pid, unless the child already reported (it writes "running" with its own pid first).
+    # Re-read right before the write, so the window is the microseconds between this read and the atomic
+    # replace. Safe enough: the child's first write comes after interpreter start-up and imports, and it
+    # always writes "running" before any outcome; so at worst this replaces that first "running" with
+    # "starting" and the same pid, which the child's next write restores. An outcome is never lost.
+    current = EvalJob.read(path)
+    if current is not None and current.state == "starting" and current.pid is None:
         current.pid = proc.pid
         current.write(path)
-    return EvalJob.read(path) or current
+    return EvalJob.read(path) or current or job
 
 
 def cancel_evaluation(job: EvalJob) -> None:
-    if job.pid and job.effective_state in ("starting", "running"):
-        try:
-            os.kill(job.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    """Send the job's process SIGTERM (it records "cancelled" and exits); returns at once.
+    Raises WorkbenchError saying why when no signal was sent."""
+    current = (EvalJob.read(job.path) if job.path else None) or job  # the file may be newer than `job`
+    state = current.effective_state
+    if state not in ACTIVE_STATES:
+        raise WorkbenchError(f"no evaluation running (it is {state})")
+    if not current.pid:
+        raise WorkbenchError("the evaluation process has not started yet: try again in a moment")
+    if current.host != socket.gethostname():
+        raise WorkbenchError(f"the evaluation runs on {current.host}: cancel it there")
+    try:
+        os.kill(current.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        raise WorkbenchError("no evaluation running (its process has exited)") from None
+    except PermissionError as exc:
+        raise WorkbenchError(f"cannot signal the evaluation process {current.pid}: {exc}") from None
 
 
 class JobReporter:
-    """The evaluating process's side: progress, then the saved report or the reason it failed."""
+    """The evaluating process's side: progress, then the saved report, the reason it failed, or that it
+    was cancelled."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.job = EvalJob.read(self.path) or EvalJob()
         self.job.path = self.path
         self.job.state, self.job.pid = "running", os.getpid()
+        self.job.finished_tasks = 0
         self._last = 0.0
-        self._tasks: set[str] = set()
+        self._complete = False  # whether the previous progress call was its task's last
+        self._previous = ""  # the label of the previous progress call
         self.job.write(self.path)
 
     def progress(self, label: str, done: int, total: int) -> None:
-        if label != self.job.label and self.job.label:
-            self._tasks.add(self.job.label)
+        # A task (one attack of one protocol, all its eps) is finished when done reaches total. The engine
+        # reports done == total more than once at the end of a task: count the first only. A new task starts
+        # with a call below its total, or with a new label (an attack that had nothing to attack).
+        complete = done >= total
+        if complete and not (self._complete and label == self._previous):
+            self.job.finished_tasks += 1
+        self._complete, self._previous = complete, label
         self.job.label, self.job.done, self.job.total = label, done, total
-        self.job.finished_tasks = len(self._tasks)
         now = time.monotonic()
-        if now - self._last >= _PROGRESS_INTERVAL or done >= total:
+        if now - self._last >= _PROGRESS_INTERVAL or complete:
             self._last = now
             self.job.write(self.path)
 
@@ -217,4 +342,8 @@ class JobReporter:
 
     def fail(self, message: str) -> None:
         self.job.state, self.job.message = "failed", message
+        self.job.write(self.path)
+
+    def cancel(self) -> None:
+        self.job.state, self.job.message = "cancelled", "cancelled"
         self.job.write(self.path)

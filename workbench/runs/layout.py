@@ -64,14 +64,34 @@ class RunSummary:
     updated: float = 0.0
 
 
-def summarize(run: RunPaths) -> RunSummary:
+# config.yaml never changes after a run is created: parse it once per (path, mtime, size). The runs
+# screen lists every run each second; re-parsing hundreds of YAML files would cost most of that second.
+_CONFIG_CACHE: dict[Path, tuple[tuple[int, int], dict]] = {}
+
+
+def _read_config(path: Path) -> dict:
     from ..config import read_yaml
 
-    status = Status.read(run.status)
     try:
-        cfg = read_yaml(run.config) or {}
+        st = path.stat()
+    except OSError:
+        return {}
+    key = (st.st_mtime_ns, st.st_size)
+    cached = _CONFIG_CACHE.get(path)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    try:
+        cfg = read_yaml(path)
     except WorkbenchError:
-        cfg = {}
+        cfg = None
+    cfg = cfg if isinstance(cfg, dict) else {}
+    _CONFIG_CACHE[path] = (key, cfg)
+    return cfg
+
+
+def summarize(run: RunPaths) -> RunSummary:
+    status = Status.read(run.status)
+    cfg = _read_config(run.config)
     model = cfg.get("model", {})
     defense = cfg.get("defense", {})
     best_clean = status.best_clean if status else None
@@ -103,8 +123,19 @@ def summarize(run: RunPaths) -> RunSummary:
 
 
 def list_runs(out: Path) -> list[RunSummary]:
+    """Every run folder under `out`, newest first. A folder deleted or half-written meanwhile (another
+    process, another TUI) is skipped, never an error."""
     out = Path(out)
-    if not out.is_dir():
+    try:
+        folders = [RunPaths(p) for p in out.iterdir() if p.is_dir()]
+    except OSError:
         return []
-    runs = [RunPaths(p) for p in out.iterdir() if p.is_dir()]
-    return sorted((summarize(r) for r in runs if r.is_run()), key=lambda s: s.started, reverse=True)
+    summaries = []
+    for run in folders:
+        try:
+            if run.is_run():
+                summaries.append(summarize(run))
+        except (OSError, TypeError, ValueError, AttributeError):
+            continue
+    return sorted(summaries, key=lambda s: (s.started if isinstance(s.started, (int, float)) else 0.0),
+                  reverse=True)

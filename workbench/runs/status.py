@@ -45,8 +45,27 @@ class Status:
         data = read_json(path)
         if data is None:
             return None
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        # Written by another process (maybe another version): keep only well-typed fields, so a reader
+        # that formats them never meets a string where a number belongs.
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and _well_typed(k, v)}
         return cls(**known)
+
+
+_INTS = {"pid", "epoch", "epochs", "step", "batch", "batches"}
+_FLOATS = {"started", "updated", "best_clean", "best_robust", "last_clean", "last_robust"}
+_OPTIONAL = {"pid", "best_clean", "best_robust", "last_clean", "last_robust"}
+
+
+def _well_typed(key: str, value: Any) -> bool:
+    if value is None:
+        return key in _OPTIONAL
+    if isinstance(value, bool):
+        return False
+    if key in _INTS:
+        return isinstance(value, int)
+    if key in _FLOATS:
+        return isinstance(value, (int, float))
+    return isinstance(value, str)
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -70,7 +70,7 @@ class WorkbenchApp(App):
         for node in (screen, self):
             for binding in node.BINDINGS:
                 b = binding if isinstance(binding, Binding) else Binding(*binding)
-                if not b.description or b.action in seen or b.action in ("quit", "command_palette"):
+                if not b.description or b.action in seen or b.action in ("quit", "app.quit", "command_palette"):
                     continue
                 seen.add(b.action)
                 key = b.key_display or b.key

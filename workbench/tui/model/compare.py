@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from ...runs import RunPaths, Status, effective_state, read_json, read_metrics
+from ...runs import RunPaths, Status, effective_state, read_json
 from ...runs.evals import list_reports
-from .history import Best, History, Series
+from ...runs.tail import JsonlTail
+from .files import file_signature
+from .history import Best, History, Series, best_accuracy
 
 # Written by the framework, not chosen by the user: never a "difference".
 IGNORED_PREFIXES = ("provenance",)
@@ -138,49 +140,82 @@ class RunView:
     path: Path
     name: str
     config: dict[str, Any]
-    history: History
+    history: History  # epoch records only: Compare draws no per-step series
     state: str
     status: Status | None
     evals: EvalCurves | None
     error: str = ""  # why the run could not be read (then nothing else is filled)
 
     def best(self, kind: str) -> Best | None:
-        best = self.history.best(f"test_{kind}_acc")
-        if best is None and self.status is not None and getattr(self.status, f"best_{kind}") is not None:
-            return Best(getattr(self.status, f"best_{kind}"), 0)  # epoch unknown: the stream is gone
-        return best
+        return best_accuracy(self.history, self.status, kind)
 
 
-def load_run(path: Path) -> RunView:
-    from ...config import read_yaml  # pydantic comes with it: only where runs are read, never at import
-    from ...errors import WorkbenchError
+class RunFollower:
+    """Keeps what Compare shows of one run current, reading only what changed since the last look.
 
-    run = RunPaths(path)
-    empty = RunView(Path(path), Path(path).name, {}, History(), "unknown", None, None)
-    if not run.root.is_dir():
-        empty.error = f"{path}: no such folder"
-        return empty
-    if not run.is_run():
-        empty.error = f"{path}: not a run folder (no config.yaml)"
-        return empty
-    try:
-        config = read_yaml(run.config) or {}
-    except WorkbenchError as exc:
-        empty.error = str(exc)
-        return empty
-    status = Status.read(run.status)
-    return RunView(run.root, run.root.name, config if isinstance(config, dict) else {},
-                   History(read_metrics(run.metrics)), effective_state(status), status, latest_eval_curves(run.root))
+    metrics.jsonl through a JsonlTail (appended lines only; the whole file again after a resume
+    rewrote it); config.yaml, status.json and the evaluations folder again only when a stat says
+    they changed. A trainer's status heartbeat then costs a status read, not the whole stream.
+    """
 
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.run = RunPaths(path)
+        self.tail = JsonlTail(self.run.metrics)
+        self.history = History()
+        self.config: dict[str, Any] = {}
+        self.error = ""
+        self.status: Status | None = None
+        self.state = "unknown"
+        self.evals: EvalCurves | None = None
+        self._seen: dict[str, Any] = {}
 
-def signature(path: Path) -> tuple:
-    """Changes when anything the Compare screen shows of a run changes (cheap: stat calls only)."""
-    run = RunPaths(path)
-    out = []
-    for p in (run.config, run.metrics, run.status, run.evals):
+    def _changed(self, name: str, path: Path) -> bool:
+        sig = file_signature(path)
+        if name in self._seen and self._seen[name] == sig:
+            return False
+        self._seen[name] = sig
+        return True
+
+    def refresh(self) -> bool:
+        """Read what changed on disk; True when anything the view shows may have changed."""
+        changed = False
+        if self._changed("config", self.run.config):
+            self.config, self.error = self._read_config()
+            changed = True
+        if self._changed("status", self.run.status):
+            self.status = Status.read(self.run.status)
+            changed = True
+        state = effective_state(self.status)  # also moves when the trainer dies without a word
+        if state != self.state:
+            self.state, changed = state, True
+        records, reset = self.tail.read()
+        epochs = [r for r in records if r.get("kind") == "epoch"]
+        if reset or epochs:
+            self.history.apply(epochs, reset)
+            changed = True
+        if self._changed("evals", self.run.evals):
+            self.evals = latest_eval_curves(self.run.root)
+            changed = True
+        return changed
+
+    def _read_config(self) -> tuple[dict[str, Any], str]:
+        from ...config import read_yaml  # pydantic comes with it: only where runs are read, never at import
+        from ...errors import WorkbenchError
+
+        if not self.run.root.is_dir():
+            return {}, f"{self.path}: no such folder"
+        if not self.run.is_run():
+            return {}, f"{self.path}: not a run folder (no config.yaml)"
         try:
-            st = p.stat()
-            out.append((st.st_ino, st.st_size, st.st_mtime_ns))
-        except OSError:
-            out.append(None)
-    return tuple(out)
+            config = read_yaml(self.run.config) or {}
+        except WorkbenchError as exc:
+            return {}, str(exc)
+        return (config if isinstance(config, dict) else {}), ""
+
+    def view(self) -> RunView:
+        """A snapshot for the UI thread (the follower goes on changing in its worker)."""
+        if self.error:
+            return RunView(self.path, self.path.name, {}, History(), "unknown", None, None, self.error)
+        return RunView(self.run.root, self.run.root.name, dict(self.config), History(self.history.epochs.values()),
+                       self.state, self.status, self.evals)

@@ -1,8 +1,8 @@
 """Past and running evaluations of a checkpoint's evals/ folder -> rows of the panel's history list.
 
-Running jobs come first (they are what a reopened panel re-attaches to), then jobs that failed
-or crashed (their reports never appeared), then the saved reports, newest first. A finished job
-is not listed twice: its report stands for it.
+Running jobs come first (they are what a reopened panel re-attaches to), then jobs that failed,
+crashed or were cancelled (their reports never appeared), then the saved reports, newest first.
+A finished job is not listed twice: its report stands for it.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...runs.evals import EvalJob, ReportSummary
+from ...runs.evals import ACTIVE_STATES, EvalJob, ReportSummary
 from .attack_form import ATTACK_NAMES
 from .format import age, pct, state_markup
 
 COLUMNS = ("when", "state", "attacks", "eps", "clean", "worst", "ckpt")
-ACTIVE = ("starting", "running")
+ACTIVE = ACTIVE_STATES
 
 
 @dataclass
@@ -42,7 +42,7 @@ def _attacks_from_args(args: list[str]) -> str:
 def history_items(reports: list[ReportSummary], jobs: list[tuple[EvalJob, str]], now: float) -> list[HistoryItem]:
     """`jobs` pairs each job with its effective state (computed off the UI thread: it probes the pid)."""
     items = []
-    order = {"running": 0, "starting": 0, "failed": 1, "crashed": 1}
+    order = {"running": 0, "starting": 0, "failed": 1, "crashed": 1, "cancelled": 1}
     for job, state in sorted((js for js in jobs if js[1] != "finished"),
                              key=lambda js: (order.get(js[1], 2), -js[0].started)):
         eps = job.args[job.args.index("--eps") + 1] if "--eps" in job.args[:-1] else "default"

@@ -30,6 +30,7 @@ def age(then: float | None, now: float) -> str:
 STATE_STYLES = {
     "running": "bold green", "starting": "green", "finished": "cyan", "failed": "bold red",
     "stopped": "yellow", "stale": "magenta", "unknown": "dim", "crashed": "bold red",
+    "cancelled": "yellow",  # the user's choice, not an error
 }
 
 

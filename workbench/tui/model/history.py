@@ -11,13 +11,15 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from .format import pct
+
 Series = tuple[list[float], list[float]]
 
 
 @dataclass
 class Best:
     value: float
-    epoch: int
+    epoch: int  # 0: unknown (only status.json's value is left, the metrics stream is not)
 
 
 @dataclass
@@ -100,16 +102,12 @@ class History:
         return Best(ys[i], int(xs[i]))
 
     def lowest(self, key: str) -> Best | None:
+        """The lowest value of an epoch field (a loss) and the first epoch that reached it."""
         xs, ys = self.epoch_series(key)
         if not ys:
             return None
         i = min(range(len(ys)), key=lambda j: (ys[j], xs[j]))
         return Best(ys[i], int(xs[i]))
-
-    def span(self, key: str) -> tuple[float, float] | None:
-        """(min, max) of an epoch field."""
-        _, ys = self.epoch_series(key)
-        return (min(ys), max(ys)) if ys else None
 
     def last_step(self) -> dict[str, Any] | None:
         return self.steps[max(self.steps)] if self.steps else None
@@ -176,3 +174,56 @@ def eta_seconds(history: History, status: Any | None, state: str) -> float | Non
             return None
         per_epoch = per_step * pos.batches
     return left_epochs * per_epoch
+
+
+# -- best values -------------------------------------------------------------------------------
+
+def best_accuracy(history: History, status: Any | None, kind: str) -> Best | None:
+    """The best `kind` ("clean" or "robust") test accuracy so far and its epoch.
+
+    From the metrics stream; when that has none (not read yet, or gone), status.json's
+    `best_<kind>` with the epoch unknown (0).
+    """
+    best = history.best(f"test_{kind}_acc")
+    if best is None:
+        value = _num(getattr(status, f"best_{kind}", None))
+        if value is not None:
+            return Best(value, 0)
+    return best
+
+
+def best_text(best: Best | None) -> str:
+    """'97.8% (ep 10)', '97.8%' when the epoch is unknown, '-' when there is none."""
+    if best is None:
+        return "-"
+    return pct(best.value) + (f" (ep {best.epoch})" if best.epoch else "")
+
+
+# -- drawing many points -----------------------------------------------------------------------
+
+def downsample(xs: Sequence[float], ys: Sequence[float], points: int) -> Series:
+    """At most `points` points of a long series, for a chart that cannot show more.
+
+    The first and the last point, and between them the lowest and the highest point of each of
+    (points - 2) / 2 runs of consecutive points, in order: a spike in a long loss curve survives,
+    which picking every n-th point would lose. A series that fits is returned whole.
+    """
+    n = min(len(xs), len(ys))
+    points = max(points, 4)
+    if n <= points:
+        return list(xs[:n]), list(ys[:n])
+    buckets = (points - 2) // 2
+    inner = n - 2
+    keep = [0]
+    for b in range(buckets):
+        lo, hi = 1 + b * inner // buckets, 1 + (b + 1) * inner // buckets
+        if lo >= hi:
+            continue
+        part = list(ys[lo:hi])
+        # min/max/index run in C: a 50k-point series takes milliseconds.
+        i_low, i_high = lo + part.index(min(part)), lo + part.index(max(part))
+        keep.extend((i_low, i_high) if i_low <= i_high else (i_high, i_low))
+        if i_low == i_high:
+            keep.pop()
+    keep.append(n - 1)
+    return [xs[i] for i in keep], [ys[i] for i in keep]

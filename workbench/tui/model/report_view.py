@@ -1,7 +1,8 @@
 """A saved evaluation report (JSON) -> what the attack panel shows: table rows, chart series, summary.
 
 Pure: works on the dict `workbench attack` writes (workbench/evaluation/engine.py `evaluate`),
-tolerating missing keys, so an older or partial report still renders.
+tolerating missing keys and values of the wrong type (read through the same helpers as the
+history's workbench.runs.evals.summarize_report), so an older or partial report still renders.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ...runs.evals import as_number, report_entries
 from .format import duration, pct
 
 # Most telling first: at 80 columns the table shows up to the CI and scrolls for the rest.
@@ -16,8 +18,7 @@ COLUMNS = ("attack", "eps", "robust", "95% CI", "success", "mean norm", "time", 
 WORST = "worst case"
 
 
-def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+_num = as_number
 
 
 def _g(value: Any) -> str:
@@ -48,11 +49,11 @@ def sweep_text(row: dict[str, Any]) -> str:
 
 
 def results(report: dict[str, Any]) -> list[dict[str, Any]]:
-    return [r for r in report.get("results", []) if isinstance(r, dict)]
+    return report_entries(report, "results")
 
 
 def worst_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    return [w for w in report.get("worst_case", []) if isinstance(w, dict)]
+    return report_entries(report, "worst_case")
 
 
 def table_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -107,8 +108,9 @@ def summary(report: dict[str, Any]) -> str:
     model = "/".join(str(report[k]) for k in ("dataset", "model", "defense") if report.get(k))
     if model:
         parts.append(model)
-    if report.get("n"):
-        parts.append(f"n={report['n']}")
+    n = report.get("n")
+    if isinstance(n, (int, float, str)) and not isinstance(n, bool) and n:  # older reports may say "all"
+        parts.append(f"n={n}")
     parts.append(f"clean {pct(_num(report.get('clean_accuracy')))}")
     worst = worst_case(report)
     if worst is not None:
@@ -123,7 +125,10 @@ def examples_path(report: dict[str, Any], report_path: Path | None = None) -> Pa
     if not isinstance(name, str) or not name:
         return None
     path = Path(name)
-    if path.is_file() or report_path is None:
+    try:
+        if path.is_file() or report_path is None:
+            return path
+        beside = Path(report_path).parent / path.name
+        return beside if beside.is_file() else path
+    except (OSError, ValueError):  # a name no file system takes: loading it says why
         return path
-    beside = Path(report_path).parent / path.name
-    return beside if beside.is_file() else path

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import copy
 import math
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -266,47 +264,37 @@ def to_yaml(data: dict) -> str:
 
 
 def launch_profile_path(runs_dir: Path, name: str | None, now: float | None = None) -> Path:
+    """A new `<runs>/.profiles/<name>-<time>.yaml`, claimed atomically: two TUIs launching the same name
+    in the same second never share (and overwrite) one file."""
+    from ...runs.evals import reserve_name
+
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
     safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in (name or "custom")).strip("-") or "custom"
-    return Path(runs_dir) / ".profiles" / f"{safe}-{stamp}.yaml"
+    folder = Path(runs_dir) / ".profiles"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WorkbenchError(f"cannot create {folder}: {exc.strerror or exc}") from None
+    return reserve_name(folder, f"{safe}-{stamp}", ".yaml")
 
 
-def train_command(profile: Path, runs_dir: Path, device: str) -> list[str]:
-    return [sys.executable, "-m", "workbench", "train", "--profile", str(profile), "--out", str(runs_dir),
-            "--device", device, "--detach"]
-
-
-def launch_training(data: dict, runs_dir: Path, device: str, timeout: float = LAUNCH_TIMEOUT) -> Path:
+def launch_training(data: dict, runs_dir: Path, device: str, timeout: float = LAUNCH_TIMEOUT,
+                    cancelled=lambda: False) -> Path:
     """Write the config beside the runs and start `workbench train --detach` on it; the run folder.
     Blocks for the CLI's validation and set-up (seconds): call it in a worker. Raises WorkbenchError."""
+    from ...runs.control import launch_profile
+
     problem = check_config(data)
     if problem is not None:
         key, msg = problem
         raise WorkbenchError(f"{key}: {msg}" if key else msg)
-    # The run folder is named after `name`; without one the CLI would use the temporary file's name.
+    # The run folder is named after `name`; without one the CLI would use the file's name.
     data = {**data, "name": data.get("name") or "custom"}
     profile = launch_profile_path(runs_dir, data["name"])
     try:
-        profile.parent.mkdir(parents=True, exist_ok=True)
         profile.write_text(to_yaml(data), encoding="utf-8")
     except OSError as exc:
         raise WorkbenchError(f"cannot write {profile}: {exc.strerror or exc}") from None
-    try:
-        proc = subprocess.run(train_command(profile, runs_dir, device), check=False, capture_output=True,
-                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise WorkbenchError(f"workbench train did not answer within {timeout:.0f} s") from None
-    if proc.returncode != 0:
-        raise WorkbenchError(error_line(proc.stderr) or f"workbench train failed (exit {proc.returncode})")
-    for line in proc.stdout.splitlines():
-        if line.startswith("run: "):
-            return Path(line.removeprefix("run: ").strip())
-    raise WorkbenchError("workbench train printed no run folder")
+    return launch_profile(profile, runs_dir, device, timeout=timeout, cancelled=cancelled)
 
 
-def error_line(stderr: str) -> str:
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    for line in lines:
-        if line.startswith("error: "):
-            return line.removeprefix("error: ")
-    return lines[-1] if lines else ""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -24,7 +25,9 @@ from textual.worker import get_current_worker
 
 from ...errors import WorkbenchError
 from ...runs import read_json
-from ...runs.evals import EvalJob, evals_dir_for, launch_evaluation, list_jobs, list_reports, resolve_checkpoint
+from ...runs.evals import (
+    ACTIVE_STATES, EvalJob, evals_dir_for, launch_evaluation, list_jobs, list_reports, resolve_checkpoint,
+)
 from ..model import report_view
 from ..model.attack_form import FormError, build_args, load_catalog, load_presets
 from ..model.eval_history import HistoryItem, history_items
@@ -40,6 +43,8 @@ class HistoryLoaded(Message):
     folder: Path
     items: list[HistoryItem]
     running: list[EvalJob] = field(default_factory=list)
+    note: str = ""  # files left out, or why this poll failed (one line)
+    failed: bool = False  # the poll failed: keep the rows shown
 
 
 @dataclass
@@ -88,6 +93,7 @@ class AttackScreen(Screen):
     AttackScreen #report-table, AttackScreen #history-table { height: 1fr; }
     AttackScreen TabPane { padding: 0; }
     AttackScreen #history-empty { color: $text-muted; padding: 0 1; height: auto; }
+    AttackScreen #history-note { color: $warning; padding: 0 1; height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     def __init__(self, target: Path | None) -> None:
@@ -138,11 +144,13 @@ class AttackScreen(Screen):
                             yield ExampleGallery(id="report-gallery")
                     with TabPane("History 4", id="history"):
                         yield Static("", id="history-empty")
+                        yield Static("", id="history-note")
                         yield HistoryTable(id="history-table")
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = f"attack · {self.target}" if self.target is not None else "attack"
+        self.query_one("#history-note").display = False
         self.query_one("#history-table", DataTable).focus()
         self.watch_history()
         self.load_catalog()
@@ -153,19 +161,35 @@ class AttackScreen(Screen):
         worker = get_current_worker()
         while not worker.is_cancelled:
             folder = self.evals_dir
-            if folder is not None:
-                jobs = [(job, job.effective_state) for job in list_jobs(folder)]
-                items = history_items(list_reports(folder), jobs, self.app.clock())
-                running = [job for job, state in jobs if state in ("starting", "running")]
-                self.post_message(HistoryLoaded(folder, items, running))
-            else:
-                self.post_message(HistoryLoaded(Path(), [], []))
+            try:
+                self.post_message(self._read_history(folder))
+            except Exception as exc:  # noqa: BLE001 - one failed poll is a line on the panel; the next one retries
+                self.post_message(HistoryLoaded(folder or Path(), [], [], f"cannot read the evaluations: {exc}",
+                                                failed=True))
             if worker.cancelled_event.wait(2.0):
                 break
+
+    def _read_history(self, folder: Path | None) -> HistoryLoaded:
+        if folder is None:
+            return HistoryLoaded(Path(), [], [])
+        skipped: list[Path] = []
+        jobs = [(job, job.effective_state) for job in list_jobs(folder, skipped)]
+        items = history_items(list_reports(folder, skipped=skipped), jobs, self.app.clock())
+        running = [job for job, state in jobs if state in ACTIVE_STATES]
+        note = ""
+        if skipped:
+            names = ", ".join(sorted(p.name for p in skipped))
+            note = f"left out, unreadable: {names}"
+        return HistoryLoaded(folder, items, running, note)
 
     def on_history_loaded(self, message: HistoryLoaded) -> None:
         if message.folder != (self.evals_dir or Path()):
             return  # the checkpoint changed since this was read
+        note = self.query_one("#history-note", Static)
+        note.update(escape(message.note))
+        note.display = bool(message.note)
+        if message.failed:
+            return
         table = self.query_one(HistoryTable)
         table.show(message.items)
         new = table.items
@@ -231,10 +255,13 @@ class AttackScreen(Screen):
     def _launch(self, path: Path, args: list[str]) -> None:
         try:
             job = launch_evaluation(path, args)
-        except (WorkbenchError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong is a line on the panel
             self.app.call_from_thread(self._refuse, f"could not start the evaluation: {exc}")
             return
-        self.app.call_from_thread(self.query_one(JobView).attach, job.path)
+        self.app.call_from_thread(self._follow_job, job.path)
+
+    def _follow_job(self, path: Path | None) -> None:
+        self.query_one(JobView).attach(path)  # on the UI thread: widgets are queried there only
 
     def action_cancel(self) -> None:
         self.query_one(JobView).cancel()
@@ -257,18 +284,22 @@ class AttackScreen(Screen):
         if message.report is None or "results" not in message.report:
             self.notify(f"{message.path} is not a readable evaluation report", severity="error")
             return
-        self.report, self.report_path = message.report, message.path
         report = message.report
-        summary = report_view.summary(report)
-        self.query_one("#report-summary", Static).update(f"{message.path.name} · {summary}")
+        try:  # report_view tolerates bad values; this guards the UI thread against what it did not foresee
+            summary, rows = report_view.summary(report), report_view.table_rows(report)
+            series, examples = report_view.series(report), report_view.examples_path(report, message.path)
+        except Exception as exc:  # noqa: BLE001 - a bad report is a message, never a crash
+            self.notify(f"cannot show {message.path.name}: {exc}", severity="error")
+            return
+        self.report, self.report_path = report, message.path
+        self.query_one("#report-summary", Static).update(escape(f"{message.path.name} · {summary}"))
         table = self.query_one("#report-table", DataTable)
         table.clear()
-        for row in report_view.table_rows(report):
+        for row in rows:
             style = "bold" if row[0] == report_view.WORST else ("cyan" if row[0] == "clean" else "")
             table.add_row(*(Text(cell, style=style) for cell in row))
-        self.query_one(LineChart).set_series(report_view.series(report))
+        self.query_one(LineChart).set_series(series)
         gallery = self.query_one(ExampleGallery)
-        examples = report_view.examples_path(report, message.path)
         if examples is None:
             gallery.set_examples([], "no examples saved with this evaluation (save examples was 0)")
             self.examples_ready = True

@@ -1,7 +1,8 @@
 """Compare: two or more runs overlaid (training curves, robust accuracy vs eps) and their config differences.
 
-Run folders only (a checkpoint's run is its folder). A thread worker reads the runs, and reads
-them again when their files change, so a run still training keeps its curves current.
+Run folders only (a checkpoint's run is its folder). A thread worker follows the runs' files
+(new metrics lines only; other files when a stat says they changed), so a run still training keeps
+its curves current; the table changes the cells that changed, so the cursor stays put.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from ..model.compare import RunView, config_diff, load_run, short_names, show_value, signature
-from ..model.format import pct, state_markup
+from ..model.compare import RunFollower, RunView, config_diff, short_names, show_value
+from ..model.format import state_markup
+from ..model.history import best_text
 from ..widgets.line_chart import LineChart
 
 # Shown as their own rows at the top of the table, so not repeated among the differences.
@@ -31,13 +33,6 @@ RECHECK_SECONDS = 1.0
 @dataclass
 class RunsLoaded(Message):
     views: list[RunView]
-
-
-def _best(view: RunView, kind: str) -> str:
-    best = view.best(kind)
-    if best is None:
-        return "-"
-    return pct(best.value) + (f" (ep {best.epoch})" if best.epoch else "")
 
 
 class CompareScreen(Screen):
@@ -62,6 +57,8 @@ class CompareScreen(Screen):
         self.views: list[RunView] = []
         self.per_attack = False
         self._diff_count = 0
+        self._table_shape: tuple | None = None  # (columns, row keys) the table was built with
+        self._table_rows: dict[str, list] = {}  # row key -> the cells shown
         self.sub_title = "compare " + ", ".join(p.name for p in self.run_paths)
 
     def compose(self) -> ComposeResult:
@@ -87,12 +84,11 @@ class CompareScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="compare-load")
     def follow(self) -> None:
         worker = get_current_worker()
-        seen: list[tuple] | None = None
+        followers = [RunFollower(p) for p in self.run_paths]
         while not worker.is_cancelled:
-            current = [signature(p) for p in self.run_paths]
-            if current != seen:
-                seen = current
-                self.post_message(RunsLoaded([load_run(p) for p in self.run_paths]))
+            changed = [f.refresh() for f in followers]  # a list: every follower reads, not just the first
+            if any(changed):
+                self.post_message(RunsLoaded([f.view() for f in followers]))
             if worker.cancelled_event.wait(max(RECHECK_SECONDS, self.app.poll_seconds)):
                 break
 
@@ -111,7 +107,8 @@ class CompareScreen(Screen):
         names = short_names([v.name for v in views])
         for chart_id, key in (("#cmp-clean", "test_clean_acc"), ("#cmp-robust", "test_robust_acc"),
                               ("#cmp-loss", "train_loss")):
-            self.query_one(chart_id, LineChart).set_series({n: v.history.epoch_series(key) for n, v in zip(names, views)})
+            _set_series(self.query_one(chart_id, LineChart),
+                        {n: v.history.epoch_series(key) for n, v in zip(names, views)})
         series = {}
         for name, v in zip(names, views):
             if v.evals is None:
@@ -119,16 +116,11 @@ class CompareScreen(Screen):
             curves = v.evals.attacks if self.per_attack else v.evals.worst
             for label, xy in curves.items():
                 series[name if len(curves) == 1 and not self.per_attack else f"{name} {label}"] = xy
-        eps_chart = self.query_one("#cmp-eps", LineChart)
-        eps_chart.set_series(series)
+        _set_series(self.query_one("#cmp-eps", LineChart), series)
 
     def _show_table(self) -> None:
-        table = self.query_one("#compare-table", DataTable)
-        table.clear(columns=True)
         views = self._readable()
-        table.add_column("", key="key")
-        for i, v in enumerate(views):
-            table.add_column(v.name, key=f"run{i}")
+        columns = (("", "key"), *((v.name, f"run{i}") for i, v in enumerate(views)))
         flat = [(key, values) for key, values in config_diff({str(i): v.config for i, v in enumerate(views)})
                 if key not in SUMMARY_KEYS]
         summary = [
@@ -138,16 +130,32 @@ class CompareScreen(Screen):
             ("defense", [show_value(_get(v.config, "defense.name")) for v in views]),
             ("epochs", [f"{v.status.epoch if v.status else len(v.history.epochs)}/{v.config.get('epochs', '?')}"
                         for v in views]),
-            ("best clean", [_best(v, "clean") for v in views]),
-            ("best robust", [_best(v, "robust") for v in views]),
+            ("best clean", [best_text(v.best("clean")) for v in views]),
+            ("best robust", [best_text(v.best("robust")) for v in views]),
             ("evaluation", [Text(v.evals.report.name) if v.evals else "none" for v in views]),
         ]
-        for key, cells in summary:
-            table.add_row(Text(key, style="bold"), *cells, key=f"summary:{key}")
-        for key, values in flat:
-            # Text, not str: a str cell is read as markup, and YAML lists look like tags.
-            table.add_row(Text(key), *[Text(show_value(x)) for x in values], key=key)
+        rows = {f"summary:{key}": [Text(key, style="bold"), *cells] for key, cells in summary}
+        # Text, not str: a str cell is read as markup, and YAML lists look like tags.
+        rows.update({key: [Text(key), *[Text(show_value(x)) for x in values]] for key, values in flat})
         self._diff_count = len(flat)
+        table = self.query_one("#compare-table", DataTable)
+        shape = (columns, tuple(rows))
+        if shape == self._table_shape:
+            # Same rows and columns (a compared run trains on): change only the cells that changed,
+            # so the cursor and the scroll position stay where the user left them.
+            for row_key, cells in rows.items():
+                old = self._table_rows[row_key]
+                for (_, column_key), cell, was in zip(columns, cells, old):
+                    if cell != was:
+                        table.update_cell(row_key, column_key, cell, update_width=True)
+        else:
+            table.clear(columns=True)
+            for label, key in columns:
+                table.add_column(label, key=key)
+            for row_key, cells in rows.items():
+                table.add_row(*cells, key=row_key)
+            self._table_shape = shape
+        self._table_rows = rows
 
     def _show_notes(self) -> None:
         notes = [v.error for v in self.views if v.error]
@@ -174,6 +182,13 @@ class CompareScreen(Screen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+
+def _set_series(chart: LineChart, series: dict) -> None:
+    """Replot only when the data changed: a status heartbeat alone must not rebuild the figure."""
+    new = {name: (list(xs), list(ys)) for name, (xs, ys) in series.items()}
+    if list(new.items()) != list(chart.series.items()):  # in order: a series' position is its colour
+        chart.set_series(new)
 
 
 def _get(config: dict, dotted: str):

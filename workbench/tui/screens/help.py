@@ -8,7 +8,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
 
-_GLOBAL = [("?", "this help"), ("ctrl+p", "command palette: every action by name"), ("escape", "back"),
+_GLOBAL = [("?", "this help"), ("ctrl+p", "command palette: every action by name"), ("escape", "back to the previous screen; closes a menu or dialog"),
            ("tab / shift+tab", "next / previous field"), ("ctrl+q", "quit (training and evaluations keep running)")]
 
 

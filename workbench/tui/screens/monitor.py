@@ -7,13 +7,14 @@ leaves training running, and opening it again re-attaches from the files.
 
 from __future__ import annotations
 
-import os
+import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from textual import work
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
@@ -22,13 +23,18 @@ from textual.widgets import Footer, Header, Label, Log, ProgressBar, Static, Tab
 from textual.worker import get_current_worker
 
 from ...errors import WorkbenchError
-from ...runs import RunPaths, Status, effective_state, resume_detached, stop_run
+from ...runs import RunPaths, Status, effective_state, pid_alive, resume_detached
+from ...runs.control import request_stop
 from ...runs.tail import JsonlTail, tail_lines
-from ..model.format import duration, pct, state_markup
-from ..model.history import Best, History, Progress, eta_seconds, progress
+from ..model.files import file_signature
+from ..model.format import duration, state_markup
+from ..model.history import History, Progress, best_accuracy, best_text, eta_seconds, progress
 from ..widgets.run_charts import RunCharts
 
 LOG_LINES = 200
+STOP_POLL_SECONDS = 0.2
+# After this long, say why the trainer has not exited yet (and keep waiting).
+STOP_PATIENCE_SECONDS = 120.0
 
 
 @dataclass
@@ -43,32 +49,29 @@ class RunUpdate(Message):
     config: str | None = None
 
 
-def _file_signature(path: Path) -> tuple | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
-def _best_text(label: str, best: Best | None) -> str:
-    return f"{label} -" if best is None else f"{label} {pct(best.value)} (ep {best.epoch})"
-
-
 def status_line(state: str, status: Status | None, pos: Progress, history: History, eta: float | None) -> str:
-    """One line (it wraps to two at 80 columns) of where the run stands."""
-    parts = [state_markup(state), f"epoch {pos.epoch}/{pos.epochs or '?'}"]
+    """One line (it wraps to two at 80 columns) of where the run stands.
+
+    Epochs count completed ones, as the runs table does; the batch is within the epoch in progress.
+    """
+    parts = [state_markup(state), f"{pos.epoch}/{pos.epochs or '?'} epochs done"]
     if state in ("running", "starting") and pos.batches:
-        parts.append(f"batch {pos.batch}/{pos.batches}")
+        parts.append(f"batch {pos.batch}/{pos.batches} of the next")
     parts.append(f"device {status.device}" if status and status.device else "device ?")
-    best_clean = history.best("test_clean_acc")
-    best_robust = history.best("test_robust_acc")
-    if best_clean is None and status and status.best_clean is not None:
-        best_clean = Best(status.best_clean, status.epoch)  # metrics gone or not read yet
-    parts.append("best " + _best_text("clean", best_clean) + " · " + _best_text("robust", best_robust))
+    parts.append(f"best clean {best_text(best_accuracy(history, status, 'clean'))} · "
+                 f"robust {best_text(best_accuracy(history, status, 'robust'))}")
     if state in ("running", "starting"):
         parts.append(f"ETA {duration(eta)}")
     return " · ".join(parts)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line saying why: a WorkbenchError or OSError speaks for itself, anything else names its type."""
+    if isinstance(exc, (WorkbenchError, OSError)):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
 class MonitorScreen(Screen):
@@ -144,7 +147,7 @@ class MonitorScreen(Screen):
             status = Status.read(self.run.status)
             state = effective_state(status) if status is not None or self.run.is_run() else "unknown"
             log = None
-            sig = _file_signature(self.run.log)
+            sig = file_signature(self.run.log)
             if sig != log_sig:
                 log_sig = sig
                 log = tail_lines(self.run.log, LOG_LINES) if sig is not None else []
@@ -221,27 +224,41 @@ class MonitorScreen(Screen):
         if self.state not in ("running", "starting"):
             self.notify(f"the run is not running ({self.state})", severity="warning")
             return
-        self.notify("stopping: the trainer checkpoints first")
-        self._control("stop")
+        self._run_control("stop")
 
     def action_resume(self) -> None:
-        self._control("resume")
+        self._run_control("resume")
 
-    @work(thread=True, exit_on_error=False, group="monitor-control")
-    def _control(self, what: str) -> None:
-        # stop_run waits for the trainer's checkpoint: never on the UI thread.
+    def _run_control(self, what: str) -> None:
+        # The app's worker, not the screen's: leaving the monitor must not lose the "stopped" notice.
+        # Quitting the app cancels it, and it checks for that while it waits: quitting never waits for a trainer.
+        app = self.app  # taken here: a thread finds no app through a screen that was closed meanwhile
+        app.run_worker(partial(self._control, app, what), name=f"monitor {what}", group="monitor-control",
+                       thread=True, exit_on_error=False)
+
+    def _control(self, app: App, what: str) -> None:
+        """Thread worker: signal or launch the trainer; after a stop, tell when the trainer has exited."""
+        worker = get_current_worker()
         name = self.run.root.name
+        notify = partial(app.call_from_thread, app.notify)
         try:
-            if what == "stop":
-                final = stop_run(self.run.root)
-                done = f"{name}: {final}"
-            else:
+            if what == "resume":
                 pid = resume_detached(self.run.root)
-                done = f"{name}: resumed in the background (pid {pid})"
-        except WorkbenchError as exc:
-            self.app.call_from_thread(self.notify, str(exc), severity="error")
+                notify(f"{name}: resumed in the background (pid {pid})")
+                return
+            pid = request_stop(self.run.root)
+        except Exception as exc:  # any failure is a notice, never a worker dying silently
+            notify(f"{what} failed: {_reason(exc)}", severity="error")
             return
-        except OSError as exc:
-            self.app.call_from_thread(self.notify, f"{what} failed: {exc}", severity="error")
-            return
-        self.app.call_from_thread(self.notify, done)
+        notify(f"stopping {name} (pid {pid}): the trainer checkpoints first")
+        start = time.monotonic()
+        warned = False
+        while pid_alive(pid):
+            if worker.cancelled_event.wait(STOP_POLL_SECONDS):
+                return  # the app is closing; the trainer stops on its own
+            if not warned and time.monotonic() - start > STOP_PATIENCE_SECONDS:
+                warned = True
+                notify(f"{name} (pid {pid}) has not stopped after {STOP_PATIENCE_SECONDS:.0f} s; it stops at its "
+                       "next batch (an evaluation in progress finishes first)", severity="warning")
+        final = Status.read(self.run.status)
+        notify(f"{name}: {effective_state(final) if final else 'stopped'}")

@@ -14,6 +14,7 @@ from textual.markup import escape
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
+from textual.worker import get_current_worker
 from textual.widgets import Button, Footer, Header, Static
 
 from ...errors import WorkbenchError
@@ -173,8 +174,10 @@ class NewRunScreen(Screen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="launch")
     def _launch(self, config: dict, device: str) -> None:
+        worker = get_current_worker()
         try:
-            path = rf.launch_training(config, self.app.runs_dir, device)
+            # Polls the cancellation: quitting mid-launch does not wait for the CLI.
+            path = rf.launch_training(config, self.app.runs_dir, device, cancelled=lambda: worker.is_cancelled)
         except WorkbenchError as exc:
             self.post_message(Launched(None, str(exc)))
         except Exception as exc:  # noqa: BLE001 - shown in the form, never a traceback
@@ -191,8 +194,12 @@ class NewRunScreen(Screen):
             self.form.show_errors({}, self.problem, OK_LINE)
             self.notify(f"launch refused: {message.error}", severity="error", markup=False)
             return
+        self.state = "launched"
         app = self.app
-        app.pop_screen()
+        if self.is_current:
+            self.dismiss()
+        else:  # help or the palette is open on top: leave the form underneath, done
+            self.form.set_line(f"launched {message.path}")
         app.open_monitor(message.path)
 
     def action_save(self) -> None:

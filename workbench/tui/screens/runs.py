@@ -13,8 +13,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import get_current_worker
 
-from ...runs import RunSummary, delete_run, list_runs, resume_detached, stop_run
-from ...errors import WorkbenchError
+from ...runs import RunSummary, delete_run, list_runs, pid_alive, request_stop, resume_detached
 from ..model.format import age, pct, state_markup
 from .confirm import ConfirmScreen
 
@@ -70,7 +69,24 @@ class RunsScreen(Screen):
             # `cancelled_event` wakes the wait at once when the screen or the app closes.
             if worker.cancelled_event.wait(1.0):
                 break
+            if self.is_current:  # under another screen nobody sees the table: read nothing
+                self._post_runs()
+
+    @work(thread=True, exit_on_error=False, group="runs-once")
+    def refresh_soon(self) -> None:
+        self._post_runs()
+
+    def _post_runs(self) -> None:
+        try:
             self.post_message(RunsUpdated(list_runs(self.app.runs_dir)))
+        except Exception as exc:  # noqa: BLE001 - an unreadable folder must not stop the watcher
+            self.app.call_from_thread(self.notify, f"cannot list {self.app.runs_dir}: {exc}", severity="error",
+                                      markup=False)
+
+    def on_screen_resume(self) -> None:
+        # Back from another screen (a launch, a delete elsewhere): show the current state at once.
+        if self._order:
+            self.refresh_soon()
 
     def refresh_runs(self) -> None:
         """One synchronous read at mount: the first paint already shows the runs (status files only)."""
@@ -138,8 +154,9 @@ class RunsScreen(Screen):
         if s.state == "failed" and s.message:
             detail.update(f"[bold red]failed:[/] {s.message}")
         elif s.state in ("running", "starting"):
-            detail.update(f"epoch {s.epoch + 1}/{s.epochs} · batch {s.batch}/{s.batches} · {s.device or 'device ?'}"
-                          f" · {s.path}")
+            # Completed epochs, as in the table and the monitor; the batch counts the epoch in progress.
+            detail.update(f"{s.epoch}/{s.epochs} epochs done · batch {s.batch}/{s.batches} of the next · "
+                          f"{s.device or 'device ?'} · {s.path}", )
         else:
             detail.update(f"{s.state}{': ' + s.message if s.message else ''} · {s.path}")
 
@@ -176,9 +193,28 @@ class RunsScreen(Screen):
         self.app.open_compare([Path(k) for k in keys])
 
     def action_stop(self) -> None:
-        if (s := self._need_run()) is not None:
-            self.notify(f"stopping {s.name} (it checkpoints first)")
-            self._control(stop_run, s.path, f"{s.name}: stopped")
+        if (s := self._need_run()) is None:
+            return
+        if s.state not in ("running", "starting"):
+            self.notify(f"{s.name} is not running ({s.state})", severity="warning")
+            return
+        self.notify(f"stopping {s.name} (it checkpoints first)")
+        self._stop(s.path, s.name)
+
+    @work(thread=True, exit_on_error=False, group="control")
+    def _stop(self, path: Path, name: str) -> None:
+        # Signal, then wait for the checkpoint in a loop that a closing app can cancel at once.
+        worker = get_current_worker()
+        try:
+            pid = request_stop(path)
+        except Exception as exc:  # noqa: BLE001 - every failure is a one-line notice
+            self.app.call_from_thread(self.notify, str(exc), severity="error", markup=False)
+            return
+        while pid_alive(pid):
+            if worker.cancelled_event.wait(0.2):
+                return
+        self.app.call_from_thread(self.notify, f"{name}: stopped")
+        self._post_runs()
 
     def action_resume(self) -> None:
         if (s := self._need_run()) is not None:
@@ -196,11 +232,11 @@ class RunsScreen(Screen):
 
     @work(thread=True, exit_on_error=False, group="control")
     def _control(self, fn, path: Path, done: str) -> None:
-        # Stopping waits for the trainer's checkpoint: off the UI thread.
+        # Resume starts a process and delete removes a folder tree: off the UI thread.
         try:
             fn(path)
-        except WorkbenchError as exc:
-            self.app.call_from_thread(self.notify, str(exc), severity="error")
+        except Exception as exc:  # noqa: BLE001 - WorkbenchError or OSError: a one-line notice, never silence
+            self.app.call_from_thread(self.notify, str(exc) or type(exc).__name__, severity="error", markup=False)
             return
         self.app.call_from_thread(self.notify, done)
-        self.post_message(RunsUpdated(list_runs(self.app.runs_dir)))
+        self._post_runs()

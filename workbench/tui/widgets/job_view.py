@@ -2,7 +2,7 @@
 
 The evaluating process writes `evals/jobs/<name>.json`; a thread worker re-reads it every
 `app.poll_seconds` and posts what it saw. A job whose process died without writing its outcome
-is "crashed": the tail of its log says why.
+is "crashed": the tail of its log says why. A cancelled one says so, without the log.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from textual.message import Message
 from textual.widgets import ProgressBar, Static
 from textual.worker import get_current_worker
 
-from ...runs.evals import EvalJob, cancel_evaluation
+from ...errors import WorkbenchError
+from ...runs.evals import ACTIVE_STATES, EvalJob, cancel_evaluation
 from ...runs.tail import tail_lines
 from ..model.format import state_markup
 
-DONE = ("finished", "failed", "crashed")
+DONE = ("finished", "failed", "crashed", "cancelled")
 LOG_LINES = 8
 
 
@@ -32,6 +33,7 @@ class JobSeen(Message):
     job: EvalJob | None
     state: str
     log: list[str]
+    error: str = ""  # why this poll could not read the job (the next poll tries again)
 
 
 class JobView(Vertical):
@@ -86,11 +88,18 @@ class JobView(Vertical):
         self._follow(Path(path))
 
     def cancel(self) -> None:
-        if self.job is None or self.state not in ("starting", "running"):
+        if self.job is None:
             self.app.notify("no evaluation running here to cancel", severity="warning")
             return
+        if self.state not in ACTIVE_STATES:
+            self.app.notify(f"no evaluation running: {self.job.path.stem} is {self.state}", severity="warning")
+            return
+        try:
+            cancel_evaluation(self.job)  # one signal: returns at once
+        except WorkbenchError as exc:
+            self.app.notify(f"not cancelled: {exc}", severity="warning")
+            return
         self.cancelled.add(Path(self.job.path))
-        cancel_evaluation(self.job)  # one signal: returns at once
         self.app.notify("evaluation cancelled")
 
     # -- polling ------------------------------------------------------------------------------
@@ -98,17 +107,20 @@ class JobView(Vertical):
     def _follow(self, path: Path) -> None:
         worker = get_current_worker()
         while not worker.is_cancelled:
-            job = EvalJob.read(path)
-            state = job.effective_state if job is not None else "missing"
-            if state == "crashed":
-                # It may have written its outcome between our read and the pid probe: read once more.
-                again = EvalJob.read(path)
-                if again is not None and again.state in DONE:
-                    job, state = again, again.state
-            log = tail_lines(job.log, LOG_LINES) if job is not None and state in ("crashed", "failed") else []
-            self.post_message(JobSeen(path, job, state, log))
-            if state in DONE:
-                break
+            try:
+                job = EvalJob.read(path)
+                state = job.effective_state if job is not None else "missing"
+                if state == "crashed":
+                    # It may have written its outcome between our read and the pid probe: read once more.
+                    again = EvalJob.read(path)
+                    if again is not None and again.state in DONE:
+                        job, state = again, again.state
+                log = tail_lines(job.log, LOG_LINES) if job is not None and state in ("crashed", "failed") else []
+                self.post_message(JobSeen(path, job, state, log))
+                if state in DONE:
+                    break
+            except Exception as exc:  # noqa: BLE001 - one failed poll is a message; the next one tries again
+                self.post_message(JobSeen(path, None, "error", [], f"{type(exc).__name__}: {exc}"))
             if worker.cancelled_event.wait(self.app.poll_seconds):
                 break
 
@@ -121,11 +133,15 @@ class JobView(Vertical):
         line = self.query_one("#job-line", Static)
         bar = self.query_one("#job-progress", ProgressBar)
         name = escape(message.path.stem)
+        if message.error:
+            line.update(f"[bold red]cannot read job {name}: {escape(message.error)}[/]")
+            bar.display = False
+            return
         if job is None:
             line.update(f"[bold red]job file {escape(str(message.path))} is missing or unreadable[/]")
             bar.display = False
             return
-        if state in ("starting", "running"):
+        if state in ACTIVE_STATES:
             task = f" · {escape(job.label)} {job.done}/{job.total}" if job.label else " · loading model and data"
             tasks = f" · {job.finished_tasks} attack(s) done" if job.finished_tasks else ""
             line.update(f"{state_markup(state)} {name}{task}{tasks}")
@@ -136,12 +152,16 @@ class JobView(Vertical):
         if state == "finished":
             line.update(f"{state_markup('finished')} {name} · report {escape(Path(job.report or '').name)}")
             self._detail("")
-        elif state == "crashed" and Path(job.path) in self.cancelled:
-            line.update(f"[yellow]cancelled[/] {name}")
+        elif state == "cancelled" or (state == "crashed" and Path(job.path) in self.cancelled):
+            # A process signalled before it could record the cancel (still loading) dies without a word.
+            line.update(f"{state_markup('cancelled')} {name}")
             self._detail("")
         elif state == "failed":
             line.update(f"{state_markup('failed')} {name}: [red]{escape(job.message or 'no reason given')}[/]")
             self._detail("\n".join(message.log), error=False)
+        elif job.pid is None:
+            line.update(f"{state_markup('crashed')} {name}: the evaluation process never started · log:")
+            self._detail("\n".join(message.log) or f"(empty log: {job.log})", error=True)
         else:
             line.update(f"{state_markup('crashed')} {name}: the evaluation process died without reporting · log:")
             self._detail("\n".join(message.log) or f"(empty log: {job.log})", error=True)

@@ -29,6 +29,8 @@ class LineChart(PlotextPlot):
         super().__init__(name=name, id=id, classes=classes)
         self._title, self._xlabel, self._ylabel, self._ylim, self._marker = title, xlabel, ylabel, ylim, marker
         self.series: Series = {}
+        self._version = 0  # bumped by every replot: the key of the render cache
+        self._cached: tuple[tuple, object] | None = None
 
     @property
     def points(self) -> int:
@@ -59,4 +61,13 @@ class LineChart(PlotextPlot):
             drawn = True
         if self._ylim is not None and drawn:
             plt.ylim(*self._ylim)
+        self._version += 1
         self.refresh()
+
+    def render(self):
+        # Building a plotext figure takes milliseconds of pure Python; a repaint for another reason
+        # (a tab switch, a scroll, a neighbour's update) reuses the last build of the same data and size.
+        key = (self._version, self.size.width, self.size.height, self.app.theme)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, super().render())
+        return self._cached[1]
