@@ -105,7 +105,8 @@ def test_launch_watch_quit_reopen_and_attack(tmp_path):
         first.keys("Enter")
         first.wait_for("adr_adv_mnist")  # the profile list is open
         first.keys("q", "u", "i", "c", "k", "Enter")
-        first.wait_for("run name          quickstart", timeout=30)
+        first.wait_until(lambda screen: "run name          quickstart" in screen and "epochs            15" in screen
+                         and "ready to launch" in screen, "the quickstart profile in the form, checked", timeout=60)
         first.keys("C-l")  # a whole-config check still pending is repeated by the launch itself
         # The monitor follows the new run; its charts grow epoch by epoch.
         first.wait_for("workbench — quickstart-", timeout=60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
@@ -10,6 +11,17 @@ from typing import Callable, Iterable
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
+
+BACKEND_WARM_DELAY = 1.0  # seconds after mount: after the first paint with data (~0.5 s)
+
+
+def _warm_backend(app: App) -> None:
+    from .model.backend_client import BackendError, shared
+
+    if not app.is_running:  # exit has begun: nobody would close it
+        return
+    with suppress(BackendError):  # the first request starts it again and says why it cannot
+        shared().start()
 
 
 class WorkbenchApp(App):
@@ -34,6 +46,15 @@ class WorkbenchApp(App):
         from .screens.runs import RunsScreen
 
         self.push_screen(RunsScreen())
+        # Start the backend (torch work, another process) once the home screen has painted, so the first form
+        # finds it ready; Popen runs in a thread so even the fork never delays a frame.
+        self.set_timer(BACKEND_WARM_DELAY, lambda: self.run_worker(partial(_warm_backend, self), thread=True,
+                                                                   exit_on_error=False, group="backend"))
+
+    def on_unmount(self) -> None:
+        from .model.backend_client import close_shared
+
+        close_shared()  # the backend would also exit on its own when our end of its stdin closes
 
     # -- navigation ---------------------------------------------------------------------------
     def open_monitor(self, run: Path) -> None:

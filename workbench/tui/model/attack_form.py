@@ -3,13 +3,15 @@
 Pure (no textual, no torch): the screen collects raw text from its widgets into an `AttackForm`
 and `build_args` validates it the way the CLI would, so a bad value is refused in the UI with one
 line instead of surfacing later as a failed background job. `load_catalog` / `load_presets`
-consult the engine itself (they import torch: call them from a worker).
+consult the engine itself (they import torch): the TUI's backend process runs them and sends
+`attack_info_to_json`, rebuilt here by `attack_info_from_json`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 
 class FormError(ValueError):
@@ -239,6 +241,15 @@ def load_catalog() -> tuple[AttackInfo, ...]:
         out.append(replace(info, norms=tuple(cls.norms), bounded=bool(cls.bounded),
                            description=doc.splitlines()[0] if doc else info.description))
     return tuple(out)
+
+
+def attack_info_to_json(info: AttackInfo) -> dict[str, Any]:
+    return asdict(info)
+
+
+def attack_info_from_json(data: dict[str, Any]) -> AttackInfo:
+    return AttackInfo(data["name"], data["label"], tuple(data["params"]), tuple(data["norms"]),
+                      data["description"], bool(data["bounded"]))
 
 
 def load_presets() -> dict[str, str]:

@@ -1,11 +1,13 @@
 """What a new run can be built from: profiles, datasets, models, defenses (with their hyperparameter schemas)
-and devices. `load_catalog` imports torch and the registries (~2 s): call it in a worker, never at import."""
+and devices. `load_catalog` imports torch and the registries (~2 s): the TUI asks its backend process for it
+(`backend_client.shared().run_catalog()`), which runs it and sends `catalog_to_json`; `catalog_from_json`
+rebuilds the same dataclasses on the UI side."""
 
 from __future__ import annotations
 
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -107,6 +109,40 @@ def load_catalog() -> Catalog:
     return Catalog(profiles=list_profiles(), datasets=datasets, models=models, defenses=defenses,
                    devices=("auto", "cpu", "cuda") if cuda else ("auto", "cpu"),
                    auto_device="cuda" if cuda else "cpu")
+
+
+# -- JSON (the backend's wire format): the same dataclasses on both sides ---------------------------
+def catalog_to_json(cat: Catalog) -> dict[str, Any]:
+    return {
+        "profiles": {name: str(path) for name, path in cat.profiles.items()},
+        "datasets": {name: asdict(d) for name, d in cat.datasets.items()},
+        "models": {name: asdict(m) for name, m in cat.models.items()},
+        "defenses": {name: asdict(d) for name, d in cat.defenses.items()},
+        "devices": list(cat.devices),
+        "auto_device": cat.auto_device,
+    }
+
+
+def catalog_from_json(data: dict[str, Any]) -> Catalog:
+    return Catalog(
+        profiles={name: Path(path) for name, path in data["profiles"].items()},
+        datasets={name: DatasetInfo(**d) for name, d in data["datasets"].items()},
+        models={name: ModelInfo(m["name"], m["description"], tuple(m["channels"]), m["min_image_size"])
+                for name, m in data["models"].items()},
+        defenses={name: defense_from_json(d) for name, d in data["defenses"].items()},
+        devices=tuple(data["devices"]),
+        auto_device=data["auto_device"],
+    )
+
+
+def defense_from_json(data: dict[str, Any]) -> DefenseInfo:
+    return DefenseInfo(data["name"], data["paper"], tuple(param_from_json(p) for p in data["params"]))
+
+
+def param_from_json(data: dict[str, Any]) -> ParamSpec:
+    # JSON has no tuples: a default written as a tuple comes back as a list (profiles write lists anyway).
+    return ParamSpec(data["name"], data["kind"], data["default"], data["description"], tuple(data["choices"]),
+                     data["optional"], Bounds(**data["bounds"]))
 
 
 def defense_info(name: str, cls: Any) -> DefenseInfo:

@@ -1,12 +1,15 @@
 """The `--save-examples` file -> plain examples for the gallery, grouped by (protocol, attack, eps).
 
-`load_examples` imports torch (call it from a worker); everything else is pure and works on
-nested lists, so the gallery never touches a tensor on the UI thread.
+`load_examples` imports torch: the TUI's backend process runs it and sends `example_to_json` (pixels as
+base64 float32, exact and compact), rebuilt by `example_from_json`; everything else is pure and works on
+nested lists, so the gallery never touches a tensor.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+from array import array
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -63,6 +66,43 @@ def load_examples(path: str | Path) -> list[Example]:
                            adv_pred=int(e.get("adv_pred", -1)), adv_conf=float(e.get("adv_conf", 0.0)),
                            clean=_pixels(e["clean"]), adversarial=_pixels(e["adversarial"])))
     return out
+
+
+# -- JSON (the backend's wire format) ----------------------------------------------------------
+def pixels_to_json(pixels: Pixels) -> dict[str, Any]:
+    """pixels[y][x] -> {"shape": [h, w] or [h, w, c], "f32": base64 of the float32 values, row-major}.
+    The values came from float32 tensors, so float32 keeps them exactly."""
+    h = len(pixels)
+    w = len(pixels[0]) if h else 0
+    gray = not (h and w) or isinstance(pixels[0][0], (int, float))
+    flat = array("f", (v for row in pixels for px in row for v in ((px,) if gray else px)))
+    shape = [h, w] if gray else [h, w, len(pixels[0][0])]
+    return {"shape": shape, "f32": base64.b64encode(flat.tobytes()).decode("ascii")}
+
+
+def pixels_from_json(data: dict[str, Any]) -> list[list[Any]]:
+    flat = array("f")
+    flat.frombytes(base64.b64decode(data["f32"]))
+    values = flat.tolist()
+    h, w, *c = data["shape"]
+    if not c:
+        return [values[y * w:(y + 1) * w] for y in range(h)]
+    c = c[0]
+    return [[values[(y * w + x) * c:(y * w + x + 1) * c] for x in range(w)] for y in range(h)]
+
+
+_PIXEL_FIELDS = ("clean", "adversarial")
+
+
+def example_to_json(e: Example) -> dict[str, Any]:
+    out = {f.name: getattr(e, f.name) for f in fields(Example) if f.name not in _PIXEL_FIELDS}
+    out.update({name: pixels_to_json(getattr(e, name)) for name in _PIXEL_FIELDS})
+    return out
+
+
+def example_from_json(data: dict[str, Any]) -> Example:
+    values = {f.name: data[f.name] for f in fields(Example) if f.name not in _PIXEL_FIELDS}
+    return Example(**values, **{name: pixels_from_json(data[name]) for name in _PIXEL_FIELDS})
 
 
 def groups(examples: list[Example]) -> list[tuple[str, str, float | None]]:

@@ -248,7 +248,8 @@ def field_for(key: str, fields: set[str] | None = None) -> str | None:
 
 
 def check_config(data: dict) -> tuple[str, str] | None:
-    """None when `workbench train` accepts the config, else (key, one-line problem). Imports torch."""
+    """None when `workbench train` accepts the config, else (key, one-line problem). Imports torch: the TUI
+    runs it in its backend process (`backend_client.shared().check_config`)."""
     from ...config import validate_config
 
     try:
@@ -279,12 +280,18 @@ def launch_profile_path(runs_dir: Path, name: str | None, now: float | None = No
 
 
 def launch_training(data: dict, runs_dir: Path, device: str, timeout: float = LAUNCH_TIMEOUT,
-                    cancelled=lambda: False) -> Path:
+                    cancelled=lambda: False, check=None) -> Path:
     """Write the config beside the runs and start `workbench train --detach` on it; the run folder.
-    Blocks for the CLI's validation and set-up (seconds): call it in a worker. Raises WorkbenchError."""
+    Blocks for the CLI's validation and set-up (seconds): call it in a worker. Raises WorkbenchError.
+    `check` (data -> problem or None) defaults to `check_config` run by the TUI's backend process, so the
+    UI process never imports torch."""
     from ...runs.control import launch_profile
 
-    problem = check_config(data)
+    if check is None:
+        from .backend_client import shared
+
+        check = shared().check_config
+    problem = check(data)
     if problem is not None:
         key, msg = problem
         raise WorkbenchError(f"{key}: {msg}" if key else msg)

@@ -29,9 +29,9 @@ from ...runs.evals import (
     ACTIVE_STATES, EvalJob, evals_dir_for, launch_evaluation, list_jobs, list_reports, resolve_checkpoint,
 )
 from ..model import report_view
-from ..model.attack_form import FormError, build_args, load_catalog, load_presets
+from ..model.attack_form import FormError, build_args
+from ..model.backend_client import shared
 from ..model.eval_history import HistoryItem, history_items
-from ..model.examples_view import load_examples
 from ..widgets.attack_options import AttackOptions
 from ..widgets.example_gallery import ExampleGallery
 from ..widgets.history_table import HistoryTable
@@ -313,7 +313,7 @@ class AttackScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="attack-examples")
     def _read_examples(self, report_path: Path, path: Path) -> None:
         try:
-            examples = load_examples(path)
+            examples = shared().examples(path)  # torch.load runs in the backend process
         except Exception as exc:  # noqa: BLE001 - any unreadable file is a message in the gallery
             self.post_message(ExamplesLoaded(report_path, [], f"cannot read {path}: {exc}"))
             return
@@ -329,7 +329,8 @@ class AttackScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="attack-catalog")
     def load_catalog(self) -> None:
         try:
-            catalog, presets = load_catalog(), load_presets()
+            backend = shared()  # the engine's registries live in the backend process
+            catalog, presets = backend.attack_catalog(), backend.attack_presets()
         except Exception:  # noqa: BLE001 - the static catalog stays; the engine is checked again at launch
             catalog, presets = (), {}
         self.post_message(CatalogLoaded(catalog, presets))

@@ -19,7 +19,8 @@ from textual.widgets import Button, Footer, Header, Static
 
 from ...errors import WorkbenchError
 from ..model import run_form as rf
-from ..model.catalog import Catalog, load_catalog
+from ..model.backend_client import BackendError, shared
+from ..model.catalog import Catalog
 from ..widgets.run_form_view import RunFormView
 from .confirm import ConfirmScreen
 from .save_profile import SaveProfileScreen
@@ -89,8 +90,11 @@ class NewRunScreen(Screen):
     # -- catalog ------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, exit_on_error=False, group="catalog")
     def _load_catalog(self) -> None:
+        # The backend process imports torch and the registries; this worker only waits for its reply.
         try:
-            self.post_message(CatalogLoaded(load_catalog()))
+            self.post_message(CatalogLoaded(shared().run_catalog()))
+        except BackendError as exc:
+            self.post_message(CatalogLoaded(None, str(exc)))
         except Exception as exc:  # noqa: BLE001 - a broken install must show a line, not a traceback
             self.post_message(CatalogLoaded(None, f"{type(exc).__name__}: {exc}"))
 
@@ -123,7 +127,9 @@ class NewRunScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="check")
     def _check(self, config: dict, generation: int) -> None:
         try:
-            problem = rf.check_config(config)
+            problem = shared().check_config(config)  # `workbench train`'s own check, in the backend
+        except BackendError as exc:
+            problem = ("", f"cannot check the config: {exc}")
         except Exception as exc:  # noqa: BLE001 - a checker crash is shown as a problem, not a traceback
             problem = ("", f"{type(exc).__name__}: {exc}")
         self.post_message(ConfigChecked(generation, problem))
@@ -158,6 +164,9 @@ class NewRunScreen(Screen):
 
     def action_launch(self) -> None:
         if self.state == "launching":
+            return
+        if self.form.filling:  # a profile is being written into the fields: launch what it shows when done
+            self.set_timer(0.1, self.action_launch)
             return
         config = self._ready_config("launch")
         if config is None:

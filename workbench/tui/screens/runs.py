@@ -15,6 +15,7 @@ from textual.worker import get_current_worker
 
 from ...runs import RunSummary, delete_run, list_runs, pid_alive, request_stop, resume_detached
 from ..model.format import age, pct, state_markup
+from ..widgets.keyed_table import KeyedTable
 from .confirm import ConfirmScreen
 
 # Most telling first: at 80 columns the table shows up to 'robust' and scrolls for the rest.
@@ -49,10 +50,7 @@ class RunsScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="runs-empty")
-        table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-        for label, width in COLUMNS:
-            table.add_column(label, width=width, key=label or "mark")
-        yield table
+        yield KeyedTable(COLUMNS, id="runs-table")
         yield Static("", id="run-detail")
         yield Footer()
 
@@ -96,25 +94,11 @@ class RunsScreen(Screen):
         self.show(message.runs)
 
     def show(self, summaries: list[RunSummary]) -> None:
-        table = self.query_one(DataTable)
         now = self.app.clock()
-        order = [str(s.path) for s in summaries]
         self.runs = {str(s.path): s for s in summaries}
-        self.marked &= set(order)
-        rows = {key: self._row(self.runs[key], now) for key in order}
-        if order != self._order:
-            current = self._current_key()
-            table.clear()
-            for key in order:
-                table.add_row(*rows[key], key=key)
-            self._order = order
-            if current in order:
-                table.move_cursor(row=order.index(current))
-        else:
-            for key in order:
-                for (label, _), value in zip(COLUMNS, rows[key]):
-                    if table.get_cell(key, label or "mark") != value:
-                        table.update_cell(key, label or "mark", value)
+        self.marked &= set(self.runs)
+        self._order = list(self.runs)
+        self.query_one(KeyedTable).set_rows({key: self._row(s, now) for key, s in self.runs.items()})
         empty = self.query_one("#runs-empty", Static)
         empty.display = not summaries
         empty.update(f"No runs in {self.app.runs_dir} yet. Press [b]n[/b] to start one.")
@@ -127,13 +111,7 @@ class RunsScreen(Screen):
                 age(s.started, now))
 
     def _current_key(self) -> str | None:
-        table = self.query_one(DataTable)
-        if table.row_count == 0:
-            return None
-        try:
-            return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        except Exception:  # noqa: BLE001 - an empty or changing table has no cursor cell
-            return None
+        return self.query_one(KeyedTable).current_key()
 
     def current(self) -> RunSummary | None:
         key = self._current_key()
@@ -183,7 +161,7 @@ class RunsScreen(Screen):
             return
         key = str(s.path)
         self.marked ^= {key}
-        self.query_one(DataTable).update_cell(key, "mark", "●" if key in self.marked else " ")
+        self.query_one(KeyedTable).set_cell(key, "mark", "●" if key in self.marked else " ")
 
     def action_compare(self) -> None:
         keys = [k for k in self._order if k in self.marked]

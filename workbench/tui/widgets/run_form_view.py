@@ -66,6 +66,7 @@ class RunFormView(VerticalScroll):
         super().__init__(id=id)
         self.catalog: Catalog | None = None
         self.base: dict = {}  # the profile as written: keys the form does not show come from it
+        self.filling = False  # a profile is being written into the fields
 
     def compose(self) -> ComposeResult:
         yield FormRow("profile", Select([], id="profile", compact=True, prompt="(build your own)",
@@ -132,18 +133,24 @@ class RunFormView(VerticalScroll):
     async def fill(self, base: dict, name: str) -> None:
         """Show a profile dict in the form; it stays the base of the config the form builds."""
         assert self.catalog is not None
-        self.base = base
-        v = rf.form_values(base, name)
-        self.control("name").value = rf.text_of(v["name"])
-        choose(self.control("dataset"), v["dataset"])
-        self._model_options(v["dataset"], v["model.name"])
-        # The params first: the defense select's Changed then finds them built and keeps them.
-        await self.query_one(DefenseParams).show(self.catalog.defenses.get(v["defense.name"]), v[rf.PARAMS])
-        self._show_paper()
-        choose(self.control("defense.name"), v["defense.name"])
-        choose(self.control("adv_train.attack"), v["adv_train.attack"])
-        for key in ("adv_train.eps", "adv_train.steps", "epochs", "batch_size", "optimizer.lr", "eval.eps"):
-            self.control(key).value = rf.text_of(v[key])
+        # Mounting the defense's inputs yields to the event loop: a launch in between must not read a
+        # half-filled form (the screen refuses while `filling`).
+        self.filling = True
+        try:
+            self.base = base
+            v = rf.form_values(base, name)
+            self.control("name").value = rf.text_of(v["name"])
+            choose(self.control("dataset"), v["dataset"])
+            self._model_options(v["dataset"], v["model.name"])
+            choose(self.control("adv_train.attack"), v["adv_train.attack"])
+            for key in ("adv_train.eps", "adv_train.steps", "epochs", "batch_size", "optimizer.lr", "eval.eps"):
+                self.control(key).value = rf.text_of(v[key])
+            # The params first: the defense select's Changed then finds them built and keeps them.
+            await self.query_one(DefenseParams).show(self.catalog.defenses.get(v["defense.name"]), v[rf.PARAMS])
+            self._show_paper()
+            choose(self.control("defense.name"), v["defense.name"])
+        finally:
+            self.filling = False
         self.post_message(self.Edited())
 
     def _model_options(self, dataset: Any, prefer: Any = None) -> None:
