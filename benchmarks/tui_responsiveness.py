@@ -41,6 +41,8 @@ import time
 from pathlib import Path
 
 SESSION = "wb-bench"
+# A tmux server of its own: a shared one may hold other sessions (e.g. a test run's) with other options.
+SOCKET = f"wb-bench-{os.getpid()}"
 COLS, ROWS = 120, 36
 
 
@@ -48,8 +50,9 @@ class ControlClient:
     """A tmux control-mode client: send commands, timestamp the pane's %output lines."""
 
     def __init__(self, session: str):
-        self.proc = subprocess.Popen(["tmux", "-C", "attach", "-t", session], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, bufsize=1, errors="replace")
+        self.proc = subprocess.Popen(["tmux", "-L", SOCKET, "-C", "attach", "-t", session],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                     errors="replace")
         self.lines: queue.Queue[tuple[float, str]] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -88,7 +91,7 @@ class ControlClient:
 
 
 def tmux(*args: str) -> str:
-    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=False).stdout
+    return subprocess.run(["tmux", "-L", SOCKET, *args], capture_output=True, text=True, check=False).stdout
 
 
 def start_tui(runs: Path) -> None:
@@ -179,10 +182,22 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="wb-tui-bench-"))
     runs = work / "runs"
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from tui.fixed_runs import FAILED, FINISHED, STOPPED, build_fixed_runs  # noqa: E402
+    from tui.fixed_runs import build_fixed_runs  # noqa: E402
 
     build_fixed_runs(work)
     print(f"machine: {os.cpu_count()} cores; terminal {COLS}x{ROWS}; python {sys.version.split()[0]}")
+
+    # Kept while empty: no race with a server still exiting after its last session was killed.
+    tmux("start-server", ";", "set-option", "-g", "exit-empty", "off")
+    try:
+        measure(args, runs)
+    finally:
+        tmux("kill-server")  # our own server: its TUIs end, and their backends with them
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, runs: Path) -> None:
+    from tui.fixed_runs import FAILED, FINISHED, STOPPED  # noqa: E402
 
     startup = measure_startup(runs, max(3, args.repeats // 2))
     print(f"startup to first paint with the runs table:   {summary(startup)}")
@@ -260,7 +275,6 @@ def main() -> None:
         tmux("kill-session", "-t", SESSION)
         for folder in load:
             subprocess.run([sys.executable, "-m", "workbench", "stop", str(folder)], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

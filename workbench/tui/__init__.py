@@ -2,9 +2,10 @@
 
 The UI is a thin client of run folders and evaluation files: it starts `workbench train` and
 `workbench attack` as detached processes and follows the files they write (status.json,
-metrics.jsonl, evals/). It never trains or attacks inside its own event loop, and it imports
-torch only where a screen needs it (the new-run form's catalog, the example gallery), off the
-UI thread.
+metrics.jsonl, evals/). It never trains or attacks inside its own event loop, and it never
+imports torch: what needs torch (the new-run form's catalog and config checks, the attack
+catalog, the example gallery) runs in one backend process (`workbench.tui.backend`) that the
+UI starts after its first paint and that exits with it.
 """
 
 from __future__ import annotations

@@ -71,7 +71,9 @@ class NewRunScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("loading datasets, models and defenses…", id="catalog-state")
-        yield RunFormView(id="new-form")
+        # Disabled from the start (nothing to choose until the catalog arrives): disabling it after the
+        # mount would restyle every field once more, a visible stall on a busy machine.
+        yield RunFormView(id="new-form", disabled=True)
         yield Static("", id="form-help", markup=False)
         yield Footer()
 
@@ -84,7 +86,6 @@ class NewRunScreen(Screen):
 
     def on_mount(self) -> None:
         self.sub_title = "new run"
-        self.form.disabled = True  # nothing to choose from until the catalog arrives
         self._load_catalog()
 
     # -- catalog ------------------------------------------------------------------------------

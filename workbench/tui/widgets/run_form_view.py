@@ -62,8 +62,8 @@ class RunFormView(VerticalScroll):
     class Edited(Message):
         """A field changed (also after a profile filled the form)."""
 
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
+    def __init__(self, *, id: str | None = None, disabled: bool = False) -> None:
+        super().__init__(id=id, disabled=disabled)
         self.catalog: Catalog | None = None
         self.base: dict = {}  # the profile as written: keys the form does not show come from it
         self.filling = False  # a profile is being written into the fields
