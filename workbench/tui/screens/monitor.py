@@ -115,9 +115,11 @@ class MonitorScreen(Screen):
         yield Static("loading…", id="monitor-status")
         with Horizontal(id="monitor-progress"):
             yield Label("epoch")
-            yield ProgressBar(total=1, show_eta=False, id="progress-epoch")
+            # No percentage label: the status line has the numbers, and a label whose width follows its
+            # value would shift the bars between repaints.
+            yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="progress-epoch")
             yield Label("run")
-            yield ProgressBar(total=1, show_eta=False, id="progress-run")
+            yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="progress-run")
         with TabbedContent(initial="log" if failed else "charts"):
             with TabPane("1 Charts", id="charts"):
                 yield RunCharts(id="monitor-charts")
