@@ -93,7 +93,7 @@ class APGD(Attack):
                 loss, logits = self._objective(x, y, t)
         if logits is None:  # a custom objective that returns no logits: one more forward pass
             with torch.no_grad():
-                logits = self.model(x)
+                logits = self.logits(x)
         return loss.detach(), logits.detach(), grad
 
     def _start(self, x, eps):
@@ -196,7 +196,7 @@ class APGD(Attack):
     def _verify(self, x_adv, y, target, restart):
         """Restart labels from a final forward pass, so they agree with the reported success."""
         with torch.no_grad():
-            ok = self._is_fooled(self.model(x_adv), y, target)
+            ok = self._is_fooled(self.logits(x_adv), y, target)
         return torch.where(ok, restart, torch.full_like(restart, -1))
 
     def perturb(self, x, y, target):
@@ -265,7 +265,7 @@ class APGDT(APGD):
                 "restarts_per_target": self.restarts}
 
     def _objective(self, x, y, t):
-        logits = self.model(x)
+        logits = self.logits(x)
         return self.loss_fn(logits, y, t), logits  # the targeted form of the loss, towards t
 
     def _is_fooled(self, logits, y, t):
@@ -274,7 +274,7 @@ class APGDT(APGD):
     def perturb(self, x, y, target):
         eps = self._eps_rows(x)
         with torch.no_grad():
-            clean = self.model(x)
+            clean = self.logits(x)
         # Wrong classes by clean logit, highest first (at most K - 1 of them).
         n = min(self.n_target_classes, clean.shape[1] - 1)
         order = clean.masked_fill(F.one_hot(y, clean.shape[1]).bool(), float("-inf")).argsort(1, descending=True)

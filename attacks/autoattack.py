@@ -48,7 +48,7 @@ VERSION_NOTE = {"standard": "published standard AutoAttack",
                 "fast": "APGD-CE + APGD-T only: NOT the standard AutoAttack",
                 "custom": "custom ensemble: NOT the standard AutoAttack"}
 # Set by the ensemble, not per stage.
-_RESERVED = ("model", "eps", "norm", "seed", "targeted", "model_training", "early_stop")
+_RESERVED = ("model", "eps", "norm", "seed", "targeted", "model_training", "early_stop", "precision")
 
 
 @register_attack
@@ -102,14 +102,14 @@ class AutoAttack(Attack):
             if self.norm not in cls.norms:
                 raise ValueError(f"stage {name!r} supports norm {' | '.join(cls.norms)}, not {self.norm!r}")
             common = {"norm": self.norm, "seed": self.seed + i, "model_training": self.model_training,
-                      "early_stop": self.early_stop}
+                      "early_stop": self.early_stop, "precision": self.precision}
             if cls.bounded:
                 common["eps"] = self.eps
             subs.append(cls(self.model, **common, **params))
         return subs
 
     def _sync(self) -> None:
-        """Stages follow the ensemble's current seed, eps and mode (the engine sets them after construction)."""
+        """Stages follow the ensemble's current seed, eps, mode and precision (settable after construction)."""
         reseed = self.seed != self._synced_seed
         for i, sub in enumerate(self.sub_attacks):
             sub.seed = self.seed + i
@@ -118,6 +118,7 @@ class AutoAttack(Attack):
             sub.model_training = self.model_training
             sub.early_stop = self.early_stop
             sub.validate_inputs = self.validate_inputs
+            sub.precision = self.precision
             if sub.bounded:
                 sub.eps = self.eps
         self._synced_seed = self.seed
@@ -150,7 +151,7 @@ class AutoAttack(Attack):
         restart = torch.full((B,), -1, dtype=torch.long, device=x.device)
         eps = as_eps(self.eps, x) * torch.ones((B,) + (1,) * (x.dim() - 1), dtype=x.dtype, device=x.device)
         with torch.no_grad():
-            robust = self.model(x).argmax(1) == y
+            robust = self.logits(x).argmax(1) == y
         full_eps = self.eps
         for i, sub in enumerate(self.sub_attacks):
             idx = robust.nonzero().squeeze(1)
@@ -167,7 +168,7 @@ class AutoAttack(Attack):
             x0, e = x[idx], eps[idx]
             xa = self.project(xa, x0, e)  # only points inside the ensemble's ball count
             with torch.no_grad():
-                hit = self.model(xa).argmax(1) != y[idx]
+                hit = self.logits(xa).argmax(1) != y[idx]
             hit &= perturbation_norm(xa - x0, self.norm) <= e.flatten() + 1e-6
             j = idx[hit]
             x_adv[j] = xa[hit]

@@ -3,8 +3,15 @@
 An attack is built with the model and its hyper-parameters and called on (x, y) with
 x in [0, 1]; it returns x_adv inside its norm ball and [0, 1]. It runs the model in
 eval mode (configurable) and restores every module's mode afterwards; it takes
-gradients with respect to the input only, so parameter `.grad` is never touched.
+gradients with respect to the input only, so parameter `.grad` is never touched, and
+it switches `requires_grad` off on the model's parameters while it runs (restoring
+every flag afterwards), so no weight-gradient work or activation memory is spent.
 Randomness comes from the attack's own `torch.Generator`, seeded from its settings.
+
+Speed options (`precision`, a `workbench.accel.Precision`): the model's forward may run
+under autocast (bf16/fp16) and on channels-last inputs. Every model call goes through
+`self.logits(x)`, which hands the logits back in float32; x, x_adv, the perturbation,
+projections, losses and gradients w.r.t. x stay float32.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import nn
+
+from workbench.accel import FLOAT32, Precision, amp_name, autocast, channels_last, to_float32
 
 from .losses import ATTACK_LOSSES
 
@@ -34,6 +43,20 @@ def model_mode(model: nn.Module, training: bool) -> Iterator[None]:
     finally:
         for m, flag in saved:
             m.training = flag
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Switch `requires_grad` off on the model's parameters that have it, then switch exactly those back on
+    (also on an exception). Gradients w.r.t. the input still flow; no weight gradients are computed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def as_eps(eps: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -104,6 +127,8 @@ class Attack(ABC):
     sweep_param: ClassVar[str | None] = "eps"
     # Input checks read values back from the device; trusted hot loops (training) turn them off.
     validate_inputs: bool = True
+    # How the model's forward runs (autocast dtype, input layout); settable after construction.
+    precision: Precision = FLOAT32
 
     def __init__(
         self,
@@ -116,6 +141,7 @@ class Attack(ABC):
         seed: int = 0,
         model_training: bool = False,
         early_stop: bool = True,
+        precision: Precision | None = None,
     ):
         check_eps(eps)
         if self.bounded and eps is None:
@@ -138,6 +164,15 @@ class Attack(ABC):
         # full-strength point, not the first misclassified one.
         self.early_stop = early_stop
         self._generator: torch.Generator | None = None
+        if precision is not None:
+            if not isinstance(precision, Precision):
+                raise ValueError(f"precision must be a workbench.accel.Precision, got {precision!r}")
+            self.precision = precision
+
+    # -- the model ----------------------------------------------------------------------------
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """model(x) under this attack's precision; the logits come back in float32."""
+        return self.precision.forward(self.model, x)
 
     # -- randomness -------------------------------------------------------------------------
     def generator(self, device: torch.device) -> torch.Generator:
@@ -159,10 +194,13 @@ class Attack(ABC):
         if self.loss_fn is None:
             # Adaptive: the defense's own objective, returning a loss or (loss, logits).
             # Targeted: descend the objective toward the target label instead of ascending it at y.
-            value = self.loss(self.model, x, y if target is None else target)
-            value, logits = value if isinstance(value, tuple) else (value, None)
+            # The objective runs under the attack's autocast; its outputs come back in float32.
+            xin = channels_last(x) if self.precision.channels_last else x
+            with autocast(x.device, self.precision.amp):
+                value = self.loss(self.model, xin, y if target is None else target)
+            value, logits = to_float32(value) if isinstance(value, tuple) else (to_float32(value), None)
             return (value if target is None else -value), logits
-        logits = self.model(x)
+        logits = self.logits(x)
         return self.loss_fn(logits, y, target), logits
 
     def objective(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
@@ -205,7 +243,14 @@ class Attack(ABC):
         eps = self.eps.tolist() if isinstance(self.eps, torch.Tensor) else self.eps
         loss = self.loss if isinstance(self.loss, str) else getattr(self.loss, "__name__", "custom")
         return {"attack": self.name, "norm": self.norm, "eps": eps, "loss": loss, "targeted": self.targeted,
-                "seed": self.seed, "early_stop": self.early_stop, **self.extra_settings()}
+                "seed": self.seed, "early_stop": self.early_stop, **self.extra_settings(),
+                **self.precision_settings()}
+
+    def precision_settings(self) -> dict[str, Any]:
+        """The speed options, reported only when they differ from float32 (so default reports stay as they were)."""
+        if self.precision == FLOAT32:
+            return {}
+        return {"amp": amp_name(self.precision.amp), "channels_last": self.precision.channels_last}
 
     def extra_settings(self) -> dict[str, Any]:
         return {}
@@ -227,11 +272,11 @@ class Attack(ABC):
     def run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> AttackResult:
         self._check_inputs(x, y, target)
         x = x.detach()
-        with model_mode(self.model, self.model_training), torch.enable_grad():
+        with model_mode(self.model, self.model_training), frozen_parameters(self.model), torch.enable_grad():
             x_adv, restart, *stage = self.perturb(x, y, target if self.targeted else None)
             with torch.no_grad():
-                clean_pred = self.model(x).argmax(1)
-                adv_pred = self.model(x_adv).argmax(1)
+                clean_pred = self.logits(x).argmax(1)
+                adv_pred = self.logits(x_adv).argmax(1)
         clean_correct = clean_pred == y
         success = adv_pred == target if self.targeted else adv_pred != y
         norm = perturbation_norm(x_adv - x, self.norm)
@@ -243,7 +288,7 @@ class Attack(ABC):
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         self._check_inputs(x, y, target)
-        with model_mode(self.model, self.model_training), torch.enable_grad():
+        with model_mode(self.model, self.model_training), frozen_parameters(self.model), torch.enable_grad():
             x_adv = self.perturb(x.detach(), y, target if self.targeted else None)[0]
         return x_adv.detach()
 

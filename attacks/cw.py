@@ -105,7 +105,7 @@ class CW(Attack):
     def perturb(self, x, y, target):
         if self.target_mode == "second":
             with torch.no_grad():
-                target = other_max(self.model(x), y).indices
+                target = other_max(self.logits(x), y).indices
         targeted = target is not None
         labels = target if targeted else y
         n = x.shape[0]
@@ -113,7 +113,7 @@ class CW(Attack):
         best_l2 = torch.full((n,), float("inf"), device=x.device, dtype=x.dtype)
         best_adv = x.clone()
         with torch.no_grad():
-            done = self._margin(self.model(x), labels, targeted) < -self.kappa  # fooled already: unchanged
+            done = self._margin(self.logits(x), labels, targeted) < -self.kappa  # fooled already: unchanged
         best_l2[done] = 0.0
         todo = (~done).nonzero().squeeze(1)
 
@@ -131,7 +131,7 @@ class CW(Attack):
             c[todo] = torch.where(torch.isinf(hi[todo]), ct * 10, (lo[todo] + hi[todo]) / 2)
 
         with torch.no_grad():  # the returned examples must hold up in a full-batch forward pass
-            ok = done | self._hits(self.model(best_adv), labels, targeted)
+            ok = done | self._hits(self.logits(best_adv), labels, targeted)
         if self.eps is not None:
             ok &= best_l2.sqrt() <= as_eps(self.eps, best_l2) + 1e-6
         ok &= torch.isfinite(best_l2)
@@ -153,7 +153,7 @@ class CW(Attack):
         for it in range(1, self.steps + 1):
             w = w.detach().requires_grad_(True)
             xp = (torch.tanh(w) + 1) / 2
-            logits = self.model(xp)
+            logits = self.logits(xp)
             l2 = (xp - x).flatten(1).pow(2).sum(1)
             margin = self._margin(logits, labels, targeted)
             loss = l2 + c * margin.clamp_min(-self.kappa)

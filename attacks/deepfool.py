@@ -94,7 +94,7 @@ class DeepFool(Attack):
     def perturb(self, x, y, target):
         n = x.shape[0]
         with torch.no_grad():
-            logits0 = self.model(x)
+            logits0 = self.logits(x)
         k = logits0.shape[1] if self.num_classes is None else min(self.num_classes, logits0.shape[1])
         others = logits0.masked_fill(F.one_hot(y, logits0.shape[1]).bool(), float("-inf"))
         cand = others.topk(k - 1, dim=1).indices  # (n, k-1) candidate classes != y
@@ -112,7 +112,7 @@ class DeepFool(Attack):
             if idx.numel() == 0:
                 break
             xa = xa.detach().requires_grad_(True)
-            logits = self.model(xa)
+            logits = self.logits(xa)
             with torch.no_grad():
                 fooled = logits.argmax(1) != ya
                 ratio = (xa - x0).flatten(1).norm(dim=1) / xn
@@ -150,7 +150,7 @@ class DeepFool(Attack):
                 xa = x_new
 
         with torch.no_grad():  # a boundary case must also hold up in the full-batch pass run() makes
-            lost = (self.model(x_adv).argmax(1) == y) & (ratio_out > 0)
+            lost = (self.logits(x_adv).argmax(1) == y) & (ratio_out > 0)
         x_adv[lost], ratio_out[lost], step_out[lost] = x[lost], 0.0, 0.0
         self.last_ratio, self.last_step_ratio = ratio_out, step_out
         return x_adv, None

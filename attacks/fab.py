@@ -124,7 +124,7 @@ class FAB(Attack):
                     goal: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(f_l - f_y)(x) and its input gradient (N, D) for the class l to cross at x."""
         xg = x.detach().requires_grad_(True)
-        logits = self.model(xg)
+        logits = self.logits(xg)
         if goal is not None:  # user targets: cross from the strongest other class to the target
             y = logits.detach().scatter(1, goal[:, None], -math.inf).argmax(1)
         z_y = logits.gather(1, y[:, None])
@@ -172,7 +172,7 @@ class FAB(Attack):
             alpha = (size[:m] / (size[:m] + size[m:])).clamp(0.0, self.alpha_max).view(-1, *([1] * (xa.dim() - 1)))
             xa = ((1 - alpha) * (xa + self.eta * d_it) + alpha * (x0a + self.eta * d_or)).clamp(0.0, 1.0)
             with torch.no_grad():
-                adv = self.fooled(self.model(xa), ya, ga)
+                adv = self.fooled(self.logits(xa), ya, ga)
             if bool(adv.any()):
                 dist = perturbation_norm(xa - x0a, self.norm)
                 better = adv & (dist < best[idx])
@@ -197,7 +197,7 @@ class FAB(Attack):
         n = x.shape[0]
         eps = torch.as_tensor(self.eps, dtype=x.dtype, device=x.device).flatten().expand(n).clone()
         with torch.no_grad():
-            logits = self.model(x)
+            logits = self.logits(x)
         # Samples already misclassified (or on target) need no perturbation.
         best = torch.where(self.fooled(logits, y, target), 0.0, math.inf).to(x.dtype)
         x_adv = x.clone()
@@ -223,7 +223,7 @@ class FAB(Attack):
                 tgt_r = None if target is None else target[idx]
                 x_run, _ = self._run(x[idx], y[idx], cls_r, tgt_r, eps[idx], best[idx], random_start=r > 0)
                 with torch.no_grad():  # keep only verified adversarials
-                    ok = self.fooled(self.model(x_run), y[idx], tgt_r)
+                    ok = self.fooled(self.logits(x_run), y[idx], tgt_r)
                 dist = torch.where(ok, perturbation_norm(x_run - x[idx], self.norm), math.inf)
                 better = dist < best[idx]
                 hit = idx[better]

@@ -73,7 +73,7 @@ class MultiTargeted(Attack):
 
     def perturb(self, x, y, target):
         with torch.no_grad():
-            logits0 = self.model(x)
+            logits0 = self.logits(x)
         n, k = logits0.shape
         runs = k - 1 if self.n_target_classes is None else min(self.n_target_classes, k - 1)
         ranked = logits0.masked_fill(F.one_hot(y, k).bool(), float("-inf")).topk(runs, dim=1).indices
@@ -91,11 +91,11 @@ class MultiTargeted(Attack):
                 break
             run = _TargetedRun(self.model, eps=rows(eps, idx), steps=self.steps,
                                step_size=rows(step, idx), random_start=self.random_start, norm=self.norm,
-                               loss=self.loss, early_stop=self.early_stop)
+                               loss=self.loss, early_stop=self.early_stop, precision=self.precision)
             run._generator = gen  # one random stream for the whole attack
             xj, _ = run.perturb(x[idx], y[idx], ranked[idx, j])
             with torch.no_grad():
-                hit = self.model(xj).argmax(1) != y[idx]
+                hit = self.logits(xj).argmax(1) != y[idx]
             x_adv[idx] = xj  # robust rows keep the latest run's point (what adversarial training wants)
             restart[idx[hit]] = j
             broken[idx[hit]] = True

@@ -81,7 +81,7 @@ class PGD(Attack):
 
     def _succeeded(self, x_adv, y, target):
         with torch.no_grad():
-            return self.fooled(self.model(x_adv), y, target)
+            return self.fooled(self.logits(x_adv), y, target)
 
     def perturb(self, x, y, target):
         eps = as_eps(self.eps, x)

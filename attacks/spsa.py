@@ -85,7 +85,7 @@ class SPSA(Attack):
         with torch.no_grad():
             for it in range(self.steps + 1):
                 if self.early_stop:
-                    keep = ~self.fooled(self.model(xa), ya, ta)
+                    keep = ~self.fooled(self.logits(xa), ya, ta)
                     if not bool(keep.all()):  # fooled rows keep the iterate that fooled the model
                         x_adv[idx] = xa
                         idx, x0, ya, xa, m, v = idx[keep], x0[keep], ya[keep], xa[keep], m[keep], v[keep]

@@ -107,7 +107,7 @@ class Square(Attack):
         """Loss to minimise and whether the goal is met, one query per row."""
         value, logits = self.objective_and_logits(x, y, target)
         if logits is None:
-            logits = self.model(x)
+            logits = self.logits(x)
         return -value, self.fooled(logits, y, target)
 
     def _sign(self, shape, gen, like):
@@ -212,7 +212,7 @@ class Square(Attack):
         eps = torch.as_tensor(self.eps, dtype=x.dtype, device=x.device).flatten().expand(n).reshape(-1, 1, 1, 1)
         used = torch.zeros(n, dtype=torch.long, device=x.device)
         with torch.no_grad():
-            fooled = self.fooled(self.model(x), y, target)
+            fooled = self.fooled(self.logits(x), y, target)
             restart = torch.where(fooled, 0, -1)
             x_adv, best_loss = x.clone(), torch.full((n,), math.inf, dtype=x.dtype, device=x.device)
             for r in range(self.restarts):

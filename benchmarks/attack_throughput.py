@@ -15,8 +15,18 @@ Runs are interleaved (one of each, --repeats times) and the median is reported, 
 robust accuracy each reached. Then an eps sweep (0.1, 0.2, 0.3, 0.4) through the evaluation
 engine: carry (default), joint, and four separate runs.
 
+Speed options (issue 7), off by default: `--variants bf16,channels-last,compile` adds one row per
+variant of `ours` (`workbench attack --amp bf16 / --channels-last / --compile`; join options with
+"+", e.g. bf16+channels-last+compile; "all" = bf16, channels-last, compile and all three together).
+Each variant crafts with the model's forward under that option (x and the attack's arithmetic stay
+float32); every robust accuracy is then measured with the eager float32 model, so a variant that
+weakens the attack shows there. A compiled variant is warmed up first (one untimed run on the first
+batch, which compiles the graphs, the dynamic-batch one included) and its compile time is printed.
+Channels-last changes nothing on MNIST's one channel (NCHW and NHWC are the same memory then).
+
     WORKBENCH_DATA=/work/shared/data python benchmarks/attack_throughput.py
     python benchmarks/attack_throughput.py --device cuda --n 10000 --batch-size 2000
+    python benchmarks/attack_throughput.py --models robust --variants all --n 500 --repeats 3
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import torch.nn.functional as F
 
 from attacks import PGD
 from workbench import load_data, load_model
+from workbench.accel import Precision, compile_model, resolve_amp
 from workbench.config.profiles import load_profile
 from workbench.evaluation import AttackSpec, Evaluator
 from workbench.training import prepare_run, run_training
@@ -76,7 +87,33 @@ def plain_pgd(model, x, y, eps, alpha, steps, gen):
     return x_adv
 
 
-def make_runners(model, eps, alpha, steps):
+VARIANT_OPTIONS = ("bf16", "fp16", "channels-last", "compile")
+
+
+def parse_variants(text: str) -> list[str]:
+    """'bf16,channels-last,bf16+compile' -> the variants, each a '+'-joined set of options."""
+    if text.strip() == "all":
+        return ["bf16", "channels-last", "compile", "bf16+channels-last+compile"]
+    variants = [v.strip() for v in text.split(",") if v.strip()]
+    for v in variants:
+        parts = v.split("+")
+        bad = [p for p in parts if p not in VARIANT_OPTIONS]
+        if bad or len(set(parts)) != len(parts) or {"bf16", "fp16"} <= set(parts):
+            raise SystemExit(f"--variants: {v!r} is not a '+'-joined set of {', '.join(VARIANT_OPTIONS)} "
+                             "(at most one of bf16/fp16)")
+    return variants
+
+
+def variant_runner(model, variant, eps, alpha, steps, device):
+    """`ours` with the variant's speed options: (runner, the model it crafts on)."""
+    parts = set(variant.split("+"))
+    amp = "bf16" if "bf16" in parts else "fp16" if "fp16" in parts else "off"
+    precision = Precision(resolve_amp(amp, device), "channels-last" in parts)
+    crafted_on = compile_model(model) if "compile" in parts else model
+    return lambda x, y, s: PGD(crafted_on, eps=eps, steps=steps, step_size=alpha, seed=s, precision=precision)(x, y)
+
+
+def make_runners(model, eps, alpha, steps, variants=(), device=torch.device("cpu")):
     runners = {
         "ours": lambda x, y, s: PGD(model, eps=eps, steps=steps, step_size=alpha, seed=s)(x, y),
         "ours-full": lambda x, y, s: PGD(model, eps=eps, steps=steps, step_size=alpha, early_stop=False,
@@ -84,6 +121,8 @@ def make_runners(model, eps, alpha, steps):
         "plain loop": lambda x, y, s: plain_pgd(model, x, y, eps, alpha, steps,
                                                 torch.Generator(device=x.device).manual_seed(s)),
     }
+    for v in variants:
+        runners[f"ours {v}"] = variant_runner(model, v, eps, alpha, steps, device)
     try:
         import torchattacks
 
@@ -126,7 +165,11 @@ def bench_model(kind, path, args, device):
     x, y = x[:args.n].to(device), y[:args.n].to(device)
     with torch.no_grad():
         clean = (torch.cat([model(xb).argmax(1) for xb in x.split(args.batch_size)]) == y).float().mean().item()
-    runners = make_runners(model, args.eps, args.step_size, args.steps)
+    runners = make_runners(model, args.eps, args.step_size, args.steps, args.variants, device)
+    for name in runners:
+        if "compile" in name:  # compile outside the timed runs (the graphs for this batch size and the dynamic one)
+            _, secs = timed(runners[name], x[:args.batch_size], y[:args.batch_size], 0, device=device)
+            print(f"{name}: compile warm-up {secs:.1f} s (not timed below)")
     times = {k: [] for k in runners}
     accs = {k: [] for k in runners}
     for r in range(args.repeats):
@@ -145,13 +188,14 @@ def bench_model(kind, path, args, device):
     print(f"\n{kind} model: clean {100 * clean:.2f}%, PGD-{args.steps} eps {args.eps} step {args.step_size}, "
           f"{len(y)} images, batch {args.batch_size}, {device}")
     print("robust %: mean (min-max) over the repeats, each with its own random-start seed")
-    print(f"{'attack':<14}{'median s':>10}{'images/s':>11}{'robust %':>22}{'x plain':>9}{'x torchattacks':>16}")
+    width = max(14, *(len(name) + 2 for name in runners))
+    print(f"{'attack':<{width}}{'median s':>10}{'images/s':>11}{'robust %':>22}{'x plain':>9}{'x torchattacks':>16}")
     for name in runners:
         med = statistics.median(times[name])
         vs_ta = f"{base / med:.2f}" if base else "-"
         a = accs[name]
         acc = f"{100 * statistics.mean(a):.2f} ({100 * min(a):.1f}-{100 * max(a):.1f})"
-        print(f"{name:<14}{med:>10.2f}{len(y) / med:>11.0f}{acc:>22}{ref / med:>9.2f}{vs_ta:>16}")
+        print(f"{name:<{width}}{med:>10.2f}{len(y) / med:>11.0f}{acc:>22}{ref / med:>9.2f}{vs_ta:>16}")
     return model, x, y
 
 
@@ -194,7 +238,11 @@ def main():
     p.add_argument("--plain", type=Path, help="checkpoint of an undefended MNIST model")
     p.add_argument("--robust", type=Path, help="checkpoint of an adversarially trained MNIST model")
     p.add_argument("--models", default="robust,plain,sweep", help="which parts to run (comma-separated)")
+    p.add_argument("--variants", default="",
+                   help="speed variants of ours to time too: bf16, fp16, channels-last, compile, '+'-joined "
+                        "combinations (bf16+compile), or all (default: none)")
     args = p.parse_args()
+    args.variants = parse_variants(args.variants)
     dev = "cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto"
                                                                               else args.device)
     device = torch.device(dev)

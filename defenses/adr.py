@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from attacks import project_linf
+from workbench import collective
 from workbench.errors import WorkbenchError
 
 from .base import BatchContext, Defense, LossOutput
@@ -183,9 +184,10 @@ class ADR(Defense):
 
     # -- the loss --------------------------------------------------------------------------------------------------
     def terms(self, logits: torch.Tensor, z: torch.Tensor, logits_adv: torch.Tensor, z_adv: torch.Tensor,
-              y: torch.Tensor) -> dict[str, torch.Tensor]:
+              y: torch.Tensor, rank_sizes: tuple[int, ...] | None = None) -> dict[str, torch.Tensor]:
         """Every term of the ADR objective (unweighted), from the clean and adversarial forward passes.
-        Terms whose weight is 0 are computed without a graph (they are only logged)."""
+        Terms whose weight is 0 are computed without a graph (they are only logged). Under DDP the global term's
+        second index runs over the whole batch (`rank_sizes`: every rank's share), as in one process."""
         p = self.params
         z, z_adv = z.flatten(1), z_adv.flatten(1)
         anchor_z = z.detach() if p.detach_clean else z
@@ -203,10 +205,10 @@ class ADR(Defense):
         with maybe_grad(p.lam_lc):
             out["lc"] = local_compactness(anchor_z, z_adv, p.distance)
         with maybe_grad(p.lam_gb):
-            if p.global_pairs == "adv_clean":
-                out["gb"] = global_compactness(z_adv, y, anchor_z, y, p.alpha, p.distance)
-            else:
-                out["gb"] = global_compactness(z, y, anchor_z, y, p.alpha, p.distance)
+            peers_z, _ = collective.gather_rows(anchor_z, rank_sizes)
+            peers_y, _ = collective.gather_rows(y, rank_sizes)
+            rows = z_adv if p.global_pairs == "adv_clean" else z
+            out["gb"] = global_compactness(rows, y, peers_z, peers_y, p.alpha, p.distance)
         with maybe_grad(p.lam_conf):
             conf = entropy(logits_adv).mean()
             out["conf"] = conf + entropy(logits).mean() if p.confidence == "both" else conf
@@ -230,7 +232,7 @@ class ADR(Defense):
         # Two passes rather than one on the concatenation: batch-norm statistics stay per input kind.
         logits, feats = model(x, taps=[tap])
         logits_adv, feats_adv = model(x_adv, taps=[tap])
-        t = self.terms(logits, feats[tap], logits_adv, feats_adv[tap], y)
+        t = self.terms(logits, feats[tap], logits_adv, feats_adv[tap], y, ctx.rank_sizes)
         parts = {k: v.detach() for k, v in t.items()}
         parts["adv_acc"] = (logits_adv.detach().argmax(1) == y).float().mean()
         return LossOutput(self.combine(t), logits, parts)

@@ -32,6 +32,9 @@ class BatchContext:
     epochs: int
     step: int  # global step
     is_adversarial: torch.Tensor | None = None  # bool mask over the batch, from the adv_train block
+    # Under DDP: every rank's number of rows in this step's training batch (this rank holds one share of the
+    # global batch). Losses over pairs of the batch gather the other ranks' rows with it; None: one process.
+    rank_sizes: tuple[int, ...] | None = None
 
 
 @dataclass

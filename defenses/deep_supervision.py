@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from workbench import collective
 from workbench.errors import WorkbenchError
 
 from .base import BatchContext, Defense, LossOutput
@@ -100,10 +101,13 @@ def sq_distances(f: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
 
 
 def class_means(f: torch.Tensor, y: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(K, d) per-class means of the batch features and the (K,) per-class counts."""
+    """(K, d) per-class means of the batch features and the (K,) per-class counts. Under DDP the batch is the
+    global one (sums and counts are summed over the ranks), so every rank updates its state identically."""
     f = f.detach().float()
-    counts = torch.bincount(y, minlength=k)
+    counts = torch.bincount(y, minlength=k).to(f.dtype)
     sums = torch.zeros(k, f.shape[1], device=f.device).index_add_(0, y, f)
+    both = collective.sum_(torch.cat([sums, counts[:, None]], 1))  # one collective for both
+    sums, counts = both[:, :-1], both[:, -1].round().long()
     return sums / counts.clamp_min(1)[:, None], counts
 
 
@@ -146,6 +150,7 @@ class DeeplySupervised(Defense):
         self.aux: nn.Module | None = None
         self._batch: tuple[list[torch.Tensor], torch.Tensor] | None = None  # last features, for after_step
         self.in_training = False  # True inside training_loss: state may be initialized from the batch
+        self._rank_sizes: tuple[int, ...] | None = None  # this step's DDP batch split (training only)
 
     # -- structure --------------------------------------------------------------------------------------
     @property
@@ -231,6 +236,17 @@ class DeeplySupervised(Defense):
         feats = [branch(taps[h.tap]) for h, branch in zip(self.params.heads, self.aux.branches)]
         return logits, feats, taps
 
+    def batch_peers(self, f: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The rows a pairwise head loss compares each sample with: the whole training batch (every rank's
+        share under DDP, with gradients back to their ranks) and a (len(f), len(peers)) mask of each sample's
+        own row. Outside training (attacks), the batch given."""
+        peers, offset = collective.gather_rows(f, self._rank_sizes)
+        peer_y, _ = collective.gather_rows(y, self._rank_sizes)
+        own = torch.zeros(f.shape[0], peers.shape[0], dtype=torch.bool, device=f.device)
+        rows = torch.arange(f.shape[0], device=f.device)
+        own[rows, rows + offset] = True
+        return peers, peer_y, own
+
     @abstractmethod
     def head_loss(self, i: int, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample loss of head `i` on its features `f` (B, d)."""
@@ -259,11 +275,11 @@ class DeeplySupervised(Defense):
             self._batch = None
             logits = model(x)  # CE end to end, as the papers' softmax warm-up
             return LossOutput(F.cross_entropy(logits, y), logits)
-        self.in_training = True
+        self.in_training, self._rank_sizes = True, ctx.rank_sizes
         try:
             ce, heads, parts, (logits, feats) = self.per_sample(model, x, y)
         finally:
-            self.in_training = False
+            self.in_training, self._rank_sizes = False, None
         self._batch = ([f.detach() for f in feats], y)
         ce, heads = ce.mean(), heads.mean()
         return LossOutput(ce + self.params.tau * heads, logits, {"ce": ce, **parts})

@@ -95,13 +95,13 @@ class TrackedMeansMixin:
             return
         feats, y = self._batch
         means, counts = class_means(feats[-1], y, self.num_classes)
-        present = counts > 0
-        first = present & ~self.aux.seen
+        present = (counts > 0)[:, None]
+        first = present & ~self.aux.seen[:, None]
         old = self.aux.class_means
-        old[first] = means[first]
-        update = present & ~first
-        old[update] = (1 - self.momentum) * old[update] + self.momentum * means[update]
-        self.aux.seen |= present
+        # Masks as arithmetic, not boolean indexing (which reads the mask back to the host every step).
+        moved = (1 - self.momentum) * old + self.momentum * means
+        old.copy_(torch.where(first, means, torch.where(present, moved, old)))
+        self.aux.seen |= present[:, 0]
 
     def class_prototypes(self) -> torch.Tensor:
         return self.aux.class_means
@@ -132,10 +132,11 @@ class DSContrastive(TrackedMeansMixin, DeeplySupervised):
     classifier = "probe"
 
     def head_loss(self, i: int, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        n = f.shape[0]
-        d2 = sq_distances(f, f)
-        same = (y[:, None] == y[None]).float()
-        off_diag = 1.0 - torch.eye(n, device=f.device)
+        peers, peer_y, own = self.batch_peers(f, y)
+        n = peers.shape[0]
+        d2 = sq_distances(f, peers)
+        same = (y[:, None] == peer_y[None]).float()
+        off_diag = (~own).float()
         dist = (d2 + 1e-12).sqrt()  # the epsilon keeps the gradient finite for coinciding features
         pair = 0.5 * same * d2 + 0.5 * (1 - same) * (self.params.margin - dist).clamp_min(0).pow(2)
         return (pair * off_diag).sum(1) / max(n - 1, 1)
@@ -155,11 +156,11 @@ class DSTriplet(TrackedMeansMixin, DeeplySupervised):
     classifier = "probe"
 
     def head_loss(self, i: int, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        n, m = f.shape[0], self.params.margin
-        d2 = sq_distances(f, f)
-        eye = torch.eye(n, dtype=torch.bool, device=f.device)
-        pos = (y[:, None] == y[None]) & ~eye
-        neg = y[:, None] != y[None]
+        m = self.params.margin
+        peers, peer_y, own = self.batch_peers(f, y)
+        d2 = sq_distances(f, peers)
+        pos = (y[:, None] == peer_y[None]) & ~own
+        neg = y[:, None] != peer_y[None]
         valid = pos.any(1) & neg.any(1)  # anchors with at least one positive and one negative
         if self.params.mining == "batch_hard":
             hardest_pos = d2.masked_fill(~pos, float("-inf")).amax(1)

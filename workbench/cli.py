@@ -41,38 +41,64 @@ def train(
     device: str = Device,
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint."),
     detach: bool = typer.Option(False, "--detach", help="Train in a background process; print the run folder and return."),
+    devices: Optional[int] = typer.Option(
+        None, "--devices", help="Data-parallel training on N devices (DDP via torchrun): N GPUs with --device "
+                                "cuda, N processes with --device cpu (default: 1, or what a resumed run used)."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision: auto (bf16 on CUDA, off on CPU) | bf16 | "
+                                                          "fp16 | off (sets performance.amp)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last",
+                                                 help="NHWC memory layout (sets performance.channels_last)."),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile",
+                                            help="torch.compile the model, attacks included (sets performance.compile)."),
+    cudnn_benchmark: Optional[bool] = typer.Option(None, "--cudnn-benchmark/--no-cudnn-benchmark",
+                                                   help="cuDNN autotuning (sets performance.cudnn_benchmark)."),
     data_root: Optional[str] = DataRoot,
 ) -> None:
     """Train a model from a profile; prints its run folder first."""
     from .config import load_profile
-    from .runs import Status, launch_detached, open_run
+    from .runs import Status, launch_detached, open_run, read_json, write_json_atomic
     from .training import prepare_run, run_training
     from .training.reporting import reporter_for
     from .training.trainer import resolve_device
 
+    speed = {"amp": amp, "channels_last": channels_last, "compile": compile_, "cudnn_benchmark": cudnn_benchmark}
+    speed_sets = [f"performance.{k}={str(v).lower() if isinstance(v, bool) else v}"
+                  for k, v in speed.items() if v is not None]
+    if devices is not None and devices < 1:
+        raise WorkbenchError(f"--devices must be >= 1, got {devices}")
     if resume is not None:
-        if profile or set_:
-            raise WorkbenchError("--resume continues a run with its own config; do not combine it with --profile or --set")
+        if profile or set_ or speed_sets:
+            raise WorkbenchError("--resume continues a run with its own config; do not combine it with --profile, "
+                                 "--set or the speed options (--amp, --compile, ...)")
         run = open_run(resume)
+        meta = read_json(run.root / "run.json") or {}
+        if devices is None:
+            devices = int(meta.get("devices") or 1)
+        elif devices != meta.get("devices", 1):
+            write_json_atomic(run.root / "run.json", {**meta, "devices": devices})  # later resumes use it too
     else:
         if not profile:
             raise WorkbenchError("give --profile NAME_OR_PATH (see `workbench profiles`) or --resume RUN_DIR")
-        cfg, path = load_profile(profile, set_)
-        resolve_device(device)  # fail on a bad device before creating anything
+        cfg, path = load_profile(profile, [*set_, *speed_sets])
+        devices = devices or 1
+        _check_devices(devices, resolve_device(device))  # fail on a bad device before creating anything
         late = [m for m in cfg.schedule.milestones if m >= cfg.epochs] if cfg.schedule.name == "multistep" else []
         if late:
             err.print(f"note: lr milestones {late} lie at or past the run's {cfg.epochs} epochs and never apply; "
                       "scale them with --set schedule.milestones=[...]", highlight=False)
-        run = prepare_run(cfg, out_dir, path, data_root=data_root, device=device)
+        run = prepare_run(cfg, out_dir, path, data_root=data_root, device=device, devices=devices)
     print(f"run: {run.root}", flush=True)
     if detach:
-        args = ["--device", device] + (["--data-root", data_root] if data_root else [])
+        args = ["--device", device, "--devices", str(devices)] + (["--data-root", data_root] if data_root else [])
         pid = launch_detached(run, args)
         print(f"training in the background (pid {pid}); log: {run.log}", flush=True)
         return
-    # "auto" defers to the device the run was created with (a resumed run keeps its device).
-    state = run_training(run.root, device=None if device == "auto" else device,
-                         data_root=data_root, reporter=reporter_for(sys.stdout))
+    if devices > 1:
+        state = _train_distributed(run, devices, device, data_root)
+    else:
+        # "auto" defers to the device the run was created with (a resumed run keeps its device).
+        state = run_training(run.root, device=None if device == "auto" else device,
+                             data_root=data_root, reporter=reporter_for(sys.stdout))
     status = Status.read(run.status)
     message = status.message if status else state
     if state == "failed":
@@ -81,6 +107,38 @@ def train(
     if state == "stopped":
         print(f"{message}: workbench train --resume {run.root}", flush=True)
     print(f"{state}: checkpoint {best}", flush=True)
+
+
+def _check_devices(devices: int, device) -> None:
+    if devices > 1:
+        from .training.distributed import check_devices
+
+        check_devices(devices, device.type)
+
+
+def _train_distributed(run, devices: int, device: str, data_root: Optional[str]) -> str:
+    """torchrun with one worker per device, under this process's run lock; the state the workers left."""
+    from .runs import Status, read_json
+    from .training.distributed import launch
+    from .training.session import run_lock
+    from .training.trainer import resolve_device
+
+    meta = read_json(run.root / "run.json") or {}
+    dev = resolve_device(meta.get("device", "auto") if device == "auto" else device)
+    _check_devices(devices, dev)
+    with run_lock(run):
+        before = Status.read(run.status)
+        if before is not None and before.state == "finished" and run.last.exists():
+            raise WorkbenchError(f"run {run.root} already finished its {before.epochs} epochs")
+        code = launch(run.root, devices, dev.type, data_root or meta.get("data_root"))
+    status = Status.read(run.status)
+    if status is None or status.state in ("starting", "running"):
+        # The workers died without recording why (killed, or torchrun failed to start them).
+        failed = status or Status()
+        failed.state, failed.message = "failed", f"distributed workers exited with code {code}; see the log above"
+        failed.write(run.status)
+        return "failed"
+    return status.state
 
 
 def _parse_eps(text: str) -> list[float]:
@@ -160,6 +218,13 @@ def attack(
     n: Optional[int] = typer.Option(None, "--n", help="Evaluate the first N test samples (default: all)."),
     batch_size: int = typer.Option(500, "--batch-size", min=1),
     seed: int = typer.Option(0, "--seed", help="Seed of the attacks' randomness."),
+    amp: str = typer.Option("off", "--amp",
+                            help="Mixed precision of the model's forward: auto | bf16 | fp16 | off (auto: bf16 on "
+                                 "CUDA, off on CPU). Attacks keep x and their arithmetic in float32."),
+    channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last",
+                                       help="Feed the model channels-last (NHWC) image batches."),
+    compile_: bool = typer.Option(False, "--compile/--no-compile",
+                                  help="Attack a torch.compile'd model (compiled once; the first batches pay for it)."),
     device: str = Device,
     data_root: Optional[str] = DataRoot,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
@@ -178,7 +243,7 @@ def attack(
         saved = _attack(checkpoint, fgsm, bim, mim, pgd, apgd, square, autoattack, multitarget, spsa, cw, deepfool,
                         preset, strong_, eps, norm, steps, step_size, restarts, loss, c, kappa, lr, cw_steps,
                         search_steps, queries, d, transfer_from, adaptive, head, targeted, save_examples, n,
-                        batch_size, seed, device, data_root, as_json, job)
+                        batch_size, seed, device, data_root, as_json, job, amp, channels_last, compile_)
     except KeyboardInterrupt:
         if job is not None:
             job.cancel()  # a cancel (SIGTERM) or ^C: not a failure
@@ -200,9 +265,10 @@ def _raise_interrupt(signum, frame) -> None:
 def _attack(checkpoint, fgsm, bim, mim, pgd, apgd, square, autoattack, multitarget, spsa, cw, deepfool, preset,
             strong_, eps, norm, steps, step_size, restarts, loss, c, kappa, lr, cw_steps, search_steps, queries, d,
             transfer_from, adaptive, head, targeted, save_examples, n, batch_size, seed, device, data_root, as_json,
-            job) -> Path:
+            job, amp="off", channels_last=False, compile_=False) -> Path:
     from attacks import ATTACK_LOSSES
 
+    from .accel import AMP_CHOICES, resolve_amp
     from .evaluation import (
         PRESETS, AttackOptions, adaptive_loss, adaptive_protocol, build_protocol, check_eps_list, check_linf_eps,
         custom_protocol, default_eps, evaluate_checkpoint, save_evaluation,
@@ -234,6 +300,9 @@ def _attack(checkpoint, fgsm, bim, mim, pgd, apgd, square, autoattack, multitarg
         names = ["pgd"]
     run_strong = strong_ if strong_ is not None else (preset is not None and preset != "strong")
     dev = resolve_device(device)
+    if amp not in AMP_CHOICES:
+        raise WorkbenchError(f"--amp must be {' | '.join(AMP_CHOICES)}, not {amp!r}")
+    resolve_amp(amp, dev)  # bf16 on a GPU without it fails here, before any work
 
     def protocols_for(ckpt_data: dict) -> list:
         dataset = ckpt_data["dataset"]
@@ -263,7 +332,7 @@ def _attack(checkpoint, fgsm, bim, mim, pgd, apgd, square, autoattack, multitarg
         report, outcomes = evaluate_checkpoint(
             checkpoint, protocols_for, n=n, batch_size=batch_size, data_root=data_root, device=dev, seed=seed,
             transfer_from=transfer_from, targeted=targeted, save_examples=save_examples, on_progress=callback,
-            head=head)
+            head=head, amp=amp, channels_last=channels_last, compile=compile_)
     finally:
         stop_progress()
     saved = save_evaluation(report, outcomes)

@@ -160,6 +160,10 @@ def check_references(cfg: RunConfig, source: str) -> None:
             meta_model = defense.transform_model(meta_model)
             # Auxiliary heads on the meta model: catches an unknown tap name or a head that cannot fit.
             defense.attach(meta_model, (data_spec.channels, data_spec.image_size, data_spec.image_size))
+        if cfg.performance.amp == "fp16" and defense.self_updated():
+            # fp16 needs a gradient scaler; the defense's own prototype optimizers step on raw gradients.
+            raise WorkbenchError("updates its own prototypes from the gradients, which fp16's loss scaling would "
+                                 "distort; use performance.amp bf16 or off")
     except WorkbenchError as exc:
         fail("defense", f"{cfg.defense.name}: {exc}")
     except Exception as exc:  # noqa: BLE001 - a transform that cannot apply to this model

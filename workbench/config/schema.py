@@ -166,6 +166,39 @@ class DataConfig(Strict):
     train_subset: Union[PositiveInt, None] = Field(None, description="use only the first N training samples")
 
 
+class PerformanceConfig(Strict):
+    """How fast the run goes, never what it computes (each option is tested to agree with float32 eager)."""
+
+    # auto: bf16 on CUDA, off (float32) on the CPU. Only the model's forward is autocast: inputs, perturbations,
+    # projections, losses and optimizer state stay float32. fp16 adds a gradient scaler.
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    channels_last: bool = Field(False, description="NHWC memory layout for the model and its inputs")
+    compile: Union[bool, Literal["default", "reduce-overhead", "max-autotune"]] = Field(
+        False, description="torch.compile the model (training, adversarial examples and evaluation)")
+    cudnn_benchmark: bool = Field(True, description="let cuDNN time its algorithms per shape (CUDA only)")
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false (and `on` as true).
+        return {False: "off", True: "auto"}.get(v, v) if isinstance(v, bool) else v
+
+    @property
+    def compile_mode(self) -> str | None:
+        if self.compile is False:
+            return None
+        return "default" if self.compile is True else self.compile
+
+
+class DistributedConfig(Strict):
+    """Used when `workbench train --devices N` runs the profile on N processes (DDP)."""
+
+    # auto: SyncBatchNorm on CUDA (batch statistics over the global batch, as one process would compute them);
+    # on the CPU (gloo) PyTorch has no SyncBatchNorm, so each rank normalises with its local batch.
+    sync_batchnorm: Union[bool, Literal["auto"]] = "auto"
+    backend: Literal["auto", "nccl", "gloo"] = Field("auto", description="auto: nccl on CUDA, gloo on the CPU")
+
+
 class RunConfig(Strict):
     """A fully resolved training run."""
 
@@ -185,6 +218,8 @@ class RunConfig(Strict):
     log_every: PositiveInt = Field(20, description="write a step metric every N steps")
     checkpoint_every: NonNegInt = Field(0, description="also checkpoint every N steps mid-epoch (0: epoch ends only)")
     grad_clip: Union[Annotated[float, Field(gt=0)], None] = None
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
     @model_validator(mode="before")
     @classmethod

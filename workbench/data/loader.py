@@ -24,6 +24,7 @@ class DeviceLoader:
         shuffle: bool = True,
         augment: str = "none",
         pad: int = 4,
+        shard: tuple[int, int] = (0, 1),
     ):
         if augment not in aug.AUGMENTS:
             raise ValueError(f"augment must be one of {aug.AUGMENTS}")
@@ -34,6 +35,11 @@ class DeviceLoader:
         self.shuffle = shuffle
         self.augment = augment
         self.pad = pad
+        # (rank, world) under DDP: every rank holds the split and draws the same epoch (order, augmentation),
+        # then takes every world-th sample of each global batch from its rank on: the ranks together see
+        # exactly the batches one process would, and the first k samples of each rank's share (those the
+        # adversary perturbs) are together the first ~k*world of the global batch, as in one process.
+        self.rank, self.world = shard
 
     def __len__(self) -> int:
         return (len(self.labels) + self.batch_size - 1) // self.batch_size
@@ -41,6 +47,11 @@ class DeviceLoader:
     @property
     def num_samples(self) -> int:
         return len(self.labels)
+
+    def batch_sizes(self, b: int) -> tuple[int, ...]:
+        """Every rank's number of samples in global batch `b`."""
+        n = min((b + 1) * self.batch_size, len(self.labels)) - b * self.batch_size
+        return tuple(len(range(r, n, self.world)) for r in range(self.world))
 
     def _to_float(self, x: torch.Tensor) -> torch.Tensor:
         # One kernel: uint8 / float promotes to float32 (== x.float() / 255 exactly).
@@ -64,10 +75,11 @@ class DeviceLoader:
             if generator is None:
                 raise ValueError("augmentation needs a generator")
             params = {k: v.to(self.device) for k, v in aug.draw_params(n, self.augment, self.pad, generator).items()}
+        share = slice(self.rank, None, self.world)
         for b in range(start, len(self)):
             lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, n)
-            idx = order[lo:hi] if order is not None else slice(lo, hi)
+            idx = order[lo:hi][share] if order is not None else torch.arange(lo, hi, device=self.device)[share]
             x = self._to_float(self.images[idx])
             if params:
-                x = aug.apply(x, {k: v[lo:hi] for k, v in params.items()}, self.pad)
+                x = aug.apply(x, {k: v[lo:hi][share] for k, v in params.items()}, self.pad)
             yield x, self.labels[idx]

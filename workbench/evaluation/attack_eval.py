@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..accel import Precision, amp_name, compile_model, resolve_amp
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..checkpoint import build_model, defense_from_checkpoint, model_from_checkpoint, read_checkpoint
 from ..data import load_raw
@@ -86,8 +87,18 @@ def evaluate_checkpoint(
     save_examples: int = 0,
     on_progress: Callable[[str, int, int], None] | None = None,
     head: str = "softmax",
+    amp: str = "off",
+    channels_last: bool = False,
+    compile: bool = False,
 ) -> tuple[dict[str, Any], list[SpecOutcome]]:
+    """Evaluate a checkpoint under `protocols`; returns the report (plain data) and the raw outcomes.
+
+    Speed options: `amp` (auto | bf16 | fp16 | off, default off: float32) and `channels_last` set how
+    every model forward runs (attacks keep their arithmetic on x in float32); `compile` attacks a
+    torch.compile'd view of the model (the one that crafts the examples: the source under transfer),
+    built once and shared by every attack. The checkpoint itself is never modified."""
     device = torch.device(device)
+    precision = Precision(resolve_amp(amp, device), bool(channels_last))  # bad names fail before any loading
     ckpt, data, model = load_checkpoint_model(checkpoint, device, head)
     dataset = data.get("dataset")
     if not isinstance(dataset, str):
@@ -107,8 +118,14 @@ def evaluate_checkpoint(
             raise WorkbenchError("--n must be a positive number of test samples")
         x, y = x[:n], y[:n]
     x, y = x.to(device), y.to(device)
+    if compile:  # a compiled view sharing the parameters; the loaded model stays as it was
+        if source is not None:
+            source = compile_model(source)
+        else:
+            model = compile_model(model)
     report, outcomes = evaluate(model, x, y, protocols, batch_size=batch_size, seed=seed, craft_model=source,
-                                targeted=targeted, save_examples=save_examples, on_progress=on_progress)
+                                targeted=targeted, save_examples=save_examples, on_progress=on_progress,
+                                precision=precision)
     report.update({
         "checkpoint": str(ckpt),
         "dataset": dataset,
@@ -118,6 +135,9 @@ def evaluate_checkpoint(
         "head": head,
         "seed": seed,
         "device": str(device),
+        "amp": amp_name(precision.amp),
+        "channels_last": precision.channels_last,
+        "compile": bool(compile),
         "created": time.time(),
         "provenance": provenance(),
     })

@@ -13,6 +13,10 @@
   succeeded") is reported per protocol and overall.
 
 Transfer (black-box) evaluation crafts on `craft_model` and checks the evaluated model.
+
+`precision` (autocast dtype, channels-last) applies to every model call: the clean predictions, every
+attack a protocol builds, and the transfer checks. The default is float32: a robustness number should
+not depend on reduced precision unless it was asked for.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..accel import FLOAT32, Precision
 from ..attacks_util import iterate_batches
 from .protocol import AttackSpec, Protocol
 from .stats import wilson_interval
@@ -36,12 +41,12 @@ def _as_float(xb: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int, precision: Precision = FLOAT32) -> torch.Tensor:
     was = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         dummy = torch.zeros(len(x), dtype=torch.long, device=x.device)
-        return torch.cat([model(xb).argmax(1) for xb, _ in iterate_batches(x, dummy, batch_size)])
+        return torch.cat([precision.forward(model, xb).argmax(1) for xb, _ in iterate_batches(x, dummy, batch_size)])
     finally:
         for m, flag in was:
             m.training = flag
@@ -67,10 +72,12 @@ class SpecOutcome:
 class Evaluator:
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 500,
                  seed: int = 0, craft_model: nn.Module | None = None, targeted: bool = False,
-                 save_examples: int = 0, on_progress: Progress | None = None, sweep: str = "carry"):
+                 save_examples: int = 0, on_progress: Progress | None = None, sweep: str = "carry",
+                 precision: Precision = FLOAT32):
         if sweep not in ("carry", "joint"):
             raise ValueError("sweep must be 'carry' or 'joint'")
         self.sweep = sweep
+        self.precision = precision
         self.model = model
         self.craft_model = craft_model or model
         self.transfer = craft_model is not None
@@ -82,7 +89,7 @@ class Evaluator:
         self.on_progress = on_progress
         self.device = y.device
         t0 = time.perf_counter()
-        self.clean_pred = predict(model, x, batch_size)
+        self.clean_pred = predict(model, x, batch_size, precision)
         self.clean_seconds = time.perf_counter() - t0
         self.clean_correct = self.clean_pred == y
         self.num_classes = None
@@ -169,8 +176,10 @@ class Evaluator:
                            settings, cumulative=alive is not None, examples=examples)
 
     def _overrides(self, spec: AttackSpec, chunk_no: int) -> dict[str, Any]:
-        """What the evaluation sets on every attack: a seed per chunk, transfer and targeted modes."""
+        """What the evaluation sets on every attack: a seed per chunk, transfer and targeted modes, precision."""
         overrides: dict[str, Any] = {"seed": int(spec.params.get("seed", self.seed)) + 1_000_003 * chunk_no}
+        if self.precision != FLOAT32:
+            overrides["precision"] = self.precision
         if self.transfer:
             overrides["early_stop"] = False  # fooling the source is not the goal; use the full budget
         if self.targeted and spec.cls.targeted_capable and spec.params.get("target_mode") is None:
@@ -185,7 +194,7 @@ class Evaluator:
         attack = spec.build(self.craft_model, value, **self._overrides(spec, chunk_no))
         res = attack.run(xb, yb, tb if attack.targeted else None)
         if self.transfer:
-            adv_pred = predict(self.model, res.x_adv, self.batch_size)
+            adv_pred = predict(self.model, res.x_adv, self.batch_size, self.precision)
             hit = adv_pred != yb
             tgt = (adv_pred == tb) if tb is not None else None
         else:
@@ -208,8 +217,8 @@ class Evaluator:
         if room <= 0:
             return
         with torch.no_grad():
-            p_clean = self.model(xb).softmax(1)
-            p_adv = self.model(x_adv).softmax(1)
+            p_clean = self.precision.forward(self.model, xb).softmax(1)
+            p_adv = self.precision.forward(self.model, x_adv).softmax(1)
         for j in range(min(room, len(yb))):
             examples.append({
                 "value_index": int(vi[j]), "sample": int(si[j]), "label": int(yb[j]),

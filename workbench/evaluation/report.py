@@ -43,6 +43,10 @@ def results_table(report: dict[str, Any]) -> Table:
              f"clean {pct(report['clean_accuracy'])}% [{ci({'ci95': report['clean_ci95']})}]")
     if report.get("transfer_from"):
         title += f"\ntransfer: crafted on {report['transfer_from']}"
+    speed = [f"amp {report['amp']}"] if report.get("amp", "off") != "off" else []
+    speed += ["channels-last"] * bool(report.get("channels_last")) + ["compiled"] * bool(report.get("compile"))
+    if speed:
+        title += f"\nmodel forward: {', '.join(speed)}"
     caption = ("cascade: each row counts robustness to it and every row above it"
                if any(p.get("cascade") for p in report.get("protocols", [])) else None)
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, title_justify="left", caption_justify="left",

@@ -11,16 +11,22 @@ from torch import nn
 
 from attacks import FGSM, PGD, Attack
 
+from ..accel import FLOAT32, Precision
 from ..config.schema import AdvTrainConfig, resolve_step_size
+
+RANK_SEED_STRIDE = 7919  # under DDP each rank's attack draws its own random starts
 
 
 class AdversarialBatcher:
-    def __init__(self, cfg: AdvTrainConfig, model: nn.Module, seed: int):
+    def __init__(self, cfg: AdvTrainConfig, model: nn.Module, seed: int, rank: int = 0,
+                 precision: Precision = FLOAT32):
         self.cfg = cfg
         self.model = model
-        # eps sampling has its own generator so resuming mid-epoch replays it exactly.
+        # eps sampling has its own generator so resuming mid-epoch replays it exactly; it is the same on every
+        # rank (one eps per global batch, as one process draws it).
         self.eps_generator = torch.Generator().manual_seed(seed + 1)
-        common = dict(loss=cfg.loss, seed=seed + 2, model_training=cfg.model_mode == "train")
+        self.rank = rank
+        common = dict(loss=cfg.loss, seed=seed + 2 + RANK_SEED_STRIDE * rank, model_training=cfg.model_mode == "train")
         if cfg.attack == "pgd":
             self.attack: Attack | None = PGD(model, eps=0.0, steps=cfg.steps, random_start=cfg.random_start, **common)
         elif cfg.attack == "fgsm":
@@ -28,6 +34,7 @@ class AdversarialBatcher:
         else:
             self.attack = None
         if self.attack is not None:
+            self.attack.precision = precision  # the model's forward autocast; the perturbation stays float32
             self.attack.validate_inputs = False
             self.attack.early_stop = False  # train on the full-strength point, not the first fooling one
 
@@ -35,28 +42,44 @@ class AdversarialBatcher:
     def enabled(self) -> bool:
         return self.attack is not None and self.cfg.ratio > 0
 
-    def _eps(self, n: int, device: torch.device) -> torch.Tensor | float:
+    def adversarial_rows(self, n: int) -> int:
+        """How many of a clean batch's n samples get an adversarial version."""
+        if not self.enabled:
+            return 0
+        if self.cfg.pairing == "split":
+            return n if self.cfg.ratio >= 1 else int(round(self.cfg.ratio * n))
+        return min(n, int(round(n * self.cfg.ratio / (1 - self.cfg.ratio))))
+
+    def output_size(self, n: int) -> int:
+        """Rows of the training batch made from a clean batch of n."""
+        return n + self.adversarial_rows(n) if self.cfg.pairing == "concat" else n
+
+    def _eps(self, k: int, device: torch.device, shares: tuple[int, ...] | None) -> torch.Tensor | float:
+        """eps for k adversarial rows. Per-sample draws cover the global batch (every rank's `shares` of clean
+        samples) and each rank keeps its own rows, so N ranks draw what one process would."""
         eps = self.cfg.eps
         if not isinstance(eps, list):
             return float(eps)
         lo, hi = eps
-        size = n if self.cfg.eps_sampling == "sample" else 1
-        draw = lo + (hi - lo) * torch.rand(size, generator=self.eps_generator)
-        return draw.to(device) if size > 1 else float(draw)
+        if self.cfg.eps_sampling != "sample":
+            return float(lo + (hi - lo) * torch.rand(1, generator=self.eps_generator))
+        counts = [self.adversarial_rows(n) for n in shares] if shares else [k]
+        offset = sum(counts[: self.rank]) if shares else 0
+        draw = lo + (hi - lo) * torch.rand(sum(counts), generator=self.eps_generator)
+        return draw[offset: offset + k].to(device) if k > 1 else float(draw[offset])
 
-    def make_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(x_train, y_train, adversarial mask) for one clean batch."""
+    def make_batch(self, x: torch.Tensor, y: torch.Tensor, shares: tuple[int, ...] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(x_train, y_train, adversarial mask) for one clean batch (`shares`: every rank's clean batch size
+        under DDP, this rank's being x's)."""
         if not self.enabled:
             return x, y, None
         cfg = self.cfg
         n = x.shape[0]
-        if cfg.pairing == "split":
-            k = n if cfg.ratio >= 1 else int(round(cfg.ratio * n))
-        else:
-            k = min(n, int(round(n * cfg.ratio / (1 - cfg.ratio))))
+        k = self.adversarial_rows(n)
         if k == 0:
             return x, y, None
-        eps = self._eps(k, x.device)
+        eps = self._eps(k, x.device, shares)
         self.attack.eps = eps
         if isinstance(self.attack, PGD):
             if isinstance(cfg.step_size, str):  # an expression of eps: scale it per sample
@@ -89,3 +112,10 @@ class AdversarialBatcher:
         # CPU and CUDA generator states are not interchangeable: reseed deterministically.
         self.attack.generator(device).manual_seed(self.attack.seed + 1_000_003 * (step + 1))
         return False
+
+    def reseed(self, state: dict, step: int) -> None:
+        """Resume with another number of ranks: the shared eps draws continue, the attack's starts are reseeded."""
+        self.eps_generator.set_state(state["eps_generator"])
+        if self.attack is not None:
+            self.attack._generator = None
+            self.attack.seed = self.attack.seed + 1_000_003 * (step + 1)

@@ -1,4 +1,5 @@
-"""Accuracy measurements used during training: clean accuracy and robust accuracy under an attack."""
+"""Accuracy counts used during training: clean and under an attack, kept on the device (summed over ranks
+by the trainer, read once per evaluation)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,24 @@ from torch import nn
 
 from attacks import Attack
 
+from ..accel import FLOAT32, Precision
 from ..attacks_util import iterate_batches
 
 
 @torch.no_grad()
-def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+def clean_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                  precision: Precision = FLOAT32) -> torch.Tensor:
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=y.device)
     for xb, yb in iterate_batches(x, y, batch_size):
-        correct += (model(xb).argmax(1) == yb).sum()
+        correct += (precision.forward(model, xb).argmax(1) == yb).sum()
     model.train(was_training)
-    return int(correct) / max(len(y), 1)
+    return correct
 
 
-def robust_accuracy(attack: Attack, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+def robust_correct(attack: Attack, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
     robust = torch.zeros((), dtype=torch.long, device=y.device)
     for xb, yb in iterate_batches(x, y, batch_size):
         robust += attack.run(xb, yb).adv_correct.sum()
-    return int(robust) / max(len(y), 1)
+    return robust

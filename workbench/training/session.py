@@ -15,12 +15,13 @@ from ..data import resolve_data_root
 from ..errors import WorkbenchError
 from ..provenance import provenance
 from ..runs import RunPaths, Status, new_run_dir, open_run, read_json, write_json_atomic, write_text_atomic
+from .distributed import SINGLE, Ranks
 from .reporting import Reporter
 from .trainer import Trainer, resolve_device
 
 
 def prepare_run(cfg: RunConfig, out: Path, profile: Path | None = None, data_root: str | None = None,
-                device: str = "auto") -> RunPaths:
+                device: str = "auto", devices: int = 1) -> RunPaths:
     """Create the run folder with its resolved config, provenance and a 'starting' status."""
     run = new_run_dir(Path(out), cfg.name or "run")
     write_text_atomic(run.config, dump_yaml(cfg.model_dump(mode="json")))
@@ -28,6 +29,7 @@ def prepare_run(cfg: RunConfig, out: Path, profile: Path | None = None, data_roo
         "profile": str(profile) if profile else None,
         "data_root": str(resolve_data_root(data_root)),
         "device": device,
+        "devices": devices,
         "created": time.time(),
         "provenance": provenance(),
     })
@@ -55,19 +57,29 @@ def run_lock(run: RunPaths) -> Iterator[None]:
         fh.close()
 
 
+@contextmanager
+def _no_lock() -> Iterator[None]:
+    yield
+
+
 def run_training(path: str | Path, device: str | None = None, data_root: str | None = None,
-                 reporter: Reporter | None = None) -> str:
-    """Train the run in `path` from its last checkpoint (or from scratch); returns the final state."""
+                 reporter: Reporter | None = None, ranks: Ranks = SINGLE, locked: bool = True) -> str:
+    """Train the run in `path` from its last checkpoint (or from scratch); returns the final state.
+
+    Under DDP every rank calls this with its `ranks` and its device; the launcher holds the run lock
+    (`locked=False` here) and rank 0 alone writes the run's files.
+    """
     run = open_run(path)
     meta = read_json(run.root / "run.json") or {}
-    with run_lock(run):
+    with run_lock(run) if locked else _no_lock():
         status = Status.read(run.status)
         try:
             cfg = load_run_config(run)
             if status is not None and status.state == "finished" and run.last.exists():
                 raise WorkbenchError(f"run {run.root} already finished its {cfg.epochs} epochs")
             dev = resolve_device(device or meta.get("device") or "auto")
-            trainer = Trainer(cfg, run, dev, reporter=reporter, data_root=data_root or meta.get("data_root"))
+            trainer = Trainer(cfg, run, dev, reporter=reporter, data_root=data_root or meta.get("data_root"),
+                              ranks=ranks)
             if status is not None:
                 trainer.status.started = status.started
             if run.last.exists():
@@ -75,8 +87,8 @@ def run_training(path: str | Path, device: str | None = None, data_root: str | N
             else:
                 trainer.start_fresh()
         except Exception as exc:
-            if status is not None and status.state == "finished":
-                raise  # nothing went wrong with the run itself
+            if (status is not None and status.state == "finished") or not ranks.main:
+                raise  # nothing went wrong with the run itself (or rank 0 records it)
             # Record why the run could not start (missing data, bad config, bad device...) for `runs` and the TUI.
             failed = status or Status()
             failed.state = "failed"

@@ -19,9 +19,13 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from torch.nn.parallel import DistributedDataParallel
+
 from attacks import FGSM, PGD
 from defenses import BatchContext, create_defense
 
+from .. import collective
+from ..accel import Precision, autocast, channels_last, compile_model, resolve_amp, set_cudnn_benchmark
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config.schema import RunConfig, resolve_step_size
 from ..data import DATASETS, DeviceLoader, load_raw
@@ -30,7 +34,8 @@ from ..models import create_model
 from ..provenance import provenance
 from ..runs import MetricsWriter, RunPaths, Status, truncate_metrics
 from .adversarial import AdversarialBatcher
-from .evaluate import clean_accuracy, robust_accuracy
+from .distributed import SINGLE, Ranks
+from .evaluate import clean_correct, robust_correct
 from .optim import build_optimizer, lr_factor, set_lr
 from .reporting import Reporter, SilentReporter
 
@@ -39,6 +44,16 @@ STATUS_INTERVAL = 2.0  # seconds between status.json heartbeats
 
 class NonFiniteLoss(Exception):
     pass
+
+
+class NullWriter:
+    """The metrics stream of ranks other than 0: rank 0 writes the aggregated records."""
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 @dataclass
@@ -99,17 +114,31 @@ def model_recipe(cfg: RunConfig) -> dict[str, Any]:
             "defense": {"name": cfg.defense.name, "params": dict(cfg.defense.params)}}
 
 
+class DefenseLoss(nn.Module):
+    """The defense's training loss as one module over the model and the defense's trainable state, so that DDP
+    wraps them together (every gradient averaged in one pass) whatever the defense calls inside its loss."""
+
+    def __init__(self, net: nn.Module, auxiliary: nn.Module | None, defense):
+        super().__init__()
+        self.net, self.auxiliary, self.defense = net, auxiliary, defense
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, ctx: BatchContext):
+        out = self.defense.training_loss(self.net, x, y, ctx)
+        return out.loss, out.logits, out.parts
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, run: RunPaths, device: torch.device,
-                 reporter: Reporter | None = None, data_root: str | None = None):
+                 reporter: Reporter | None = None, data_root: str | None = None, ranks: Ranks = SINGLE):
         self.cfg = cfg
         self.run = run
         self.device = device
-        self.reporter = reporter or SilentReporter()
+        self.ranks = ranks
+        self.reporter = (reporter or SilentReporter()) if ranks.main else SilentReporter()
         self.data_root = data_root
         self._stop_signal: int | None = None
 
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # the same initial model on every rank
         spec = DATASETS.get(cfg.dataset)
         self.dataset = spec
         self.recipe = model_recipe(cfg)
@@ -117,21 +146,53 @@ class Trainer:
         norm = self.recipe["normalize"]
         model = create_model(cfg.model.name, spec.channels, spec.num_classes, spec.image_size,
                              normalize=(norm["mean"], norm["std"]) if norm else None, **cfg.model.options)
-        self.model: nn.Module = self.defense.transform_model(model).to(device)
+        model = self.defense.transform_model(model).to(device)
+        perf = cfg.performance
+        if perf.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if device.type == "cuda":
+            set_cudnn_benchmark(perf.cudnn_benchmark)
+        sync_bn = cfg.distributed.sync_batchnorm
+        if ranks.enabled and sync_bn is True and device.type != "cuda":
+            raise WorkbenchError("distributed.sync_batchnorm: true needs CUDA (PyTorch's SyncBatchNorm is GPU-only); "
+                                 "use auto or false on the CPU")
+        if ranks.enabled and device.type == "cuda" and sync_bn in (True, "auto"):
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model: nn.Module = model  # the module checkpoints save (never the compiled or DDP wrapper)
         self.auxiliary = self.defense.attach(self.model, (spec.channels, spec.image_size, spec.image_size))
         own = {id(p) for p in self.defense.self_updated()}
         aux_params = [p for p in self.auxiliary.parameters() if id(p) not in own] if self.auxiliary is not None else []
         self.params = list(self.model.parameters()) + aux_params
         self.optimizer = build_optimizer(self.params, cfg.optimizer)
         self.base_lr = cfg.optimizer.lr
-        self.adversary = AdversarialBatcher(cfg.adv_train, self.model, cfg.seed)
 
-        # Data: the whole split on the device.
+        # How the model runs: compiled or eager, autocast dtype, memory layout. Attacks (adversarial training
+        # and evaluation) run the same compiled model; their perturbations stay float32.
+        self.amp = resolve_amp(perf.amp, device)
+        self.precision = Precision(self.amp, perf.channels_last)
+        self.net = compile_model(self.model, perf.compile_mode) if perf.compile_mode else self.model
+        self.scaler = torch.amp.GradScaler(device.type) if self.amp is torch.float16 else None
+        self.loss_module: nn.Module = DefenseLoss(self.net, self.auxiliary, self.defense)
+        if ranks.enabled:
+            # Auxiliary state (heads, prototypes) is unused during a CE warm-up: let DDP find unused parameters.
+            self.loss_module = DistributedDataParallel(
+                self.loss_module, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=self.auxiliary is not None)
+        self.adversary = AdversarialBatcher(cfg.adv_train, self.net, cfg.seed, rank=ranks.rank,
+                                            precision=self.precision)
+
+        # Data: the whole split on the device (every rank holds it and takes its share of each global batch).
         x_train, y_train = load_raw(cfg.dataset, "train", root=data_root)
         if cfg.data.train_subset:
             x_train, y_train = x_train[: cfg.data.train_subset], y_train[: cfg.data.train_subset]
         augment = spec.augment if cfg.data.augment == "auto" else cfg.data.augment
-        self.loader = DeviceLoader(x_train, y_train, cfg.batch_size, device, shuffle=True, augment=augment)
+        self.loader = DeviceLoader(x_train, y_train, cfg.batch_size, device, shuffle=True, augment=augment,
+                                   shard=(ranks.rank, ranks.world))
+        if ranks.world > min(cfg.batch_size, len(y_train)):
+            raise WorkbenchError(f"batch_size {cfg.batch_size} cannot be split over {ranks.world} devices")
+        if min(self.loader.batch_sizes(len(self.loader) - 1)) == 0:
+            raise WorkbenchError(f"the last batch of an epoch ({len(y_train) % cfg.batch_size} samples) cannot be "
+                                 f"split over {ranks.world} devices; change batch_size or data.train_subset")
         x_test, y_test = load_raw(cfg.dataset, "test", root=data_root)
         self.x_test, self.y_test = x_test.to(device), y_test.to(device)
         self.data_generator = torch.Generator().manual_seed(cfg.seed)
@@ -148,24 +209,37 @@ class Trainer:
     def eval_attack(self):
         e = self.cfg.eval
         if e.attack == "fgsm":
-            attack = FGSM(self.model, eps=e.eps, seed=0)
+            attack = FGSM(self.net, eps=e.eps, seed=0)
         else:
-            attack = PGD(self.model, eps=e.eps, steps=e.steps, restarts=e.restarts, seed=0,
+            attack = PGD(self.net, eps=e.eps, steps=e.steps, restarts=e.restarts, seed=0,
                          step_size=resolve_step_size(e.step_size, e.eps, e.steps))
+        attack.precision = self.precision
         return attack
 
+    def _test_share(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's contiguous share of the first n test samples (all of them for one process)."""
+        n = min(n, len(self.y_test))
+        r, w = self.ranks.rank, self.ranks.world
+        lo, hi = n * r // w, n * (r + 1) // w
+        return self.x_test[lo:hi], self.y_test[lo:hi]
+
     def evaluate(self, epoch: int) -> dict[str, Any]:
-        """Clean (and every `robust_every` epochs, robust) test accuracy after `epoch` (1-based)."""
+        """Clean (and every `robust_every` epochs, robust) test accuracy after `epoch` (1-based); under DDP
+        each rank evaluates its share of the test samples and the counts are summed."""
         e = self.cfg.eval
         out: dict[str, Any] = {"test_clean_acc": None, "test_robust_acc": None}
         last = epoch == self.cfg.epochs
         t0 = time.perf_counter()
         if e.clean_every and (epoch % e.clean_every == 0 or last):
-            n = e.clean_subset or len(self.y_test)
-            out["test_clean_acc"] = clean_accuracy(self.model, self.x_test[:n], self.y_test[:n], e.batch_size)
+            n = min(e.clean_subset or len(self.y_test), len(self.y_test))
+            x, y = self._test_share(n)
+            correct = collective.sum_(clean_correct(self.net, x, y, e.batch_size, self.precision))
+            out["test_clean_acc"] = int(correct) / max(n, 1)
         if e.robust_every and (epoch % e.robust_every == 0 or last):
-            n = e.robust_subset
-            out["test_robust_acc"] = robust_accuracy(self.eval_attack(), self.x_test[:n], self.y_test[:n], e.batch_size)
+            n = min(e.robust_subset, len(self.y_test))
+            x, y = self._test_share(n)
+            robust = collective.sum_(robust_correct(self.eval_attack(), x, y, e.batch_size))
+            out["test_robust_acc"] = int(robust) / max(n, 1)
         out["eval_seconds"] = time.perf_counter() - t0
         return out
 
@@ -176,10 +250,29 @@ class Trainer:
         return f"test_{by}_acc"
 
     # -- checkpoints ------------------------------------------------------------------------
+    def _own_rng(self) -> dict[str, Any]:
+        return {"torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+                "adversary": self.adversary.state()}
+
+    def global_totals(self) -> EpochTotals:
+        """The epoch's sums over every rank (one collective); the totals themselves for one process."""
+        t = self.totals
+        if not self.ranks.enabled:
+            return t
+        keys = sorted(t.parts)
+        packed = torch.stack([t.loss.double(), t.correct.double(), torch.tensor(float(t.seen), device=self.device,
+                              dtype=torch.float64), *(t.parts[k].double() for k in keys)])
+        collective.sum_(packed)
+        out = EpochTotals(packed[0].float(), packed[1].round().long(), int(packed[2]), t.seconds)
+        out.parts = {k: packed[3 + i].float() for i, k in enumerate(keys)}
+        return out
+
     def checkpoint_data(self) -> dict[str, Any]:
-        rng = {"torch": torch.get_rng_state(), "data_epoch_start": self.epoch_start_state,
-               "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-               "adversary": self.adversary.state()}
+        """The state to resume from; a collective under DDP (every rank calls it at the same step)."""
+        ranks_rng = collective.gather_objects(self._own_rng())
+        rng = {**ranks_rng[0], "data_epoch_start": self.epoch_start_state,
+               "ranks": ranks_rng if self.ranks.enabled else None}
         return {
             "model": self.recipe,
             "state_dict": self.model.state_dict(),
@@ -187,23 +280,26 @@ class Trainer:
             "defense_state": self.defense.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "position": {"epoch": self.position.epoch, "batch": self.position.batch, "step": self.position.step},
-            "totals": self.totals.state(),
+            "totals": self.global_totals().state(),
             "rng": rng,
             "best_value": self.best_value,
             "history": self.history,
             "config": self.cfg.model_dump(mode="json"),
             "dataset": self.cfg.dataset,
             "provenance": self.provenance,
+            "world_size": self.ranks.world,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
 
     def save(self, best: bool = False) -> None:
         # Never write a non-finite state over the last good checkpoint.
-        if not math.isfinite(float(self.totals.loss)):
+        if not math.isfinite(float(self.global_totals().loss)):
             raise NonFiniteLoss(f"loss became non-finite (nan/inf) in epoch {self.position.epoch + 1}; {self._kept()}")
         data = self.checkpoint_data()
-        save_checkpoint(data, self.run.last)
-        if best:
-            save_checkpoint(data, self.run.best)
+        if self.ranks.main:  # one writer; the others wait for it at their next collective
+            save_checkpoint(data, self.run.last)
+            if best:
+                save_checkpoint(data, self.run.best)
 
     def restore(self, path) -> None:
         data = read_checkpoint(path)
@@ -212,27 +308,48 @@ class Trainer:
             self.auxiliary.load_state_dict(data["auxiliary"])
         self.defense.load_state_dict(data.get("defense_state") or {})
         self.optimizer.load_state_dict(data["optimizer"])
+        if self.scaler is not None and data.get("scaler"):
+            self.scaler.load_state_dict(data["scaler"])
         p = data["position"]
         self.position = Position(p["epoch"], p["batch"], p["step"])
-        self.totals = EpochTotals.from_state(data["totals"], self.device)
+        # The saved totals are the sums over every rank: rank 0 carries them on, the others restart at zero.
+        self.totals = EpochTotals.from_state(data["totals"], self.device) if self.ranks.main else \
+            EpochTotals.zeros(self.device)
+        self.totals.seconds = data["totals"]["seconds"]
         rng = data["rng"]
-        torch.set_rng_state(rng["torch"])
-        if rng.get("cuda") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
-        self.epoch_start_state = rng["data_epoch_start"]
-        if not self.adversary.load_state(rng["adversary"], self.device, self.position.step):
+        self.epoch_start_state = rng["data_epoch_start"]  # the data order is global: any world size replays it
+        saved_ranks = rng.get("ranks") or [rng]
+        if len(saved_ranks) == self.ranks.world:
+            own = saved_ranks[self.ranks.rank]
+            torch.set_rng_state(own["torch"])
+            if own.get("cuda") is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(own["cuda"], self.device)
+            exact = self.adversary.load_state(own["adversary"], self.device, self.position.step)
+        else:
+            # A different number of devices: the batches are the same, each rank's random draws cannot be.
+            torch.manual_seed(self.cfg.seed + 1_000_003 * (self.position.step + 1) + self.ranks.rank)
+            self.adversary.reseed(saved_ranks[0]["adversary"], self.position.step)
+            exact = False
+            if self.ranks.main:
+                print(f"note: resumed on {self.ranks.world} device(s), saved on {len(saved_ranks)}: the batches "
+                      "continue exactly, per-rank random draws (attack starts, dropout) are reseeded", flush=True)
+        if not exact and len(saved_ranks) == self.ranks.world and self.ranks.main:
             print(f"note: resumed on {self.device.type}; the adversarial-training attack's random starts are "
                   "reseeded (a generator state does not carry across devices)", flush=True)
         self.best_value = data.get("best_value")
         self.history = list(data.get("history", []))
         # Drop metric lines written after this checkpoint, so no step appears twice.
         pos = self.position
-        truncate_metrics(self.run.metrics, lambda r: (r.get("step", 0) <= pos.step)
-                         and not (r.get("kind") == "epoch" and r.get("epoch", 0) > pos.epoch))
+        if self.ranks.main:
+            truncate_metrics(self.run.metrics, lambda r: (r.get("step", 0) <= pos.step)
+                             and not (r.get("kind") == "epoch" and r.get("epoch", 0) > pos.epoch))
 
     def start_fresh(self) -> None:
         """No checkpoint yet: drop metric lines a killed earlier attempt may have written."""
-        truncate_metrics(self.run.metrics, lambda r: False)
+        if self.ranks.main:
+            truncate_metrics(self.run.metrics, lambda r: False)
+        if self.ranks.enabled:  # per-rank draws (dropout, noise) differ; the model is built from the shared seed
+            torch.manual_seed(self.cfg.seed + self.ranks.rank)
 
     # -- signals ----------------------------------------------------------------------------
     @contextmanager
@@ -249,6 +366,8 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
     def write_status(self, state: str, message: str = "") -> None:
+        if not self.ranks.main:
+            return
         s = self.status
         s.state, s.message = state, message
         s.epoch = self.position.epoch
@@ -260,7 +379,7 @@ class Trainer:
         cfg = self.cfg
         self.status.pid = os.getpid()
         self._refresh_best()
-        metrics = MetricsWriter(self.run.metrics)
+        metrics = MetricsWriter(self.run.metrics) if self.ranks.main else NullWriter()
         self.reporter.start(cfg.epochs, len(self.loader), self.position.epoch, self.position.batch)
         self.write_status("running")
         try:
@@ -291,12 +410,79 @@ class Trainer:
                 setattr(self.status, f"last_{kind}", value)
                 setattr(self.status, f"best_{kind}", value if best is None else max(best, value))
 
+    def _step(self, x: torch.Tensor, y: torch.Tensor, ctx_args: dict[str, Any], adversarial: bool,
+              global_n: int) -> None:
+        """One optimizer step on this rank's share of a global batch; sums stay on the device."""
+        cfg = self.cfg
+        clean_sizes, sizes = ctx_args.pop("clean_sizes"), None
+        shares = clean_sizes if self.ranks.enabled else None
+        x_in, y_in, adv_mask = self.adversary.make_batch(x, y, shares) if adversarial else (x, y, None)
+        if self.precision.channels_last:
+            x_in = channels_last(x_in)
+        if self.ranks.enabled:  # every rank's row count after the adversary, known without asking the others
+            sizes = tuple(self.adversary.output_size(n) if adversarial else n for n in clean_sizes)
+        ctx = BatchContext(**ctx_args, is_adversarial=adv_mask, rank_sizes=sizes)
+        with autocast(self.device, self.amp):
+            loss, logits, parts = self.loss_module(x_in, y_in, ctx)
+        n = y_in.shape[0]
+        # DDP averages gradients over ranks; weighting each rank's mean loss by its share of the global batch
+        # makes that average the global batch's mean even when the shares differ by a sample.
+        weight = n * self.ranks.world / global_n if self.ranks.enabled else 1.0
+        objective = loss if weight == 1.0 else loss * weight
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(objective).backward()
+            self.scaler.unscale_(self.optimizer)
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            objective.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+            self.optimizer.step()
+        self.defense.after_step(ctx)
+
+        # Accumulate on the device; read back only at log points (no per-step sync). A nan/inf loss poisons
+        # the running sum, so checking the sum there catches it.
+        self.totals.loss.add_(loss.detach().float(), alpha=n)
+        self.totals.correct.add_((logits.detach().argmax(1) == y_in).sum())
+        self.totals.seen += n
+        for k, v in parts.items():
+            self.totals.parts[k] = self.totals.parts.get(k, 0) + v.detach().float() * n
+
+    def _diverged_tensor(self) -> str | None:
+        """Under DDP: the first trained tensor (model parameter, defense parameter or buffer) whose value differs
+        between ranks, else None. DDP keeps them bitwise identical; a defense that updated its state from the
+        local batch would not, and training on would silently average different models."""
+        named = [(f"model.{n}", p) for n, p in self.model.named_parameters()]
+        if self.auxiliary is not None:
+            named += [(f"auxiliary.{n}", t) for n, t in self.auxiliary.named_parameters()]
+            named += [(f"auxiliary.{n}", t) for n, t in self.auxiliary.named_buffers()]
+        fingerprint = torch.stack([torch.stack([t.detach().double().sum(), t.detach().double().abs().sum()])
+                                   for _, t in named])
+        ranks = collective.all_gather(fingerprint)
+        differs = torch.stack([(r != ranks[0]).any(1) for r in ranks]).any(0)
+        return next((name for (name, _), bad in zip(named, differs.tolist()) if bad), None)
+
+    def _stop_requested(self) -> bool:
+        """Whether any rank got SIGTERM/SIGINT (one collective under DDP, so every rank stops at the same step)."""
+        if not self.ranks.enabled:
+            return self._stop_signal is not None
+        flag = torch.tensor(0.0 if self._stop_signal is None else 1.0, device=self.device)
+        return bool(collective.sum_(flag) > 0)
+
+    def _stop_name(self) -> str:
+        return signal.Signals(self._stop_signal).name if self._stop_signal is not None else "a signal to another rank"
+
     def _loop(self, metrics: MetricsWriter) -> tuple[str, str]:
         cfg = self.cfg
         batches = len(self.loader)
         # Step metrics are differences of the epoch totals between log points: one accumulator,
-        # a few kernel launches per step, one device read per log point.
-        mark_loss, mark_correct, mark_seen = float(self.totals.loss), int(self.totals.correct), self.totals.seen
+        # a few kernel launches per step, one device read (and under DDP one collective) per log point.
+        mark = self.global_totals()
+        mark_loss, mark_correct, mark_seen = float(mark.loss), int(mark.correct), mark.seen
         last_status = time.time()
         self.model.train()
         while self.position.epoch < cfg.epochs:
@@ -314,70 +500,67 @@ class Trainer:
                 t = epoch - start + self.position.batch / batches
                 lr = self.base_lr * lr_factor(cfg.schedule, t, length, dt=1.0 / batches)
                 set_lr(self.optimizer, lr)
-                x_in, y_in, adv_mask = self.adversary.make_batch(x, y) if adversarial else (x, y, None)
-                ctx = BatchContext(epoch=epoch, epochs=cfg.epochs, step=self.position.step, is_adversarial=adv_mask)
-                out = self.defense.training_loss(self.model, x_in, y_in, ctx)
-                self.optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                if cfg.grad_clip:
-                    nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
-                self.optimizer.step()
-                self.defense.after_step(ctx)
-
-                # Accumulate on the device; read back only at log points (no per-step sync). A nan/inf
-                # loss poisons the running sum, so checking the sum there catches it.
-                n = y_in.shape[0]
-                self.totals.loss.add_(out.loss.detach(), alpha=n)
-                self.totals.correct.add_((out.logits.detach().argmax(1) == y_in).sum())
-                self.totals.seen += n
-                for k, v in out.parts.items():
-                    self.totals.parts[k] = self.totals.parts.get(k, 0) + v.detach() * n
+                clean_sizes = self.loader.batch_sizes(self.position.batch)
+                global_n = sum(self.adversary.output_size(n) if adversarial else n for n in clean_sizes)
+                self._step(x, y, {"epoch": epoch, "epochs": cfg.epochs, "step": self.position.step,
+                                  "clean_sizes": clean_sizes}, adversarial, global_n)
                 self.position.batch += 1
                 self.position.step += 1
                 self.reporter.batch(epoch, self.position.batch)
 
-                if self.position.step % cfg.log_every == 0 or self.position.batch == batches:
-                    total_loss, total_correct = float(self.totals.loss), int(self.totals.correct)
+                log_point = self.position.step % cfg.log_every == 0 or self.position.batch == batches
+                if log_point:
+                    totals = self.global_totals()
+                    total_loss, total_correct = float(totals.loss), int(totals.correct)
                     if not math.isfinite(total_loss):
                         raise NonFiniteLoss(f"loss became non-finite (nan/inf) in epoch {epoch + 1} before step "
                                             f"{self.position.step}; {self._kept()}")
-                    seen = self.totals.seen - mark_seen
+                    seen = totals.seen - mark_seen
                     rec = {"kind": "step", "epoch": epoch + 1, "batch": self.position.batch, "step": self.position.step,
                            "train_loss": (total_loss - mark_loss) / seen,
                            "train_acc": (total_correct - mark_correct) / seen, "lr": lr, "time": time.time()}
                     metrics.write(rec)
                     self.reporter.log(rec)
-                    mark_loss, mark_correct, mark_seen = total_loss, total_correct, self.totals.seen
+                    mark_loss, mark_correct, mark_seen = total_loss, total_correct, totals.seen
                 if time.time() - last_status > STATUS_INTERVAL:
                     self.write_status("running")
                     last_status = time.time()
-                if self._stop_signal is not None and self.position.batch < batches:
+                # One process checks every step; DDP ranks agree at log points (a collective there, not per step).
+                if self.position.batch < batches and (log_point or not self.ranks.enabled) and self._stop_requested():
                     self.totals.seconds += time.perf_counter() - t_epoch
                     self.save()
-                    name = signal.Signals(self._stop_signal).name
-                    return "stopped", f"stopped by {name} in epoch {epoch + 1} at batch {self.position.batch}/{batches}; resume to continue"
+                    return "stopped", (f"stopped by {self._stop_name()} in epoch {epoch + 1} at batch "
+                                       f"{self.position.batch}/{batches}; resume to continue")
                 if cfg.checkpoint_every and self.position.step % cfg.checkpoint_every == 0 and self.position.batch < batches:
                     self.totals.seconds += time.perf_counter() - t_epoch
                     t_epoch = time.perf_counter()
                     self.save()
 
             # End of epoch: evaluate, record, checkpoint.
-            if not math.isfinite(float(self.totals.loss)):
+            totals = self.global_totals()
+            if not math.isfinite(float(totals.loss)):
                 raise NonFiniteLoss(f"loss became non-finite (nan/inf) in epoch {epoch + 1}; {self._kept()}")
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             train_seconds = self.totals.seconds + time.perf_counter() - t_epoch
             evals = self.evaluate(epoch + 1)
-            seen = max(self.totals.seen, 1)
+            seen = max(totals.seen, 1)
             record = {"kind": "epoch", "epoch": epoch + 1, "step": self.position.step,
-                      "train_loss": float(self.totals.loss) / seen, "train_acc": int(self.totals.correct) / seen,
+                      "train_loss": float(totals.loss) / seen, "train_acc": int(totals.correct) / seen,
                       **{k: evals[k] for k in ("test_clean_acc", "test_robust_acc")},
                       "robust_eps": cfg.eval.eps if evals["test_robust_acc"] is not None else None,
                       "lr": self.optimizer.param_groups[0]["lr"], "seconds": train_seconds,
                       "eval_seconds": evals["eval_seconds"], "time": time.time(),
                       "phase": self.defense.phase(epoch, cfg.epochs),
-                      **{f"loss_{k}": float(v) / seen for k, v in self.totals.parts.items()},
+                      **{f"loss_{k}": float(v) / seen for k, v in totals.parts.items()},
                       **self.defense.epoch_metrics(self.model)}
+            if self.ranks.enabled:
+                diverged = self._diverged_tensor()
+                record["ranks_in_sync"] = diverged is None
+                if diverged is not None:
+                    metrics.write(record)
+                    return "failed", (f"ranks diverged in epoch {epoch + 1}: {diverged} differs between ranks; "
+                                      "last.pt is the previous epoch's state")
             problem = self.defense.check_epoch(record, self.history)
             if problem is not None:  # keep last.pt at the previous (good) epoch
                 metrics.write(record)
@@ -401,9 +584,8 @@ class Trainer:
             self.save(best=improved or not self.run.best.exists())
             self.reporter.epoch(record)
             self.write_status("running")
-            if self._stop_signal is not None and self.position.epoch < cfg.epochs:
-                name = signal.Signals(self._stop_signal).name
-                return "stopped", f"stopped by {name} after epoch {epoch + 1}; resume to continue"
+            if self.position.epoch < cfg.epochs and self._stop_requested():
+                return "stopped", f"stopped by {self._stop_name()} after epoch {epoch + 1}; resume to continue"
         return "finished", f"finished {cfg.epochs} epochs"
 
     def schedule_span(self, epoch: int) -> tuple[int, int]:

@@ -1,0 +1,22 @@
+"""Trains prepared run folders one after another on every rank of a torchrun job (tests/test_distributed.py):
+
+    python -m torch.distributed.run --standalone --nproc-per-node 2 tests/distributed_runs.py RUN [RUN ...]
+
+One torchrun start (process group, imports) serves every defense the test compares.
+"""
+
+import sys
+
+import torch.distributed as dist
+
+from workbench.training.distributed import init_from_env
+from workbench.training.session import run_training
+
+ranks = init_from_env("cpu")
+try:
+    for run in sys.argv[1:]:
+        state = run_training(run, device="cpu", ranks=ranks, locked=False)
+        if ranks.main:
+            print(f"{run}: {state}", flush=True)
+finally:
+    dist.destroy_process_group()
