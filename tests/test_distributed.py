@@ -103,20 +103,6 @@ def test_every_defense_trains_the_same_weights_on_two_ranks_as_on_one(tmp_path):
             assert r["test_clean_acc"] == pytest.approx(q["test_clean_acc"], abs=0.01), name
 
 
-def test_devices_flag_launches_torchrun_and_matches_one_process(tmp_path):
-    sets = [f"--set={s}" for s in ["epochs=1", *BASE]]
-    out = workbench("train", "--profile", "quickstart", *sets, "--devices", "2", "--device", "cpu",
-                    "--out", str(tmp_path / "ddp"))
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "finished: checkpoint" in out.stdout
-    (run,) = (tmp_path / "ddp").iterdir()
-    ref = one_process(tmp_path, "one", ["epochs=1"])
-    assert_same_weights(ref / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")
-    steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "step"]
-    assert steps == sorted(set(steps))  # one writer: no line twice
-    assert Status.read(run / "status.json").state == "finished"
-
-
 def wait_for(predicate, timeout: float = 120.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -126,7 +112,7 @@ def wait_for(predicate, timeout: float = 120.0, what: str = "") -> None:
 
 
 def test_a_stopped_ddp_run_resumes_on_another_number_of_devices(tmp_path):
-    """A stop request reaches rank 0 as SIGTERM and every rank stops at the same step with one checkpoint; resuming on 1 device continues the same global batches and ends with the weights of an
+    """`workbench train --devices 2` (torchrun, gloo) trains; a stop request reaches rank 0 as SIGTERM and every rank stops at the same step with one checkpoint; resuming on 1 device continues the same global batches and ends with the weights of an
     uninterrupted run."""
     overrides = ["epochs=4", "adv_train.steps=20"]
     ref = one_process(tmp_path, "ref", overrides)

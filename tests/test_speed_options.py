@@ -78,6 +78,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_speed_flags_land_in_the_run_config(tmp_path):
     out = cli("train", "--profile", "quickstart", "--set", "epochs=1", "--set", "eval.robust_every=0",
+              "--set", "data.train_subset=128", "--set", "eval.clean_subset=64",
               "--amp", "bf16", "--channels-last", "--no-cudnn-benchmark", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
     (run,) = tmp_path.iterdir()
