@@ -106,11 +106,7 @@ def launch(run_root, devices: int, device_type: str, data_root: str | None = Non
 
     saved = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while True:
-            try:
-                return proc.wait()
-            except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for clarity
-                continue
+        return proc.wait()  # a handled signal does not interrupt the wait (PEP 475)
     finally:
         for s, h in saved.items():
             signal.signal(s, h)

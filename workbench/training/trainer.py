@@ -268,8 +268,9 @@ class Trainer:
         out.parts = {k: packed[3 + i].float() for i, k in enumerate(keys)}
         return out
 
-    def checkpoint_data(self) -> dict[str, Any]:
-        """The state to resume from; a collective under DDP (every rank calls it at the same step)."""
+    def checkpoint_data(self, totals: EpochTotals) -> dict[str, Any]:
+        """The state to resume from (`totals`: the epoch's sums over every rank); a collective under DDP (every
+        rank calls it at the same step)."""
         ranks_rng = collective.gather_objects(self._own_rng())
         rng = {**ranks_rng[0], "data_epoch_start": self.epoch_start_state,
                "ranks": ranks_rng if self.ranks.enabled else None}
@@ -280,7 +281,7 @@ class Trainer:
             "defense_state": self.defense.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "position": {"epoch": self.position.epoch, "batch": self.position.batch, "step": self.position.step},
-            "totals": self.global_totals().state(),
+            "totals": totals.state(),
             "rng": rng,
             "best_value": self.best_value,
             "history": self.history,
@@ -293,9 +294,10 @@ class Trainer:
 
     def save(self, best: bool = False) -> None:
         # Never write a non-finite state over the last good checkpoint.
-        if not math.isfinite(float(self.global_totals().loss)):
+        totals = self.global_totals()
+        if not math.isfinite(float(totals.loss)):
             raise NonFiniteLoss(f"loss became non-finite (nan/inf) in epoch {self.position.epoch + 1}; {self._kept()}")
-        data = self.checkpoint_data()
+        data = self.checkpoint_data(totals)
         if self.ranks.main:  # one writer; the others wait for it at their next collective
             save_checkpoint(data, self.run.last)
             if best:
