@@ -41,21 +41,81 @@ _Loader.add_implicit_resolver(
 )
 
 
+# Deeper than any real profile; PyYAML composes recursively, so a hostile file of nested brackets would
+# otherwise end in a RecursionError (and pydantic would recurse into it again).
+MAX_DEPTH = 64
+
+
+def _nesting_depth(text: str) -> int:
+    """An upper bound on the YAML's nesting: flow brackets, and indentation levels of block collections."""
+    depth = best = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    indents = {len(line) - len(line.lstrip(" ")) for line in text.splitlines() if line.strip()}
+    return max(best, len(indents))
+
+
 def parse_yaml(text: str, source: str = "<string>") -> Any:
+    if _nesting_depth(text) > MAX_DEPTH:
+        raise WorkbenchError(f"{source}: invalid YAML: nested deeper than {MAX_DEPTH} levels")
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise WorkbenchError(f"{source}: invalid YAML: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # a scalar PyYAML cannot build: 2020-99-99, 0x, {[1]: 2}
+        raise WorkbenchError(f"{source}: invalid YAML: {str(exc).splitlines()[0][:120] or type(exc).__name__}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise WorkbenchError(f"{where}: invalid YAML: {problem}") from None
+    if _expanded_size(data) > MAX_NODES:
+        raise WorkbenchError(f"{source}: invalid YAML: more than {MAX_NODES} values once aliases are expanded")
+    return data
+
+
+# Aliases share one object in memory, but validation and dumping walk every occurrence: ten nested
+# aliases of ten items each would be 10^10 values ("billion laughs").
+MAX_NODES = 100_000
+
+
+def _expanded_size(data: Any) -> int:
+    """Values in `data` counting every occurrence of a shared (aliased) one; stops early past the cap."""
+    count, stack = 0, [data]
+    while stack and count <= MAX_NODES:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+# Profiles and resolved configs are a few KB; refusing a huge file beats reading it into memory.
+MAX_BYTES = 4 << 20
 
 
 def read_yaml(path: Path) -> Any:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
+    except IsADirectoryError:
+        raise WorkbenchError(f"{path} is a folder, not a YAML file") from None
     except OSError as exc:
         raise WorkbenchError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_BYTES:
+        raise WorkbenchError(f"{path}: larger than {MAX_BYTES >> 20} MiB; not a profile or config")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WorkbenchError(f"{path}: not UTF-8 text (byte {exc.start} is 0x{raw[exc.start]:02x}); "
+                             "a profile is a UTF-8 YAML file") from None
     return parse_yaml(text, str(path))
 
 
