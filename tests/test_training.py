@@ -80,7 +80,7 @@ class StopAt:
 
     def batch(self, epoch, batch):
         if (epoch, batch) == self.at:
-            self.trainer._stop_signal = signal.SIGTERM
+            self.trainer.stop.signum = signal.SIGTERM
 
 
 def test_resume_mid_epoch_is_exact(tmp_path):
@@ -108,6 +108,13 @@ def test_resume_mid_epoch_is_exact(tmp_path):
     steps = [r["step"] for r in read_metrics(split.metrics) if r["kind"] == "step"]
     assert steps == sorted(set(steps))
     assert steps == [r["step"] for r in read_metrics(straight.metrics) if r["kind"] == "step"]
+    # The log window the stop cut in two is carried in the checkpoint: the first record after the resume
+    # averages the same steps as the uninterrupted run's.
+    a_steps = [r for r in read_metrics(straight.metrics) if r["kind"] == "step"]
+    b_steps = [r for r in read_metrics(split.metrics) if r["kind"] == "step"]
+    for ra, rb in zip(a_steps, b_steps):
+        assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-5), ra["step"]
+        assert rb["train_acc"] == pytest.approx(ra["train_acc"], abs=1e-9), ra["step"]
     assert [r["epoch"] for r in epoch_records(split)] == [1, 2, 3]
 
 

@@ -27,6 +27,8 @@ def find_profile(name_or_path: str) -> Path:
     """A path to a YAML file, or the name of a bundled profile."""
     path = Path(name_or_path).expanduser()
     if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            raise WorkbenchError(f"profile {path} is a folder; give a profile name or a .yaml file")
         if not path.is_file():
             raise WorkbenchError(f"profile file {path} does not exist")
         return path
@@ -106,7 +108,7 @@ def check_references(cfg: RunConfig, source: str) -> None:
     from defenses import DEFENSES
 
     from ..data import DATASETS
-    from ..models import MODELS, create_model
+    from ..models import MODELS, check_parameter_budget, create_model
 
     def fail(key: str, msg: str) -> None:
         raise WorkbenchError(f"{source}: {key}: {msg}")
@@ -159,7 +161,7 @@ def check_references(cfg: RunConfig, source: str) -> None:
         with torch.device("meta"):
             meta_model = defense.transform_model(meta_model)
             # Auxiliary heads on the meta model: catches an unknown tap name or a head that cannot fit.
-            defense.attach(meta_model, (data_spec.channels, data_spec.image_size, data_spec.image_size))
+            aux = defense.attach(meta_model, (data_spec.channels, data_spec.image_size, data_spec.image_size))
         if cfg.performance.amp == "fp16" and defense.self_updated():
             # fp16 needs a gradient scaler; the defense's own prototype optimizers step on raw gradients.
             raise WorkbenchError("updates its own prototypes from the gradients, which fp16's loss scaling would "
@@ -169,6 +171,10 @@ def check_references(cfg: RunConfig, source: str) -> None:
     except Exception as exc:  # noqa: BLE001 - a transform that cannot apply to this model
         fail("defense", f"{cfg.defense.name} cannot transform {cfg.model.name!r}: "
              f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}")
+    try:
+        check_parameter_budget(meta_model, aux, what=f"{cfg.model.name} with {cfg.defense.name}")
+    except WorkbenchError as exc:
+        fail("model", str(exc))
 
 
 def _type_name(hint: Any) -> str:

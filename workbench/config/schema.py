@@ -17,8 +17,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
+# Counts (steps, epochs, subsets) fit a C int: past that torch and the data loader fail deep inside,
+# and no real run needs more.
+MAX_COUNT = 2**31 - 1
+MAX_BATCH = 2**20
+MAX_SEED = 2**32 - 1  # numpy's range; offsets (per rank, per step) are added to it within torch's 64 bits
+MAX_PIXEL_EPS = 1.0  # pixels live in [0, 1]: an L-inf radius of 1 already allows any image
+
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_COUNT)]
+NonNegInt = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+BatchSize = Annotated[int, Field(gt=0, le=MAX_BATCH)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 
 # A step size is a pixel value, or an expression of eps (and steps): "eps/4", "2.5*eps/steps".
@@ -98,8 +106,8 @@ class AdvTrainConfig(Strict):
         values = v if isinstance(v, list) else [v]
         if isinstance(v, list) and (len(v) != 2 or v[0] > v[1]):
             raise ValueError("a range must be [lo, hi] with lo <= hi")
-        if any(not (math.isfinite(e) and e >= 0) for e in values):
-            raise ValueError("must be a finite number >= 0")
+        if any(not (math.isfinite(e) and 0 <= e <= MAX_PIXEL_EPS) for e in values):
+            raise ValueError(f"must be a pixel radius in [0, {MAX_PIXEL_EPS:g}] (images are in [0, 1])")
         return v
 
     @field_validator("ratio")
@@ -151,11 +159,11 @@ class EvalConfig(Strict):
     robust_every: NonNegInt = Field(1, description="robust accuracy every N epochs (0: never)")
     robust_subset: PositiveInt = 500
     attack: Literal["pgd", "fgsm"] = "pgd"
-    eps: Annotated[float, Field(gt=0)] = 0.3
+    eps: Annotated[float, Field(gt=0, le=MAX_PIXEL_EPS)] = 0.3
     steps: PositiveInt = 20
     step_size: Union[float, str] = "2.5*eps/steps"
     restarts: PositiveInt = 1
-    batch_size: PositiveInt = 500
+    batch_size: BatchSize = 500
     best_by: Literal["auto", "clean", "robust"] = "auto"
 
     _step = field_validator("step_size")(classmethod(lambda cls, v: _check_step_size(v)))
@@ -211,8 +219,8 @@ class RunConfig(Strict):
     optimizer: OptimizerConfig = Field(default_factory=lambda: SGDConfig(name="sgd"))
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     epochs: PositiveInt = 10
-    batch_size: PositiveInt = 128
-    seed: NonNegInt = 0
+    batch_size: BatchSize = 128
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
     eval: EvalConfig = Field(default_factory=EvalConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     log_every: PositiveInt = Field(20, description="write a step metric every N steps")

@@ -21,6 +21,7 @@ class ModelSpec:
     min_image_size: int = 1
     channels: tuple[int, ...] = (1, 3)
     defaults: dict[str, Any] = field(default_factory=dict)
+    limits: dict[str, int] = field(default_factory=dict)  # largest value of an int option (else MAX_INT_OPTION)
 
     def fits(self, in_channels: int, image_size: int) -> bool:
         return in_channels in self.channels and image_size >= self.min_image_size
@@ -28,9 +29,17 @@ class ModelSpec:
 
 MODELS: Registry[ModelSpec] = Registry("model")
 
+# Every integer option sizes something (a width, a depth, blocks per stage). Past this, even a meta-device
+# build of the Python module tree takes minutes; no model of the papers comes near it.
+MAX_INT_OPTION = 4096
+# Weights of a model and its auxiliary heads together (elements; 4 GB in float32). wrn34_10 has 46M.
+MAX_PARAMETERS = 1_000_000_000
 
-def register_model(name: str, description: str, *, min_image_size: int = 1, channels=(1, 3)):
-    """Decorator registering a builder `fn(in_channels, num_classes, image_size, **kwargs) -> TapNet`."""
+
+def register_model(name: str, description: str, *, min_image_size: int = 1, channels=(1, 3),
+                   limits: dict[str, int] | None = None):
+    """Decorator registering a builder `fn(in_channels, num_classes, image_size, **kwargs) -> TapNet`.
+    `limits` caps int options that multiply modules (blocks, depth) below MAX_INT_OPTION."""
 
     def add(fn: Callable[..., TapNet]) -> Callable[..., TapNet]:
         params = inspect.signature(fn).parameters
@@ -41,7 +50,7 @@ def register_model(name: str, description: str, *, min_image_size: int = 1, chan
         }
         MODELS.register(
             name,
-            ModelSpec(name, fn, description, min_image_size, tuple(channels), defaults),
+            ModelSpec(name, fn, description, min_image_size, tuple(channels), defaults, dict(limits or {})),
         )
         return fn
 
@@ -72,6 +81,10 @@ def create_model(
     if unknown:
         known = ", ".join(sorted(spec.defaults)) or "none"
         raise WorkbenchError(f"model {name!r} has no option {sorted(unknown)[0]!r} (options: {known})")
+    for key, value in kwargs.items():
+        top = spec.limits.get(key, MAX_INT_OPTION)
+        if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value <= top:
+            raise WorkbenchError(f"model {name!r} option {key}={value} is out of range (0..{top})")
     model = spec.builder(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **kwargs)
     if normalize is not None:
         mean, std = normalize
@@ -83,3 +96,12 @@ def create_model(
 
 def model_taps(model: nn.Module) -> tuple[str, ...]:
     return tuple(getattr(model, "taps", ()))
+
+
+def check_parameter_budget(*modules: nn.Module | None, what: str = "the model") -> int:
+    """Count weights without touching them (works on the meta device); refuse more than MAX_PARAMETERS."""
+    total = sum(t.numel() for m in modules if m is not None for t in [*m.parameters(), *m.buffers()])
+    if total > MAX_PARAMETERS:
+        raise WorkbenchError(f"{what} would have {total:,} weights, more than the {MAX_PARAMETERS:,} this "
+                             "workbench builds")
+    return total

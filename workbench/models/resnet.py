@@ -78,7 +78,8 @@ def _gap() -> nn.Sequential:
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
-@register_model("resnet56", "CIFAR ResNet-56, basic blocks, option-A shortcuts (A6, GCE comparison)", min_image_size=8)
+@register_model("resnet56", "CIFAR ResNet-56, basic blocks, option-A shortcuts (A6, GCE comparison)", min_image_size=8,
+                limits={"blocks_per_stage": 200})
 def resnet56(in_channels: int, num_classes: int, image_size: int, blocks_per_stage: int = 9) -> TapNet:
     stages = []
     cin = 16
@@ -91,7 +92,8 @@ def resnet56(in_channels: int, num_classes: int, image_size: int, blocks_per_sta
     return net
 
 
-@register_model("resnet110", "CIFAR ResNet-110, bottlenecks, GAP 256 -> FC 1024 -> FC K (A2, PCL)", min_image_size=8)
+@register_model("resnet110", "CIFAR ResNet-110, bottlenecks, GAP 256 -> FC 1024 -> FC K (A2, PCL)", min_image_size=8,
+                limits={"blocks_per_stage": 200})
 def resnet110(in_channels: int, num_classes: int, image_size: int, blocks_per_stage: int = 12) -> TapNet:
     stages = []
     cin = 16

@@ -40,7 +40,7 @@ class _WideBlock(nn.Module):
         return self.conv2(h) + shortcut
 
 
-@register_model("wrn34_10", "WideResNet-34-10 as in TRADES", min_image_size=8)
+@register_model("wrn34_10", "WideResNet-34-10 as in TRADES", min_image_size=8, limits={"depth": 604, "widen": 64})
 def wrn34_10(
     in_channels: int, num_classes: int, image_size: int, depth: int = 34, widen: int = 10, dropout: float = 0.0
 ) -> TapNet:

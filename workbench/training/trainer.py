@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,6 +31,7 @@ from ..errors import WorkbenchError
 from ..models import create_model
 from ..provenance import provenance
 from ..runs import MetricsWriter, RunPaths, Status, truncate_metrics
+from ..stop_request import StopRequest
 from .adversarial import AdversarialBatcher
 from .distributed import SINGLE, Ranks
 from .evaluate import clean_correct, robust_correct
@@ -88,6 +87,16 @@ class EpochTotals:
         return t
 
 
+@dataclass
+class LogMark:
+    """The epoch totals at the previous log point (host numbers): a step record covers the steps since.
+    Checkpoints carry it, so the first record after a resume covers the same steps as without the kill."""
+
+    loss: float = 0.0
+    correct: int = 0
+    seen: int = 0
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -129,14 +138,15 @@ class DefenseLoss(nn.Module):
 
 class Trainer:
     def __init__(self, cfg: RunConfig, run: RunPaths, device: torch.device,
-                 reporter: Reporter | None = None, data_root: str | None = None, ranks: Ranks = SINGLE):
+                 reporter: Reporter | None = None, data_root: str | None = None, ranks: Ranks = SINGLE,
+                 stop: StopRequest | None = None):
         self.cfg = cfg
         self.run = run
         self.device = device
         self.ranks = ranks
         self.reporter = (reporter or SilentReporter()) if ranks.main else SilentReporter()
         self.data_root = data_root
-        self._stop_signal: int | None = None
+        self.stop = stop or StopRequest()
 
         torch.manual_seed(cfg.seed)  # the same initial model on every rank
         spec = DATASETS.get(cfg.dataset)
@@ -200,6 +210,8 @@ class Trainer:
 
         self.position = Position()
         self.totals = EpochTotals.zeros(device)
+        self.log_mark = LogMark()
+        self._epoch_clock = time.perf_counter()
         self.history: list[dict[str, Any]] = []  # epoch records
         self.best_value: float | None = None
         self.status = Status(pid=None, epochs=cfg.epochs, batches=len(self.loader), device=str(device))
@@ -282,6 +294,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "position": {"epoch": self.position.epoch, "batch": self.position.batch, "step": self.position.step},
             "totals": totals.state(),
+            "log_mark": asdict(self.log_mark),
             "rng": rng,
             "best_value": self.best_value,
             "history": self.history,
@@ -318,6 +331,10 @@ class Trainer:
         self.totals = EpochTotals.from_state(data["totals"], self.device) if self.ranks.main else \
             EpochTotals.zeros(self.device)
         self.totals.seconds = data["totals"]["seconds"]
+        # Checkpoints before log marks were saved: the first record after the resume covers the steps since it.
+        saved = data["totals"]
+        mark = data.get("log_mark") or {"loss": saved["loss"], "correct": saved["correct"], "seen": saved["seen"]}
+        self.log_mark = LogMark(float(mark["loss"]), int(mark["correct"]), int(mark["seen"]))
         rng = data["rng"]
         self.epoch_start_state = rng["data_epoch_start"]  # the data order is global: any world size replays it
         saved_ranks = rng.get("ranks") or [rng]
@@ -353,19 +370,6 @@ class Trainer:
         if self.ranks.enabled:  # per-rank draws (dropout, noise) differ; the model is built from the shared seed
             torch.manual_seed(self.cfg.seed + self.ranks.rank)
 
-    # -- signals ----------------------------------------------------------------------------
-    @contextmanager
-    def _stop_on_signals(self) -> Iterator[None]:
-        def handler(signum, frame):
-            self._stop_signal = signum
-
-        saved = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for s, h in saved.items():
-                signal.signal(s, h)
-
     # -- the loop ---------------------------------------------------------------------------
     def write_status(self, state: str, message: str = "") -> None:
         if not self.ranks.main:
@@ -385,19 +389,35 @@ class Trainer:
         self.reporter.start(cfg.epochs, len(self.loader), self.position.epoch, self.position.batch)
         self.write_status("running")
         try:
-            with self._stop_on_signals():
+            with self.stop:
                 state, message = self._loop(metrics)
         except NonFiniteLoss as exc:
             state, message = "failed", str(exc)
         except BaseException as exc:  # record the failure for `runs` and the TUI, then re-raise
-            self.write_status("failed", f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
             self.reporter.close()
             metrics.close()
+            self._record_failure(exc)
             raise
         self.write_status(state, message)
         self.reporter.close()
         metrics.close()
         return state
+
+    def stopped_before_start(self) -> str:
+        """A stop signal came during set-up (loading data, building the model): record it; nothing to save."""
+        self.status.pid = os.getpid()
+        self._refresh_best()
+        self.write_status("stopped", f"stopped by {self._stop_name()} before training started; resume to continue")
+        return "stopped"
+
+    def _record_failure(self, exc: BaseException) -> None:
+        """status.json says why the run failed; a status that cannot be written (a full disk) must not hide
+        the original error."""
+        text = str(exc) if isinstance(exc, WorkbenchError) else f"{type(exc).__name__}: {exc}"
+        try:
+            self.write_status("failed", text.splitlines()[0][:300] if text.strip() else type(exc).__name__)
+        except (WorkbenchError, OSError):
+            pass
 
     def _refresh_best(self) -> None:
         """Status best/last accuracies from the epoch history (after a resume)."""
@@ -471,124 +491,144 @@ class Trainer:
     def _stop_requested(self) -> bool:
         """Whether any rank got SIGTERM/SIGINT (one collective under DDP, so every rank stops at the same step)."""
         if not self.ranks.enabled:
-            return self._stop_signal is not None
-        flag = torch.tensor(0.0 if self._stop_signal is None else 1.0, device=self.device)
+            return self.stop.requested
+        flag = torch.tensor(1.0 if self.stop.requested else 0.0, device=self.device)
         return bool(collective.sum_(flag) > 0)
 
     def _stop_name(self) -> str:
-        return signal.Signals(self._stop_signal).name if self._stop_signal is not None else "a signal to another rank"
+        return self.stop.name
 
     def _loop(self, metrics: MetricsWriter) -> tuple[str, str]:
         cfg = self.cfg
-        batches = len(self.loader)
-        # Step metrics are differences of the epoch totals between log points: one accumulator,
-        # a few kernel launches per step, one device read (and under DDP one collective) per log point.
-        mark = self.global_totals()
-        mark_loss, mark_correct, mark_seen = float(mark.loss), int(mark.correct), mark.seen
-        last_status = time.time()
         self.model.train()
         while self.position.epoch < cfg.epochs:
             epoch = self.position.epoch
             if self.position.batch == 0 and self.defense.reset_optimizer_at(epoch, cfg.epochs):
                 # A new training phase starts with a fresh optimizer state (the papers' phase-2 scripts).
                 self.optimizer = build_optimizer(self.params, cfg.optimizer)
-            # Every random draw of the epoch (order, augmentation) comes from this one state.
-            self.data_generator.set_state(self.epoch_start_state)
-            t_epoch = time.perf_counter()
-            adversarial = cfg.adv_train.phases == "all" or (
-                self.defense.phase(epoch, cfg.epochs) == self.defense.phase(cfg.epochs - 1, cfg.epochs))
-            for x, y in self.loader.epoch(self.data_generator, start=self.position.batch):
-                start, length = self.schedule_span(epoch)
-                t = epoch - start + self.position.batch / batches
-                lr = self.base_lr * lr_factor(cfg.schedule, t, length, dt=1.0 / batches)
-                set_lr(self.optimizer, lr)
-                clean_sizes = self.loader.batch_sizes(self.position.batch)
-                global_n = sum(self.adversary.output_size(n) if adversarial else n for n in clean_sizes)
-                self._step(x, y, {"epoch": epoch, "epochs": cfg.epochs, "step": self.position.step,
-                                  "clean_sizes": clean_sizes}, adversarial, global_n)
-                self.position.batch += 1
-                self.position.step += 1
-                self.reporter.batch(epoch, self.position.batch)
-
-                log_point = self.position.step % cfg.log_every == 0 or self.position.batch == batches
-                if log_point:
-                    totals = self.global_totals()
-                    total_loss, total_correct = float(totals.loss), int(totals.correct)
-                    if not math.isfinite(total_loss):
-                        raise NonFiniteLoss(f"loss became non-finite (nan/inf) in epoch {epoch + 1} before step "
-                                            f"{self.position.step}; {self._kept()}")
-                    seen = totals.seen - mark_seen
-                    rec = {"kind": "step", "epoch": epoch + 1, "batch": self.position.batch, "step": self.position.step,
-                           "train_loss": (total_loss - mark_loss) / seen,
-                           "train_acc": (total_correct - mark_correct) / seen, "lr": lr, "time": time.time()}
-                    metrics.write(rec)
-                    self.reporter.log(rec)
-                    mark_loss, mark_correct, mark_seen = total_loss, total_correct, totals.seen
-                if time.time() - last_status > STATUS_INTERVAL:
-                    self.write_status("running")
-                    last_status = time.time()
-                # One process checks every step; DDP ranks agree at log points (a collective there, not per step).
-                if self.position.batch < batches and (log_point or not self.ranks.enabled) and self._stop_requested():
-                    self.totals.seconds += time.perf_counter() - t_epoch
-                    self.save()
-                    return "stopped", (f"stopped by {self._stop_name()} in epoch {epoch + 1} at batch "
-                                       f"{self.position.batch}/{batches}; resume to continue")
-                if cfg.checkpoint_every and self.position.step % cfg.checkpoint_every == 0 and self.position.batch < batches:
-                    self.totals.seconds += time.perf_counter() - t_epoch
-                    t_epoch = time.perf_counter()
-                    self.save()
-
-            # End of epoch: evaluate, record, checkpoint.
-            totals = self.global_totals()
-            if not math.isfinite(float(totals.loss)):
-                raise NonFiniteLoss(f"loss became non-finite (nan/inf) in epoch {epoch + 1}; {self._kept()}")
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            train_seconds = self.totals.seconds + time.perf_counter() - t_epoch
-            evals = self.evaluate(epoch + 1)
-            seen = max(totals.seen, 1)
-            record = {"kind": "epoch", "epoch": epoch + 1, "step": self.position.step,
-                      "train_loss": float(totals.loss) / seen, "train_acc": int(totals.correct) / seen,
-                      **{k: evals[k] for k in ("test_clean_acc", "test_robust_acc")},
-                      "robust_eps": cfg.eval.eps if evals["test_robust_acc"] is not None else None,
-                      "lr": self.optimizer.param_groups[0]["lr"], "seconds": train_seconds,
-                      "eval_seconds": evals["eval_seconds"], "time": time.time(),
-                      "phase": self.defense.phase(epoch, cfg.epochs),
-                      **{f"loss_{k}": float(v) / seen for k, v in totals.parts.items()},
-                      **self.defense.epoch_metrics(self.model)}
-            if self.ranks.enabled:
-                diverged = self._diverged_tensor()
-                record["ranks_in_sync"] = diverged is None
-                if diverged is not None:
-                    metrics.write(record)
-                    return "failed", (f"ranks diverged in epoch {epoch + 1}: {diverged} differs between ranks; "
-                                      "last.pt is the previous epoch's state")
-            problem = self.defense.check_epoch(record, self.history)
-            if problem is not None:  # keep last.pt at the previous (good) epoch
-                metrics.write(record)
-                self.reporter.epoch(record)
-                return "failed", problem
-            self.history.append(record)
-            key = self.best_key()
-            # Only the defense's last phase competes for best.pt: a PC-LC run's best must not be a warm-up (CE) model.
-            final_phase = record["phase"] == self.defense.phase(cfg.epochs - 1, cfg.epochs)
-            improved = final_phase and record.get(key) is not None and (
-                self.best_value is None or record[key] > self.best_value)
-            if improved:
-                self.best_value = record[key]
-            self._note_accuracies(record)
-
-            self.position = Position(epoch + 1, 0, self.position.step)
-            self.totals = EpochTotals.zeros(self.device)
-            mark_loss, mark_correct, mark_seen = 0.0, 0, 0
-            self.epoch_start_state = self.data_generator.get_state()
-            metrics.write(record)
-            self.save(best=improved or not self.run.best.exists())
-            self.reporter.epoch(record)
-            self.write_status("running")
+            stopped = self._train_epoch(epoch, metrics)
+            if stopped is not None:
+                return "stopped", stopped
+            failed = self._end_epoch(epoch, metrics)
+            if failed is not None:
+                return "failed", failed
             if self.position.epoch < cfg.epochs and self._stop_requested():
                 return "stopped", f"stopped by {self._stop_name()} after epoch {epoch + 1}; resume to continue"
         return "finished", f"finished {cfg.epochs} epochs"
+
+    def _train_epoch(self, epoch: int, metrics: MetricsWriter) -> str | None:
+        """The batches of `epoch` from the current position; the stop message if a signal ended it early."""
+        cfg = self.cfg
+        batches = len(self.loader)
+        # Every random draw of the epoch (order, augmentation) comes from this one state.
+        self.data_generator.set_state(self.epoch_start_state)
+        self._epoch_clock = time.perf_counter()
+        last_status = time.time()
+        adversarial = cfg.adv_train.phases == "all" or (
+            self.defense.phase(epoch, cfg.epochs) == self.defense.phase(cfg.epochs - 1, cfg.epochs))
+        for x, y in self.loader.epoch(self.data_generator, start=self.position.batch):
+            start, length = self.schedule_span(epoch)
+            t = epoch - start + self.position.batch / batches
+            lr = self.base_lr * lr_factor(cfg.schedule, t, length, dt=1.0 / batches)
+            set_lr(self.optimizer, lr)
+            clean_sizes = self.loader.batch_sizes(self.position.batch)
+            global_n = sum(self.adversary.output_size(n) if adversarial else n for n in clean_sizes)
+            self._step(x, y, {"epoch": epoch, "epochs": cfg.epochs, "step": self.position.step,
+                              "clean_sizes": clean_sizes}, adversarial, global_n)
+            self.position.batch += 1
+            self.position.step += 1
+            self.reporter.batch(epoch, self.position.batch)
+
+            log_point = self.position.step % cfg.log_every == 0 or self.position.batch == batches
+            if log_point:
+                self._log_step(epoch, lr, metrics)
+            if time.time() - last_status > STATUS_INTERVAL:
+                self.write_status("running")
+                last_status = time.time()
+            # One process checks every step; DDP ranks agree at log points (a collective there, not per step).
+            if self.position.batch < batches and (log_point or not self.ranks.enabled) and self._stop_requested():
+                self._bank_epoch_time()
+                self.save()
+                return (f"stopped by {self._stop_name()} in epoch {epoch + 1} at batch "
+                        f"{self.position.batch}/{batches}; resume to continue")
+            if cfg.checkpoint_every and self.position.step % cfg.checkpoint_every == 0 and self.position.batch < batches:
+                self._bank_epoch_time()
+                self.save()
+        return None
+
+    def _bank_epoch_time(self) -> None:
+        """Add the epoch's training time so far to the totals (a checkpoint carries it across a resume)."""
+        now = time.perf_counter()
+        self.totals.seconds += now - self._epoch_clock
+        self._epoch_clock = now
+
+    def _log_step(self, epoch: int, lr: float, metrics: MetricsWriter) -> None:
+        """A step record: the mean loss and accuracy since the previous log point (one device read)."""
+        totals = self.global_totals()
+        total_loss, total_correct = float(totals.loss), int(totals.correct)
+        if not math.isfinite(total_loss):
+            raise NonFiniteLoss(f"loss became non-finite (nan/inf) in epoch {epoch + 1} before step "
+                                f"{self.position.step}; {self._kept()}")
+        mark = self.log_mark
+        seen = totals.seen - mark.seen
+        rec = {"kind": "step", "epoch": epoch + 1, "batch": self.position.batch, "step": self.position.step,
+               "train_loss": (total_loss - mark.loss) / seen, "train_acc": (total_correct - mark.correct) / seen,
+               "lr": lr, "time": time.time()}
+        metrics.write(rec)
+        self.reporter.log(rec)
+        self.log_mark = LogMark(total_loss, total_correct, totals.seen)
+
+    def _end_epoch(self, epoch: int, metrics: MetricsWriter) -> str | None:
+        """Evaluate, record and checkpoint the finished `epoch`; the reason if the run must fail."""
+        cfg = self.cfg
+        totals = self.global_totals()
+        if not math.isfinite(float(totals.loss)):
+            raise NonFiniteLoss(f"loss became non-finite (nan/inf) in epoch {epoch + 1}; {self._kept()}")
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        train_seconds = self.totals.seconds + time.perf_counter() - self._epoch_clock
+        evals = self.evaluate(epoch + 1)
+        seen = max(totals.seen, 1)
+        record = {"kind": "epoch", "epoch": epoch + 1, "step": self.position.step,
+                  "train_loss": float(totals.loss) / seen, "train_acc": int(totals.correct) / seen,
+                  **{k: evals[k] for k in ("test_clean_acc", "test_robust_acc")},
+                  "robust_eps": cfg.eval.eps if evals["test_robust_acc"] is not None else None,
+                  "lr": self.optimizer.param_groups[0]["lr"], "seconds": train_seconds,
+                  "eval_seconds": evals["eval_seconds"], "time": time.time(),
+                  "phase": self.defense.phase(epoch, cfg.epochs),
+                  **{f"loss_{k}": float(v) / seen for k, v in totals.parts.items()},
+                  **self.defense.epoch_metrics(self.model)}
+        if self.ranks.enabled:
+            diverged = self._diverged_tensor()
+            record["ranks_in_sync"] = diverged is None
+            if diverged is not None:
+                metrics.write(record)
+                return (f"ranks diverged in epoch {epoch + 1}: {diverged} differs between ranks; "
+                        "last.pt is the previous epoch's state")
+        problem = self.defense.check_epoch(record, self.history)
+        if problem is not None:  # keep last.pt at the previous (good) epoch
+            metrics.write(record)
+            self.reporter.epoch(record)
+            return problem
+        self.history.append(record)
+        key = self.best_key()
+        # Only the defense's last phase competes for best.pt: a PC-LC run's best must not be a warm-up (CE) model.
+        final_phase = record["phase"] == self.defense.phase(cfg.epochs - 1, cfg.epochs)
+        improved = final_phase and record.get(key) is not None and (
+            self.best_value is None or record[key] > self.best_value)
+        if improved:
+            self.best_value = record[key]
+        self._note_accuracies(record)
+
+        self.position = Position(epoch + 1, 0, self.position.step)
+        self.totals = EpochTotals.zeros(self.device)
+        self.log_mark = LogMark()
+        self.epoch_start_state = self.data_generator.get_state()
+        metrics.write(record)
+        self.save(best=improved or not self.run.best.exists())
+        self.reporter.epoch(record)
+        self.write_status("running")
+        return None
 
     def schedule_span(self, epoch: int) -> tuple[int, int]:
         """(first epoch, length) of the stretch the lr schedule spans: the run, or the defense's phase."""
