@@ -55,6 +55,16 @@ def train(
     data_root: Optional[str] = DataRoot,
 ) -> None:
     """Train a model from a profile; prints its run folder first."""
+    from .stop_request import StopRequest
+
+    # Before torch is imported: a SIGTERM during set-up (seconds) becomes a clean 'stopped', not a kill.
+    with StopRequest() as stop:
+        _train(profile, set_, out_dir, device, resume, detach, devices, amp, channels_last, compile_,
+               cudnn_benchmark, data_root, stop)
+
+
+def _train(profile, set_, out_dir, device, resume, detach, devices, amp, channels_last, compile_, cudnn_benchmark,
+           data_root, stop) -> None:
     from .config import load_profile
     from .runs import Status, launch_detached, open_run, read_json, write_json_atomic
     from .training import prepare_run, run_training
@@ -86,6 +96,8 @@ def train(
         if late:
             err.print(f"note: lr milestones {late} lie at or past the run's {cfg.epochs} epochs and never apply; "
                       "scale them with --set schedule.milestones=[...]", highlight=False)
+        if stop.requested:  # interrupted before anything was created
+            raise KeyboardInterrupt
         run = prepare_run(cfg, out_dir, path, data_root=data_root, device=device, devices=devices)
     print(f"run: {run.root}", flush=True)
     if detach:
@@ -94,11 +106,13 @@ def train(
         print(f"training in the background (pid {pid}); log: {run.log}", flush=True)
         return
     if devices > 1:
-        state = _train_distributed(run, devices, device, data_root)
+        if stop.requested:
+            raise KeyboardInterrupt
+        state = _train_distributed(run, devices, device, data_root)  # the launcher forwards signals itself
     else:
         # "auto" defers to the device the run was created with (a resumed run keeps its device).
         state = run_training(run.root, device=None if device == "auto" else device,
-                             data_root=data_root, reporter=reporter_for(sys.stdout))
+                             data_root=data_root, reporter=reporter_for(sys.stdout), stop=stop)
     status = Status.read(run.status)
     message = status.message if status else state
     if state == "failed":
@@ -475,13 +489,16 @@ def runs(
     """List runs with their status and best accuracies."""
     from dataclasses import asdict
 
+    from rich.text import Text
+
     from .runs import list_runs
 
     summaries = list_runs(runs_dir)
     if latest:
-        if not summaries:
+        usable = [s for s in summaries if s.state != "unreadable"]  # later commands could not open one
+        if not usable:
             raise WorkbenchError(f"no runs in {runs_dir}")
-        print(summaries[0].path)
+        print(usable[0].path)
         return
     if as_json:
         print(json.dumps([{**asdict(s), "path": str(s.path)} for s in summaries]))
@@ -497,12 +514,15 @@ def runs(
     table.add_column("clean", justify="right", no_wrap=True)
     table.add_column("robust", justify="right", no_wrap=True)
     for s in summaries:
-        table.add_row(s.name, s.state, f"{s.epoch}/{s.epochs}", f"{s.dataset}/{s.model}/{s.defense}",
+        # Text, not markup: names and values come from files, and a stray "[/x]" must not end the listing.
+        table.add_row(*(Text(v) for v in (s.name, s.state, f"{s.epoch}/{s.epochs}",
+                                          f"{s.dataset}/{s.model}/{s.defense}")),
                       _pct(s.best_clean), _pct(s.best_robust))
     out.print(table)
     for s in summaries:
-        if s.state == "failed" and s.message:
-            out.print(f"[red]{s.name}[/red]: {s.message}", highlight=False, overflow="ellipsis", no_wrap=True)
+        if s.state in ("failed", "unreadable") and s.message:
+            out.print(Text.assemble((s.name, "red"), f": {s.message}"), highlight=False, overflow="ellipsis",
+                      no_wrap=True)
 
 
 @app.command()

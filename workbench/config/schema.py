@@ -237,10 +237,11 @@ class RunConfig(Strict):
             for key, known in (("model", {"name", "normalize", "options"}), ("defense", {"name", "params"})):
                 block = data.get(key)
                 if isinstance(block, dict):
+                    target = "options" if key == "model" else "params"
                     extra = {k: v for k, v in block.items() if k not in known}
-                    if extra:
-                        target = "options" if key == "model" else "params"
+                    inner = block.get(target) or {}
+                    if extra and isinstance(inner, dict):  # else validation names the bad block
                         block = {k: v for k, v in block.items() if k in known}
-                        block[target] = {**block.get(target, {}), **extra}
+                        block[target] = {**inner, **extra}
                         data = {**data, key: block}
         return data

@@ -99,7 +99,7 @@ def delete_run(path: str | Path) -> None:
     """Remove a run folder: not while its trainer or an evaluation of it is alive."""
     from .evals import list_jobs
 
-    run = open_run(path)
+    run = _run_to_delete(path)
     status = Status.read(run.status)
     if effective_state(status) in ("running", "starting") and status is not None and status.pid:
         raise WorkbenchError(f"run {run.root} is running; stop it before deleting it")
@@ -113,6 +113,17 @@ def delete_run(path: str | Path) -> None:
         except BlockingIOError:
             raise WorkbenchError(f"run {run.root} is being trained by another process; stop it first") from None
         shutil.rmtree(run.root)
+
+
+def _run_to_delete(path: str | Path) -> RunPaths:
+    # Unlike open_run, a broken run (no config.yaml, but its other files) can be deleted too.
+    run = RunPaths(Path(path))
+    if not run.root.is_dir():
+        raise WorkbenchError(f"run folder {run.root} does not exist")
+    if not run.has_run_files():
+        raise WorkbenchError(f"{run.root} is not a run folder (no config.yaml, status.json, metrics.jsonl "
+                             "or checkpoints/)")
+    return run
 
 
 def request_stop(path: str | Path) -> int:

@@ -72,9 +72,11 @@ class ReportSummary:
 
 def as_number(value: Any) -> float | None:
     """A finite int/float from a report or job file, else None (bools, strings, null, NaN are not numbers)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, int) and abs(value) >= 2**63:
+        return None  # math.isfinite(10**400) would overflow converting it
+    return float(value) if math.isfinite(value) else None
 
 
 def report_entries(report: dict[str, Any], key: str) -> list[dict[str, Any]]:

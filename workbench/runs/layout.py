@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,57 +66,109 @@ class RunSummary:
     updated: float = 0.0
 
 
+UNREADABLE = "unreadable"  # the state of a run folder whose files cannot be used; its message says why
+# A run folder gets config.yaml a moment after the folder itself: without one, a folder this young is
+# being created, not broken.
+CREATING_SECONDS = 5.0
+MAX_REASON = 300
+
 # config.yaml never changes after a run is created: parse it once per (path, mtime, size). The runs
 # screen lists every run each second; re-parsing hundreds of YAML files would cost most of that second.
-_CONFIG_CACHE: dict[Path, tuple[tuple[int, int], dict]] = {}
+_CONFIG_CACHE: dict[Path, tuple[tuple[int, int], dict, str]] = {}
 
 
-def _read_config(path: Path) -> dict:
-    from ..config import read_yaml
-
+def read_config(path: Path) -> tuple[dict, str]:
+    """The run's config and, when it cannot be used, why ("" when it can)."""
     try:
         st = path.stat()
-    except OSError:
-        return {}
+    except FileNotFoundError:
+        return {}, f"no {path.name}"
+    except OSError as exc:
+        return {}, f"{path.name}: cannot read: {exc.strerror or exc}"
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the reader; a folder is no config
+        return {}, f"{path.name}: {'a folder' if stat.S_ISDIR(st.st_mode) else 'not a regular file'}"
     key = (st.st_mtime_ns, st.st_size)
     cached = _CONFIG_CACHE.get(path)
     if cached is not None and cached[0] == key:
-        return cached[1]
+        return cached[1], cached[2]
+    cfg, problem = _parse_config(path)
+    _CONFIG_CACHE[path] = (key, cfg, problem)
+    return cfg, problem
+
+
+def _parse_config(path: Path) -> tuple[dict, str]:
+    from ..config import read_yaml
+
     try:
         cfg = read_yaml(path)
-    except WorkbenchError:
-        cfg = None
-    cfg = cfg if isinstance(cfg, dict) else {}
-    _CONFIG_CACHE[path] = (key, cfg)
-    return cfg
+    except WorkbenchError as exc:
+        # Its messages name the full path; the row already says which run.
+        return {}, str(exc).replace(str(path), path.name)
+    if not isinstance(cfg, dict):
+        return {}, f"{path.name}: {'empty' if cfg is None else 'not a mapping'}"
+    return cfg, ""
+
+
+def _number(value) -> float | None:
+    """A finite number from a metrics record (bools, strings, null are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _best_from_metrics(run: RunPaths) -> tuple[float | None, float | None]:
+    """Best clean and robust test accuracy of the epoch records (when there is no status yet)."""
+    epochs = [rec for rec in read_metrics(run.metrics) if rec.get("kind") == "epoch"]
+    return _highest(epochs, "test_clean_acc"), _highest(epochs, "test_robust_acc")
+
+
+def _highest(records: list[dict], key: str) -> float | None:
+    return max((v for v in (_number(r.get(key)) for r in records) if v is not None), default=None)
+
+
+def _text(value, default: str = "?") -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return default
+    return _one_line(str(value)) if isinstance(value, str) else str(value)
+
+
+def _name_of(section, default: str = "?") -> str:
+    """`model: {name: x}` or `model: x`."""
+    return _text(section.get("name"), default) if isinstance(section, dict) else _text(section, default)
+
+
+def _one_line(text: str) -> str:
+    """Text from a file, fit for one table line: no line breaks, no terminal control characters, short."""
+    line = " ".join(text[:4 * MAX_REASON].split())
+    return _printable(line if len(line) <= MAX_REASON else line[:MAX_REASON - 1] + "…")
+
+
+def _printable(text: str) -> str:
+    # Control characters would drive the terminal; surrogates (a non-UTF-8 file name) cannot be encoded.
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def summarize(run: RunPaths) -> RunSummary:
-    status = Status.read(run.status)
-    cfg = _read_config(run.config)
-    model = cfg.get("model", {})
-    defense = cfg.get("defense", {})
-    best_clean = status.best_clean if status else None
-    best_robust = status.best_robust if status else None
-    if status is None:
-        # No status yet: fall back to the metrics stream.
-        for rec in read_metrics(run.metrics):
-            if rec.get("kind") == "epoch":
-                best_clean = max(filter(None, [best_clean, rec.get("test_clean_acc")]), default=None)
-                best_robust = max(filter(None, [best_robust, rec.get("test_robust_acc")]), default=None)
+    """What a listing shows of a run folder. A folder whose config or status cannot be used is still a
+    row: state UNREADABLE, its message the reason; whatever else is readable fills the other fields."""
+    status, status_problem = Status.read_checked(run.status)
+    cfg, config_problem = read_config(run.config)
+    reason = "; ".join(p for p in (config_problem, status_problem) if p)
+    best_clean, best_robust = (status.best_clean, status.best_robust) if status else _best_from_metrics(run)
+    epochs = cfg.get("epochs")
     return RunSummary(
         path=run.root,
-        name=run.root.name,
-        state=effective_state(status),
+        name=_printable(run.root.name),  # for display: `path` is the folder itself
+        state=UNREADABLE if reason else effective_state(status),
         epoch=status.epoch if status else 0,
-        epochs=status.epochs if status else int(cfg.get("epochs", 0) or 0),
+        epochs=status.epochs if status else (epochs if type(epochs) is int and 0 <= epochs < 2**63 else 0),
         best_clean=best_clean,
         best_robust=best_robust,
-        dataset=str(cfg.get("dataset", "?")),
-        model=str(model.get("name", "?") if isinstance(model, dict) else model),
-        defense=str(defense.get("name", "?") if isinstance(defense, dict) else defense),
+        dataset=_text(cfg.get("dataset")),
+        model=_name_of(cfg.get("model", {})),
+        defense=_name_of(cfg.get("defense", {})),
         started=status.started if status else run.root.stat().st_mtime,
-        message=status.message if status else "",
+        message=_one_line(reason) if reason else (status.message if status else ""),
         batch=status.batch if status else 0,
         batches=status.batches if status else 0,
         device=status.device if status else "",
@@ -122,20 +176,47 @@ def summarize(run: RunPaths) -> RunSummary:
     )
 
 
+def _unreadable(run: RunPaths, exc: Exception) -> RunSummary:
+    """The row of a folder that summarize itself failed on: still listed, with the reason."""
+    try:
+        started = run.root.stat().st_mtime
+    except OSError:
+        started = 0.0
+    return RunSummary(path=run.root, name=_printable(run.root.name), state=UNREADABLE, epoch=0, epochs=0,
+                      best_clean=None, best_robust=None, dataset="?", model="?", defense="?", started=started,
+                      message=_one_line(f"{type(exc).__name__}: {exc}"))
+
+
+def _being_created(run: RunPaths, now: float) -> bool:
+    try:
+        return not run.config.exists() and now - run.root.stat().st_mtime < CREATING_SECONDS
+    except OSError:
+        return True  # gone meanwhile
+
+
+def _summary_of(path: Path, now: float) -> RunSummary | None:
+    """The row of one folder under the runs folder; None when it is no run (or is gone, or is being made)."""
+    run = RunPaths(path)
+    try:
+        if not path.is_dir() or not run.has_run_files() or _being_created(run, now):
+            return None
+        return summarize(run)
+    except FileNotFoundError:
+        return None  # deleted meanwhile (another process, another TUI)
+    except Exception as exc:  # noqa: BLE001 - one folder must never take the listing down
+        return _unreadable(run, exc)
+
+
 def list_runs(out: Path) -> list[RunSummary]:
-    """Every run folder under `out`, newest first. A folder deleted or half-written meanwhile (another
-    process, another TUI) is skipped, never an error."""
+    """Every run folder under `out`, newest first, never an error. A folder deleted or being created
+    meanwhile (another process, another TUI) is skipped; one whose files cannot be used is listed as
+    UNREADABLE with the reason; a folder without any run file is no run."""
     out = Path(out)
     try:
-        folders = [RunPaths(p) for p in out.iterdir() if p.is_dir()]
+        paths = list(out.iterdir())
     except OSError:
         return []
-    summaries = []
-    for run in folders:
-        try:
-            if run.is_run():
-                summaries.append(summarize(run))
-        except (OSError, TypeError, ValueError, AttributeError):
-            continue
+    now = time.time()
+    summaries = [s for s in (_summary_of(p, now) for p in paths) if s is not None]
     return sorted(summaries, key=lambda s: (s.started if isinstance(s.started, (int, float)) else 0.0),
                   reverse=True)

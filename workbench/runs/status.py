@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import math
 import os
 import socket
 import time
@@ -10,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .files import read_json, write_json_atomic
+from ..errors import WorkbenchError
+from .files import load_json, write_json_atomic
 
 STATES = ("starting", "running", "finished", "failed", "stopped")
 # A live trainer refreshes its heartbeat at least this often (seconds).
@@ -42,18 +44,40 @@ class Status:
 
     @classmethod
     def read(cls, path: Path) -> "Status | None":
-        data = read_json(path)
+        """The status in `path`; None when there is none or it cannot be read (see read_checked)."""
+        return cls.read_checked(path)[0]
+
+    @classmethod
+    def read_checked(cls, path: Path) -> "tuple[Status | None, str]":
+        """The status and, when something in the file is unusable, why (one line naming the file).
+
+        No file: (None, ""). A file that cannot be parsed: (None, reason). Written by another process
+        (maybe another version): only well-typed, in-range fields are kept, so a reader that formats
+        them never meets a string where a number belongs. A wrong-typed field is just dropped; a pid
+        out of range is dropped and reported, since it leaves the run's liveness unknown."""
+        path = Path(path)
+        try:
+            data = load_json(path)
+        except WorkbenchError as exc:
+            return None, str(exc)
         if data is None:
-            return None
-        # Written by another process (maybe another version): keep only well-typed fields, so a reader
-        # that formats them never meets a string where a number belongs.
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and _well_typed(k, v)}
-        return cls(**known)
+            return None, ""
+        known = {k: _bounded(v) for k, v in data.items() if k in cls.__dataclass_fields__ and _well_typed(k, v)}
+        pid = data.get("pid")
+        problem = f"{path.name}: pid out of range" if _is_int(pid) and "pid" not in known else ""
+        return cls(**known), problem
 
 
 _INTS = {"pid", "epoch", "epochs", "step", "batch", "batches"}
 _FLOATS = {"started", "updated", "best_clean", "best_robust", "last_clean", "last_robust"}
 _OPTIONAL = {"pid", "best_clean", "best_robust", "last_clean", "last_robust"}
+PID_MAX = 2**31 - 1  # pid_t is a C int: os.kill and waitpid overflow beyond it
+_LIMIT = 2**63  # counts and times beyond int64 are nobody's real values
+MAX_TEXT = 4096  # a status message is one line; a longer one is cut, not shown whole
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _well_typed(key: str, value: Any) -> bool:
@@ -61,15 +85,29 @@ def _well_typed(key: str, value: Any) -> bool:
         return key in _OPTIONAL
     if isinstance(value, bool):
         return False
+    if key == "pid":
+        return isinstance(value, int) and 0 < value <= PID_MAX
     if key in _INTS:
-        return isinstance(value, int)
+        return isinstance(value, int) and 0 <= value < _LIMIT
     if key in _FLOATS:
-        return isinstance(value, (int, float))
+        # An int is compared, never converted: float(10**400) would overflow.
+        return (isinstance(value, int) and abs(value) < _LIMIT) or (
+            isinstance(value, float) and math.isfinite(value) and abs(value) < _LIMIT)
     return isinstance(value, str)
 
 
+def _bounded(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if len(value) > MAX_TEXT:
+        value = value[:MAX_TEXT] + "…"
+    # JSON may hold a lone surrogate ("\ud800"), which no terminal encoding can print: make it "?".
+    return value.encode("utf-8", "replace").decode("utf-8")
+
+
 def pid_alive(pid: int | None) -> bool:
-    if not pid or pid <= 0:
+    # Never 0 or negative (os.kill would probe a process group), never beyond pid_t (OverflowError).
+    if not _is_int(pid) or not 0 < pid <= PID_MAX:
         return False
     try:
         # Reap it if it is our own exited child, so a zombie does not look alive.

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ...runs import RunPaths, Status, effective_state, read_json
-from ...runs.evals import list_reports
+from ...runs.evals import as_number, list_reports
 from ...runs.tail import JsonlTail
 from .files import file_signature
 from .history import Best, History, Series, best_accuracy
@@ -92,33 +92,28 @@ def _with_clean(points: dict[float, float], clean: float | None) -> Series:
     return xs, [points[x] for x in xs]
 
 
+def _points(entries: Any, name_of) -> dict[str, dict[float, float]]:
+    """{curve name: {eps: lowest robust accuracy}} of a report's result list; malformed entries are left out."""
+    curves: dict[str, dict[float, float]] = {}
+    for e in entries if isinstance(entries, list) else []:
+        if not isinstance(e, dict):
+            continue
+        eps, acc = as_number(e.get("eps")), as_number(e.get("robust_accuracy"))
+        if eps is None or acc is None:
+            continue
+        name = name_of(e)
+        if e.get("norm") and e.get("norm") != "linf":
+            name += f" {e['norm']}"
+        points = curves.setdefault(name, {})
+        points[eps] = min(points.get(eps, 1.0), acc)
+    return curves
+
+
 def curves_from_report(path: Path, report: Mapping[str, Any]) -> EvalCurves:
-    clean = report.get("clean_accuracy")
-    clean = float(clean) if isinstance(clean, (int, float)) else None
-    worst: dict[str, dict[float, float]] = {}
-    for w in report.get("worst_case", []) or []:
-        if not isinstance(w, dict) or not isinstance(w.get("eps"), (int, float)):
-            continue
-        if not isinstance(w.get("robust_accuracy"), (int, float)):
-            continue
-        name = str(w.get("protocol", "?"))
-        if w.get("norm") and w.get("norm") != "linf":
-            name += f" {w['norm']}"
-        points = worst.setdefault(name, {})
-        eps = float(w["eps"])
-        points[eps] = min(points.get(eps, 1.0), float(w["robust_accuracy"]))
-    attacks: dict[str, dict[float, float]] = {}
-    for r in report.get("results", []) or []:
-        if not isinstance(r, dict) or not isinstance(r.get("eps"), (int, float)):
-            continue
-        if not isinstance(r.get("robust_accuracy"), (int, float)):
-            continue
-        name = str(r.get("label") or r.get("attack") or "?")
-        if r.get("norm") and r.get("norm") != "linf":
-            name += f" {r['norm']}"
-        points = attacks.setdefault(name, {})
-        eps = float(r["eps"])
-        points[eps] = min(points.get(eps, 1.0), float(r["robust_accuracy"]))
+    # as_number, not float(): a report is another process's file, and float(10**400) overflows.
+    clean = as_number(report.get("clean_accuracy"))
+    worst = _points(report.get("worst_case"), lambda w: str(w.get("protocol", "?")))
+    attacks = _points(report.get("results"), lambda r: str(r.get("label") or r.get("attack") or "?"))
     return EvalCurves(report=Path(path), checkpoint=str(report.get("checkpoint", "")), clean=clean,
                       worst={k: _with_clean(v, clean) for k, v in worst.items()},
                       attacks={k: _with_clean(v, clean) for k, v in attacks.items()})

@@ -35,4 +35,6 @@ STATE_STYLES = {
 
 
 def state_markup(state: str) -> str:
-    return f"[{STATE_STYLES.get(state, 'dim')}]{state}[/]"
+    # The state comes from a file another process wrote: escape it, so "[/x]" is text, not markup.
+    safe = str(state).replace("\\", "\\\\").replace("[", "\\[")
+    return f"[{STATE_STYLES.get(state, 'dim')}]{safe}[/]"

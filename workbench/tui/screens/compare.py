@@ -134,7 +134,10 @@ class CompareScreen(Screen):
             ("best robust", [best_text(v.best("robust")) for v in views]),
             ("evaluation", [Text(v.evals.report.name) if v.evals else "none" for v in views]),
         ]
-        rows = {f"summary:{key}": [Text(key, style="bold"), *cells] for key, cells in summary}
+        # Text for every value read from a run's files: a str cell is markup, and "[/x]" in a file would crash it.
+        rows = {f"summary:{key}": [Text(key, style="bold"), *(Text.from_markup(c) if key == "state" else
+                                                              c if isinstance(c, Text) else Text(c) for c in cells)]
+                for key, cells in summary}
         # Text, not str: a str cell is read as markup, and YAML lists look like tags.
         rows.update({key: [Text(key), *[Text(show_value(x)) for x in values]] for key, values in flat})
         self._diff_count = len(flat)

@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -25,6 +26,8 @@ from textual.worker import get_current_worker
 from ...errors import WorkbenchError
 from ...runs import RunPaths, Status, effective_state, pid_alive, resume_detached
 from ...runs.control import request_stop
+from ...runs.files import open_regular
+from ...runs.layout import read_config
 from ...runs.tail import JsonlTail, tail_lines
 from ..model.files import file_signature
 from ..model.format import duration, state_markup
@@ -32,6 +35,8 @@ from ..model.history import History, Progress, best_accuracy, best_text, eta_sec
 from ..widgets.run_charts import RunCharts
 
 LOG_LINES = 200
+# The config tab shows this much of config.yaml at most (a resolved config is a few KB).
+CONFIG_BYTES = 256 * 1024
 STOP_POLL_SECONDS = 0.2
 # After this long, say why the trainer has not exited yet (and keep waiting).
 STOP_PATIENCE_SECONDS = 120.0
@@ -47,6 +52,7 @@ class RunUpdate(Message):
     state: str
     log: list[str] | None = None
     config: str | None = None
+    problem: str = ""  # why the run's status or config cannot be used ("" when they can)
 
 
 def status_line(state: str, status: Status | None, pos: Progress, history: History, eta: float | None) -> str:
@@ -54,15 +60,36 @@ def status_line(state: str, status: Status | None, pos: Progress, history: Histo
 
     Epochs count completed ones, as the runs table does; the batch is within the epoch in progress.
     """
-    parts = [state_markup(state), f"{pos.epoch}/{pos.epochs or '?'} epochs done"]
+    parts = [state_markup(escape(state)), f"{pos.epoch}/{pos.epochs or '?'} epochs done"]
     if state in ("running", "starting") and pos.batches:
         parts.append(f"batch {pos.batch}/{pos.batches} of the next")
-    parts.append(f"device {status.device}" if status and status.device else "device ?")
+    parts.append(f"device {escape(status.device)}" if status and status.device else "device ?")
     parts.append(f"best clean {best_text(best_accuracy(history, status, 'clean'))} · "
                  f"robust {best_text(best_accuracy(history, status, 'robust'))}")
     if state in ("running", "starting"):
         parts.append(f"ETA {duration(eta)}")
     return " · ".join(parts)
+
+
+def config_text(path: Path) -> str:
+    """config.yaml as the config tab shows it: at most CONFIG_BYTES, undecodable bytes replaced."""
+    try:
+        with open_regular(path) as fh:
+            raw = fh.read(CONFIG_BYTES + 1)
+    except OSError as exc:
+        return f"# cannot read {path}: {exc.strerror or exc}"
+    except WorkbenchError as exc:
+        return f"# cannot read {path}: {exc}"
+    text = raw[:CONFIG_BYTES].decode("utf-8", errors="replace")
+    if len(raw) > CONFIG_BYTES:
+        text += f"\n# ... (cut: {path.name} is larger than {CONFIG_BYTES >> 10} KiB)"
+    return text
+
+
+def _problem(run: RunPaths, status_problem: str) -> str:
+    """Why the listing calls the run unreadable; a folder that is no run at all says so on its own."""
+    config_problem = read_config(run.config)[1] if run.is_run() else ""
+    return "; ".join(p for p in (config_problem, status_problem) if p)
 
 
 def _reason(exc: BaseException) -> str:
@@ -103,6 +130,7 @@ class MonitorScreen(Screen):
         self.history = History()
         self.status: Status | None = None
         self.state = "unknown"
+        self.problem = ""
         self.log_lines: list[str] = []
         self.sub_title = self.run.root.name
 
@@ -146,22 +174,18 @@ class MonitorScreen(Screen):
         log_sig: tuple | None = None
         while not worker.is_cancelled:
             records, reset = tail.read()
-            status = Status.read(self.run.status)
+            status, status_problem = Status.read_checked(self.run.status)
+            problem = _problem(self.run, status_problem)
             state = effective_state(status) if status is not None or self.run.is_run() else "unknown"
             log = None
             sig = file_signature(self.run.log)
             if sig != log_sig:
                 log_sig = sig
                 log = tail_lines(self.run.log, LOG_LINES) if sig is not None else []
-            config = None
-            if first:
-                try:
-                    config = self.run.config.read_text(encoding="utf-8")
-                except OSError as exc:
-                    config = f"# cannot read {self.run.config}: {exc.strerror or exc}"
-            if first or records or reset or log is not None or (status, state) != seen_status:
-                seen_status = (status, state)
-                self.post_message(RunUpdate(records, reset, status, state, log, config))
+            config = config_text(self.run.config) if first else None
+            if first or records or reset or log is not None or (status, state, problem) != seen_status:
+                seen_status = (status, state, problem)
+                self.post_message(RunUpdate(records, reset, status, state, log, config, problem))
             first = False
             # `cancelled_event` wakes the wait at once when the screen or the app closes.
             if worker.cancelled_event.wait(self.app.poll_seconds):
@@ -171,7 +195,7 @@ class MonitorScreen(Screen):
         if message.records or message.reset:
             self.history.apply(message.records, message.reset)
             self.query_one(RunCharts).show(self.history)  # one redraw per message, however many lines
-        self.status, self.state = message.status, message.state
+        self.status, self.state, self.problem = message.status, message.state, message.problem
         if message.log is not None:
             self._show_log(message.log)
         if message.config is not None:
@@ -189,7 +213,9 @@ class MonitorScreen(Screen):
         overall.update(total=pos.epochs or 1, progress=pos.epoch + pos.epoch_fraction)
         message = self.status.message if self.status else ""
         text = ""
-        if self.state == "failed":
+        if self.problem:
+            text = f"unreadable: {self.problem}"
+        elif self.state == "failed":
             text = f"failed: {message or 'no reason recorded'} — see the log (3)"
         elif self.state == "stopped" and self.status is not None and self.status.state in ("running", "starting"):
             text = "the trainer process is gone without recording why (killed?); see the log (3)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,13 +14,13 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import get_current_worker
 
-from ...runs import RunSummary, delete_run, list_runs, pid_alive, request_stop, resume_detached
+from ...runs import UNREADABLE, RunSummary, delete_run, list_runs, pid_alive, request_stop, resume_detached
 from ..model.format import age, pct, state_markup
 from ..widgets.keyed_table import KeyedTable
 from .confirm import ConfirmScreen
 
 # Most telling first: at 80 columns the table shows up to 'robust' and scrolls for the rest.
-COLUMNS = (("", 1), ("run", 26), ("state", 8), ("epoch", 7), ("clean", 6), ("robust", 6),
+COLUMNS = (("", 1), ("run", 26), ("state", 10), ("epoch", 7), ("clean", 6), ("robust", 6),
            ("data/model/defense", 24), ("device", 6), ("age", 9))
 
 
@@ -105,10 +106,11 @@ class RunsScreen(Screen):
         self._show_detail()
 
     def _row(self, s: RunSummary, now: float) -> tuple:
+        # String cells are markup: everything read from a run's files is escaped first.
         epoch = f"{s.epoch}/{s.epochs}"
-        return ("●" if str(s.path) in self.marked else " ", s.name, state_markup(s.state), epoch,
-                pct(s.best_clean), pct(s.best_robust), f"{s.dataset}/{s.model}/{s.defense}", s.device or "-",
-                age(s.started, now))
+        return ("●" if str(s.path) in self.marked else " ", escape(s.name), state_markup(escape(s.state)), epoch,
+                pct(s.best_clean), pct(s.best_robust), escape(f"{s.dataset}/{s.model}/{s.defense}"),
+                escape(s.device or "-"), age(s.started, now))
 
     def _current_key(self) -> str | None:
         return self.query_one(KeyedTable).current_key()
@@ -129,14 +131,15 @@ class RunsScreen(Screen):
         if s is None:
             detail.update("")
             return
-        if s.state == "failed" and s.message:
-            detail.update(f"[bold red]failed:[/] {s.message}")
+        path, message = escape(str(s.path)), escape(s.message)
+        if s.state in ("failed", UNREADABLE) and s.message:
+            detail.update(f"[bold red]{s.state}:[/] {message}")
         elif s.state in ("running", "starting"):
             # Completed epochs, as in the table and the monitor; the batch counts the epoch in progress.
             detail.update(f"{s.epoch}/{s.epochs} epochs done · batch {s.batch}/{s.batches} of the next · "
-                          f"{s.device or 'device ?'} · {s.path}", )
+                          f"{escape(s.device or 'device ?')} · {path}", )
         else:
-            detail.update(f"{s.state}{': ' + s.message if s.message else ''} · {s.path}")
+            detail.update(f"{escape(s.state)}{': ' + message if s.message else ''} · {path}")
 
     # -- actions ------------------------------------------------------------------------------
     def _need_run(self) -> RunSummary | None:
@@ -145,8 +148,19 @@ class RunsScreen(Screen):
             self.notify("no run selected", severity="warning")
         return s
 
+    def _need_readable(self) -> RunSummary | None:
+        """The selected run, unless its files cannot be used: then a notice says why, and nothing opens."""
+        s = self._need_run()
+        if s is not None and s.state == UNREADABLE:
+            self._refuse(s)
+            return None
+        return s
+
+    def _refuse(self, s: RunSummary) -> None:
+        self.notify(f"{s.name} is unreadable: {s.message}", severity="error", markup=False)
+
     def action_open(self) -> None:
-        if (s := self._need_run()) is not None:
+        if (s := self._need_readable()) is not None:
             self.app.open_monitor(s.path)
 
     def action_new_run(self) -> None:
@@ -154,6 +168,9 @@ class RunsScreen(Screen):
 
     def action_attack(self) -> None:
         s = self.current()
+        if s is not None and s.state == UNREADABLE:
+            self._refuse(s)
+            return
         self.app.open_attack(s.path if s is not None else None)
 
     def action_mark(self) -> None:
@@ -168,15 +185,18 @@ class RunsScreen(Screen):
         if len(keys) < 2:
             self.notify("mark two or more runs with space, then press c", severity="warning")
             return
+        if bad := [self.runs[k] for k in keys if self.runs[k].state == UNREADABLE]:
+            self._refuse(bad[0])
+            return
         self.app.open_compare([Path(k) for k in keys])
 
     def action_stop(self) -> None:
-        if (s := self._need_run()) is None:
+        if (s := self._need_readable()) is None:
             return
         if s.state not in ("running", "starting"):
-            self.notify(f"{s.name} is not running ({s.state})", severity="warning")
+            self.notify(f"{s.name} is not running ({s.state})", severity="warning", markup=False)
             return
-        self.notify(f"stopping {s.name} (it checkpoints first)")
+        self.notify(f"stopping {s.name} (it checkpoints first)", markup=False)
         self._stop(s.path, s.name)
 
     @work(thread=True, exit_on_error=False, group="control")
@@ -191,11 +211,11 @@ class RunsScreen(Screen):
         while pid_alive(pid):
             if worker.cancelled_event.wait(0.2):
                 return
-        self.app.call_from_thread(self.notify, f"{name}: stopped")
+        self.app.call_from_thread(self.notify, f"{name}: stopped", markup=False)
         self._post_runs()
 
     def action_resume(self) -> None:
-        if (s := self._need_run()) is not None:
+        if (s := self._need_readable()) is not None:
             self._control(resume_detached, s.path, f"{s.name}: resumed in the background")
 
     def action_delete(self) -> None:
@@ -205,8 +225,8 @@ class RunsScreen(Screen):
         def answered(yes: bool | None) -> None:
             if yes:
                 self._control(delete_run, s.path, f"deleted {s.name}")
-        self.app.push_screen(ConfirmScreen(f"Delete run [b]{s.name}[/b] with its checkpoints and evaluations?\n"
-                                           f"{s.path}"), answered)
+        self.app.push_screen(ConfirmScreen(f"Delete run [b]{escape(s.name)}[/b] with its checkpoints and "
+                                           f"evaluations?\n{escape(str(s.path))}"), answered)
 
     @work(thread=True, exit_on_error=False, group="control")
     def _control(self, fn, path: Path, done: str) -> None:
@@ -216,5 +236,5 @@ class RunsScreen(Screen):
         except Exception as exc:  # noqa: BLE001 - WorkbenchError or OSError: a one-line notice, never silence
             self.app.call_from_thread(self.notify, str(exc) or type(exc).__name__, severity="error", markup=False)
             return
-        self.app.call_from_thread(self.notify, done)
+        self.app.call_from_thread(self.notify, done, markup=False)
         self._post_runs()
