@@ -128,7 +128,7 @@ def test_failed_write_of_new_file_leaves_nothing(tmp_path):
         fh.write(b"x" * 1000)
         raise OSError("no space left")
 
-    with pytest.raises(OSError):
+    with pytest.raises(WorkbenchError, match="no space left"):  # a failed write is one line naming the file
         atomic_write_bytes(tmp_path / "new.bin", write)
     assert os.listdir(tmp_path) == []
 
