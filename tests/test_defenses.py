@@ -402,7 +402,7 @@ def test_resume_across_the_pc_phase_switch_is_exact(tmp_path):
     class StopAt(SilentReporter):
         def batch(self, epoch, batch):
             if (epoch, batch) == (1, 3):
-                trainer._stop_signal = signal.SIGTERM
+                trainer.stop.signum = signal.SIGTERM
 
     trainer = Trainer(load_run_config(split), split, torch.device("cpu"), reporter=StopAt())
     assert trainer.train() == "stopped"
