@@ -188,14 +188,14 @@ def test_sigterm_during_setup_exits_cleanly(tmp_path):
     run = prepare_run(cfg, tmp_path, path)
     proc = subprocess.Popen([sys.executable, "-m", "workbench", "train", "--resume", str(run.root), "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.8)  # the CLI is up (typer, rich), torch is still importing
+    # The CLI prints the run folder once torch is imported, before the trainer loads data and builds the model.
+    assert proc.stdout.readline().startswith("run: ")
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, (proc.returncode, stderr[-2000:])
     status = Status.read(run.status)
     assert status.state == "stopped", status
     assert "stopped by SIGTERM" in status.message and "resume" in stdout
-    print(status.message)
 
 
 def test_lock_refusal_names_the_holder_not_a_stale_pid(tmp_path):
