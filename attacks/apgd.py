@@ -35,7 +35,10 @@ import math
 import torch
 import torch.nn.functional as F
 
+from workbench.attack_meta import Param
+
 from .base import Attack, as_eps, unit_step
+from .losses import loss_param
 from .registry import register_attack
 
 
@@ -54,6 +57,11 @@ class APGD(Attack):
     name = "apgd"
     norms = ("linf", "l2")
     default_loss = "ce"
+    flag = "--apgd"
+    label = "APGD-{loss:upper}"
+    summary = "Auto-PGD (adaptive step size) on the chosen loss"
+    params = (Param("steps", int, 100, "iterations", minimum=1, option="steps"),
+              Param("restarts", int, 1, "random restarts", minimum=1, option="restarts"), loss_param())
 
     def __init__(self, model, eps=8 / 255, steps: int = 100, restarts: int = 1, rho: float = 0.75,
                  momentum: float = 0.75, **kwargs):
@@ -136,9 +144,11 @@ class APGD(Attack):
         if self.early_stop and bool(fooled.any()):
             s, idx, _ = drop_fooled(fooled, s, idx, [])
         last_ckpt = 0
+        offset, total, batch = self._budget
         for k in range(self.steps):
             if idx.numel() == 0:
                 break
+            self.step(offset + k, total, int(idx.numel()), batch)
             a = 1.0 if k == 0 else self.momentum  # the first step has no momentum
             xc, x0, e = s["xc"], s["x0"], s["eps"]
             z = self.project(xc + s["step"] * unit_step(s["grad"], self.norm), x0, e)
@@ -199,8 +209,12 @@ class APGD(Attack):
             ok = self._is_fooled(self.logits(x_adv), y, target)
         return torch.where(ok, restart, torch.full_like(restart, -1))
 
+    # (steps taken before this run, steps of the whole call, rows of the call): for progress reports
+    _budget: tuple[int, int, int] = (0, 1, 0)
+
     def perturb(self, x, y, target):
         eps = self._eps_rows(x)
+        self._budget = (0, self.restarts * self.steps, x.shape[0])
         x_adv, fooled, best = self._run(x, y, target, eps)
         if self.restarts == 1:
             return x_adv, None  # run() derives the restart from success
@@ -218,6 +232,7 @@ class APGD(Attack):
         if idx.numel() == 0:
             return False
         t = None if target is None else target[idx]
+        self._budget = (self._budget[0] + self.steps, *self._budget[1:])
         xa, f, loss = self._run(x[idx], y[idx], t, eps[idx])
         take = f | (loss > best[idx])
         x_adv[idx[take]] = xa[take]
@@ -233,6 +248,9 @@ class APGDCE(APGD):
 
     name = "apgd_ce"
     default_loss = "ce"
+    label = "APGD-CE"
+    params = (Param("steps", int, 100, "iterations", minimum=1, option="steps"),
+              Param("restarts", int, 1, "random restarts", minimum=1, option="restarts"))
 
 
 @register_attack
@@ -241,6 +259,9 @@ class APGDDLR(APGD):
 
     name = "apgd_dlr"
     default_loss = "dlr"
+    label = "APGD-DLR"
+    params = (Param("steps", int, 100, "iterations", minimum=1, option="steps"),
+              Param("restarts", int, 1, "random restarts", minimum=1, option="restarts"))
 
 
 @register_attack
@@ -250,6 +271,10 @@ class APGDT(APGD):
     name = "apgd_t"
     targeted_capable = False
     default_loss = "dlr"
+    label = "APGD-T"
+    params = (Param("steps", int, 100, "iterations per target class", minimum=1, option="steps"),
+              Param("restarts", int, 1, "random restarts", minimum=1, option="restarts"),
+              Param("n_target_classes", int, 9, "top wrong classes targeted in turn", minimum=1))
 
     def __init__(self, model, eps=8 / 255, steps: int = 100, restarts: int = 1, n_target_classes: int = 9,
                  **kwargs):
@@ -282,6 +307,7 @@ class APGDT(APGD):
         best = torch.full((x.shape[0],), float("-inf"), dtype=x.dtype, device=x.device)
         fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         restart = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+        self._budget = (-self.steps, n * self.restarts * self.steps, x.shape[0])  # each run adds its steps first
         for ti in range(n):
             best.fill_(float("-inf"))  # losses towards different targets are not comparable: keep the latest
             for _ in range(self.restarts):

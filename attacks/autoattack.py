@@ -25,9 +25,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import time
+
 import torch
 
-from .base import Attack, as_eps, perturbation_norm
+from workbench.attack_meta import Param
+
+from .base import Attack, StageStats, StepProgress, as_eps, perturbation_norm
 from .registry import ATTACKS, register_attack
 
 StageSpec = tuple[str, dict[str, Any]]
@@ -56,6 +60,11 @@ class AutoAttack(Attack):
     name = "autoattack"
     norms = ("linf", "l2")
     targeted_capable = False  # the sub-attacks pick their own targets; the goal is misclassification
+    flag = "--autoattack"
+    label = "AutoAttack{version:suffix}"
+    summary = "APGD-CE, APGD-T, FAB-T, Square, each on what the ones before left robust"
+    params = (Param("version", str, "standard", "standard (published) | fast (APGD-CE + APGD-T only)",
+                    choices=tuple(VERSIONS)),)
 
     def __init__(self, model, eps=8 / 255, norm: str = "linf", version: str = "standard",
                  attacks: Sequence[StageSpec] | None = None, seed: int = 0, **kwargs):
@@ -77,6 +86,7 @@ class AutoAttack(Attack):
         self.specs = specs
         self.sub_attacks = self._build(specs)
         self._synced_seed = seed
+        self._stage_stats: list[StageStats] = []
 
     @staticmethod
     def _check_spec(spec) -> StageSpec:
@@ -143,8 +153,23 @@ class AutoAttack(Attack):
         return {"version": self.version, "standard": self.version == "standard", "note": VERSION_NOTE[self.version],
                 "stages": stages}
 
+    def last_stage_stats(self) -> list[StageStats]:
+        return list(self._stage_stats)
+
+    def _stage_hook(self, i: int, robust_before: int, batch: int):
+        """The ensemble's hook for stage i: the stage's own step, with the ensemble's robust count and position."""
+        if self.on_step is None:
+            return None
+        names, hook = self.stages(), self.on_step
+
+        def forward(p: StepProgress) -> None:
+            broken_here = p.batch - p.active  # rows of this stage's input it has fooled so far
+            hook(StepProgress(names[i], p.done, p.total, p.active, batch, robust_before - broken_here, i, len(names)))
+        return forward
+
     def perturb(self, x, y, target):
         self._sync()
+        self._stage_stats = []
         B = x.shape[0]
         x_adv = x.clone()
         stage = torch.full((B,), -1, dtype=torch.long, device=x.device)
@@ -153,15 +178,20 @@ class AutoAttack(Attack):
         with torch.no_grad():
             robust = self.logits(x).argmax(1) == y
         full_eps = self.eps
+        names = self.stages()
         for i, sub in enumerate(self.sub_attacks):
             idx = robust.nonzero().squeeze(1)
             if idx.numel() == 0:
+                self._stage_stats += [StageStats(n, 0.0, 0, 0) for n in names[i:]]
                 break
             if sub.bounded and isinstance(full_eps, torch.Tensor) and full_eps.dim() > 0:
                 sub.eps = full_eps.to(x.device)[idx]  # per-sample eps follows the attacked rows
+            t0 = time.perf_counter()
+            sub.on_step = self._stage_hook(i, int(idx.numel()), B)
             try:
                 out = sub.perturb(x[idx], y[idx], None)
             finally:
+                sub.on_step = None
                 if sub.bounded:
                     sub.eps = full_eps
             xa, r = out[0].detach(), out[1]
@@ -175,4 +205,5 @@ class AutoAttack(Attack):
             stage[j] = i
             restart[j] = r[hit].clamp_min(0) if r is not None else 0
             robust[j] = False
+            self._stage_stats.append(StageStats(names[i], time.perf_counter() - t0, int(idx.numel()), int(j.numel())))
         return x_adv, restart, stage

@@ -17,6 +17,7 @@ projections, losses and gradients w.r.t. x stay float32.
 from __future__ import annotations
 
 import math
+import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -74,6 +75,37 @@ def check_eps(eps: float | torch.Tensor | None) -> None:
             raise ValueError(f"eps must be a finite number >= 0, got {v!r}")
 
 
+@dataclass(frozen=True)
+class StepProgress:
+    """Where a running attack is, reported every step (iteration, or query for Square) of one call.
+
+    Reading it costs nothing: every count is a host-side number the loop already has, so a
+    progress hook never forces a device sync. Hooks rate-limit themselves.
+    """
+
+    stage: str  # the (sub-)attack taking the step: "pgd", or AutoAttack's "apgd_t"
+    done: int  # steps this stage has taken in this call (restarts and target classes summed)
+    total: int  # its budget of steps in this call
+    active: int  # rows of the batch this stage is still working on (not yet fooled)
+    batch: int  # rows the attack was called on
+    robust: int | None = None  # ensembles: rows of the batch no stage has fooled yet (else None)
+    stage_index: int = 0  # position of `stage` in the ensemble (0 for a single attack)
+    stages: int = 1  # stages in the ensemble
+
+
+StepHook = Callable[[StepProgress], None]
+
+
+@dataclass
+class StageStats:
+    """What one stage of an attack call did: its seconds, the rows it attacked and the rows it broke."""
+
+    name: str
+    seconds: float
+    attacked: int
+    broken: int
+
+
 @dataclass
 class AttackResult:
     x_adv: torch.Tensor
@@ -85,6 +117,7 @@ class AttackResult:
     settings: dict[str, Any] = field(default_factory=dict)
     stage: torch.Tensor | None = None  # int (B,): index into `stages` of the sub-attack that succeeded (-1: none)
     stages: tuple[str, ...] = ()  # sub-attacks of an ensemble (AutoAttack); (name,) for a single attack
+    stage_stats: list[StageStats] = field(default_factory=list)  # per stage, in order (one for a single attack)
 
     def succeeded_by(self) -> list[str | None]:
         """Per sample, the name of the (sub-)attack that produced a successful x_adv, else None."""
@@ -129,6 +162,8 @@ class Attack(ABC):
     validate_inputs: bool = True
     # How the model's forward runs (autocast dtype, input layout); settable after construction.
     precision: Precision = FLOAT32
+    # Called with a StepProgress every step of `perturb` (see `step`); settable after construction.
+    on_step: StepHook | None = None
 
     def __init__(
         self,
@@ -226,6 +261,12 @@ class Attack(ABC):
         """Onto this attack's norm ball around x, intersected with [0, 1]."""
         return project_linf(x_adv, x, eps) if self.norm == "linf" else project_l2(x_adv, x, eps)
 
+    # -- progress -------------------------------------------------------------------------------
+    def step(self, done: int, total: int, active: int, batch: int) -> None:
+        """Report one step to `on_step` (a no-op without a hook). Loops call it with host-side counts only."""
+        if self.on_step is not None:
+            self.on_step(StepProgress(self.name, done, total, active, batch))
+
     # -- call contract ------------------------------------------------------------------------
     @abstractmethod
     def perturb(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> tuple:
@@ -272,6 +313,7 @@ class Attack(ABC):
     def run(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> AttackResult:
         self._check_inputs(x, y, target)
         x = x.detach()
+        t0 = time.perf_counter()
         with model_mode(self.model, self.model_training), frozen_parameters(self.model), torch.enable_grad():
             x_adv, restart, *stage = self.perturb(x, y, target if self.targeted else None)
             with torch.no_grad():
@@ -283,8 +325,16 @@ class Attack(ABC):
         if restart is None:
             restart = torch.where(success, 0, -1)
         stage = stage[0] if stage and stage[0] is not None else torch.where(success, 0, -1)
+        stats = self.last_stage_stats()
+        if stats is None:  # a single attack: one stage, every clean-correct row attacked
+            stats = [StageStats(self.name, time.perf_counter() - t0, int(clean_correct.sum()),
+                                int((clean_correct & success).sum()))]
         return AttackResult(x_adv.detach(), clean_correct, clean_correct & (adv_pred == y), success,
-                            norm, restart, self.settings(), stage, self.stages())
+                            norm, restart, self.settings(), stage, self.stages(), stats)
+
+    def last_stage_stats(self) -> list[StageStats] | None:
+        """Ensembles: per-stage stats of the last `perturb` call; None for a single attack."""
+        return None
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         self._check_inputs(x, y, target)

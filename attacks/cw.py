@@ -43,6 +43,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from workbench.attack_meta import Param
+
 from .base import Attack, as_eps
 from .registry import register_attack
 
@@ -61,6 +63,14 @@ class CW(Attack):
     norms = ("l2",)
     bounded = False
     targeted_capable = True
+    flag = "--cw"
+    label = "C&W-L2"
+    summary = "Carlini-Wagner L2, minimum norm (binary search over c)"
+    params = (Param("c", float, 1e-3, "initial constant", positive=True, option="c"),
+              Param("kappa", float, 0.0, "confidence margin", minimum=0, option="kappa"),
+              Param("lr", float, 0.01, "Adam learning rate", positive=True, option="lr"),
+              Param("steps", int, 1000, "Adam iterations per search step", minimum=1, option="cw_steps"),
+              Param("search_steps", int, 9, "binary-search steps over c", minimum=1, option="search_steps"))
 
     def __init__(self, model, eps: float | torch.Tensor | None = None, c: float = 1e-3, kappa: float = 0.0,
                  steps: int = 1000, lr: float = 0.01, search_steps: int = 9, abort_early: bool = True,
@@ -121,7 +131,8 @@ class CW(Attack):
         hi = torch.full((n,), float("inf"), device=x.device, dtype=x.dtype)
         c = torch.full((n,), self.c, device=x.device, dtype=x.dtype)
         w0 = torch.atanh((2 * x - 1) * _ONE_MINUS_EPS)
-        for _ in range(self.search_steps):
+        self._search, self._batch = 0, n
+        for self._search in range(self.search_steps):
             if todo.numel() == 0:
                 break
             found = self._optimise(x[todo], labels[todo], w0[todo], c[todo], targeted, todo, best_l2, best_adv)
@@ -151,6 +162,8 @@ class CW(Attack):
         check_every = max(self.steps // 10, 1)
         beta1, beta2 = 0.9, 0.999
         for it in range(1, self.steps + 1):
+            self.step(self._search * self.steps + it - 1, self.search_steps * self.steps, int(local.numel()),
+                      self._batch)
             w = w.detach().requires_grad_(True)
             xp = (torch.tanh(w) + 1) / 2
             logits = self.logits(xp)

@@ -35,6 +35,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from workbench.attack_meta import Param
+
 from .base import Attack, AttackResult, rows
 from .registry import register_attack
 
@@ -59,6 +61,13 @@ class DeepFool(Attack):
     bounded = False
     targeted_capable = False
     sweep_param = "max_ratio"
+    flag = "--deepfool"
+    label = "DeepFool"
+    summary = "minimum-norm L2 steps to the nearest boundary, swept over max residue ratio d"
+    params = (Param("steps", int, 50, "iterations", minimum=1, option="cw_steps"),
+              Param("overshoot", float, 0.02, "overshoot past the boundary", minimum=0),
+              Param("max_ratio", float, (0.1, 0.2, 0.3, 0.4, 0.5), "max residue ratios ||eta||/||x|| swept",
+                    minimum=0, many=True, option="d"))
 
     def __init__(self, model, eps: float | torch.Tensor | None = None, steps: int = 50, overshoot: float = 0.02,
                  num_classes: int | None = 10, max_ratio: float | torch.Tensor | None = None,
@@ -111,6 +120,7 @@ class DeepFool(Attack):
         for it in range(self.steps + 1):
             if idx.numel() == 0:
                 break
+            self.step(it, self.steps + 1, int(idx.numel()), n)
             xa = xa.detach().requires_grad_(True)
             logits = self.logits(xa)
             with torch.no_grad():

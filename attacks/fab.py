@@ -44,6 +44,8 @@ import math
 
 import torch
 
+from workbench.attack_meta import Param
+
 from .base import Attack, perturbation_norm
 from .registry import register_attack
 
@@ -90,6 +92,10 @@ def project_hyperplane_box(t: torch.Tensor, w: torch.Tensor, b: torch.Tensor, no
 class FAB(Attack):
     name = "fab"
     norms = ("linf", "l2")
+    label = "FAB"
+    summary = "fast adaptive boundary: smallest perturbation, kept within eps"
+    params = (Param("steps", int, 100, "iterations", minimum=1, option="steps"),
+              Param("restarts", int, 1, "random restarts", minimum=1, option="restarts"))
 
     def __init__(self, model, eps=8 / 255, norm: str = "linf", steps: int = 100, restarts: int = 1,
                  n_target_classes: int = 9, targeted_search: bool = False, alpha_max: float = 0.1,
@@ -121,8 +127,8 @@ class FAB(Attack):
 
     # -- one linearisation ------------------------------------------------------------------
     def _hyperplane(self, x: torch.Tensor, y: torch.Tensor, cls: torch.Tensor | None,
-                    goal: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(f_l - f_y)(x) and its input gradient (N, D) for the class l to cross at x."""
+                    goal: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(f_l - f_y)(x) and its input gradient (N, D) for the class l to cross at x, and the logits at x."""
         xg = x.detach().requires_grad_(True)
         logits = self.logits(xg)
         if goal is not None:  # user targets: cross from the strongest other class to the target
@@ -131,7 +137,7 @@ class FAB(Attack):
         if cls is not None:  # FAB-T / targeted: only f_t - f_y is needed, one backward pass
             diff = logits.gather(1, cls[:, None]) - z_y
             (g,) = torch.autograd.grad(diff.sum(), xg)
-            return diff.squeeze(1).detach(), g.flatten(1)
+            return diff.squeeze(1).detach(), g.flatten(1), logits.detach()
         n_cls = logits.shape[1]
         # Full Jacobian, one backward per class (samples are independent, so summing over the batch is exact).
         jac = torch.stack([torch.autograd.grad(logits[:, k].sum(), xg, retain_graph=k < n_cls - 1)[0].flatten(1)
@@ -142,7 +148,7 @@ class FAB(Attack):
         dual = dg.abs().sum(2) if self.norm == "linf" else dg.norm(dim=2)
         dist = (df.abs() / (dual + 1e-12)).scatter(1, y[:, None], math.inf)
         best = dist.argmin(1)
-        return df[rows_, best], dg[rows_, best]
+        return df[rows_, best], dg[rows_, best], logits.detach()
 
     def _start(self, x0: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
         gen = self.generator(x0.device)
@@ -155,14 +161,52 @@ class FAB(Attack):
         return (x0 + t * scale).clamp_(0.0, 1.0)
 
     def _run(self, x0, y, cls, goal, eps, radius, random_start):
-        """One FAB run from x0 (or a random start); the smallest adversarial found per row and its norm."""
+        """One FAB run from x0 (or a random start); the smallest adversarial found per row and its norm.
+
+        Each step's forward pass (the one its linearisation needs) also tells whether the previous
+        step's iterate is adversarial, so a step costs one forward and one backward pass; only rows
+        that are adversarial, and move back toward x, are linearised again at the moved point.
+        """
         n = x0.shape[0]
         best_x, best = x0.clone(), torch.full((n,), math.inf, device=x0.device, dtype=x0.dtype)
         xa = self._start(x0, torch.minimum(radius, eps)) if random_start else x0.clone()
         idx = torch.arange(n, device=x0.device)  # rows still being attacked
         x0a, ya, ca, ga, ea = x0, y, cls, goal, eps
-        for _ in range(self.steps):
-            df, w = self._hyperplane(xa, ya, ca, ga)
+        offset, total, batch = self._budget
+        for k in range(self.steps + 1):
+            if k < self.steps:
+                self.step(offset + k, total, int(idx.numel()), batch)
+                df, w, logits = self._hyperplane(xa, ya, ca, ga)
+            else:  # the last iterate only needs its check
+                with torch.no_grad():
+                    logits = self.logits(xa)
+            adv = self.fooled(logits, ya, ga) if k > 0 or random_start else None
+            if adv is not None and bool(adv.any()):
+                dist = perturbation_norm(xa - x0a, self.norm)
+                better = adv & (dist < best[idx])
+                best[idx[better]] = dist[better]
+                best_x[idx[better]] = xa[better]
+                if k == self.steps:
+                    break
+                # Backward step toward x: search for a smaller adversarial from just inside the boundary.
+                back = adv.view(-1, *([1] * (xa.dim() - 1)))
+                xa = torch.where(back, x0a + self.beta * (xa - x0a), xa)
+                if self.early_stop:
+                    keep = best[idx] > ea
+                    if not bool(keep.all()):
+                        idx = idx[keep]
+                        if idx.numel() == 0:
+                            break
+                        xa, x0a, ya, ea, adv, df, w = xa[keep], x0a[keep], ya[keep], ea[keep], adv[keep], df[keep], w[keep]
+                        ca = None if ca is None else ca[keep]
+                        ga = None if ga is None else ga[keep]
+                moved = adv.nonzero().squeeze(1)
+                if moved.numel() > 0:  # linearise the moved rows at their new point
+                    df_m, w_m, _ = self._hyperplane(xa[moved], ya[moved], None if ca is None else ca[moved],
+                                                    None if ga is None else ga[moved])
+                    df, w = df.index_copy(0, moved, df_m), w.index_copy(0, moved, w_m)
+            if k == self.steps:
+                break
             m = xa.shape[0]
             b = (w * xa.flatten(1)).sum(1) - df
             d = project_hyperplane_box(torch.cat((xa.flatten(1), x0a.flatten(1))), torch.cat((w, w)),
@@ -171,28 +215,12 @@ class FAB(Attack):
             d_it, d_or = d[:m].view_as(xa), d[m:].view_as(xa)
             alpha = (size[:m] / (size[:m] + size[m:])).clamp(0.0, self.alpha_max).view(-1, *([1] * (xa.dim() - 1)))
             xa = ((1 - alpha) * (xa + self.eta * d_it) + alpha * (x0a + self.eta * d_or)).clamp(0.0, 1.0)
-            with torch.no_grad():
-                adv = self.fooled(self.logits(xa), ya, ga)
-            if bool(adv.any()):
-                dist = perturbation_norm(xa - x0a, self.norm)
-                better = adv & (dist < best[idx])
-                best[idx[better]] = dist[better]
-                best_x[idx[better]] = xa[better]
-                # Backward step toward x: search for a smaller adversarial from just inside the boundary.
-                back = adv.view(-1, *([1] * (xa.dim() - 1)))
-                xa = torch.where(back, x0a + self.beta * (xa - x0a), xa)
-            if self.early_stop:
-                keep = best[idx] > ea
-                if not bool(keep.all()):
-                    idx = idx[keep]
-                    if idx.numel() == 0:
-                        break
-                    xa, x0a, ya, ea = xa[keep], x0a[keep], ya[keep], ea[keep]
-                    ca = None if ca is None else ca[keep]
-                    ga = None if ga is None else ga[keep]
         return best_x, best
 
     # -- the attack ----------------------------------------------------------------------------
+    # (steps taken before this run, steps of the whole call, rows of the call): for progress reports
+    _budget: tuple[int, int, int] = (0, 1, 0)
+
     def perturb(self, x, y, target):
         n = x.shape[0]
         eps = torch.as_tensor(self.eps, dtype=x.dtype, device=x.device).flatten().expand(n).clone()
@@ -212,8 +240,10 @@ class FAB(Attack):
             plans = [None]  # closest decision boundary at every step
 
         clean_ok = best > 0
+        runs = len(plans) * self.restarts
         for p, cls in enumerate(plans):
             for r in range(self.restarts):
+                self._budget = ((p * self.restarts + r) * self.steps, runs * self.steps, n)
                 # Minimum-norm mode (no early stop): every run may shrink any sample's perturbation.
                 todo = clean_ok & (best > eps) if self.early_stop else clean_ok
                 idx = todo.nonzero().squeeze(1)
@@ -241,6 +271,10 @@ class FABT(FAB):
     """FAB-T as in AutoAttack: FAB toward each of the top `n_target_classes` non-true classes in turn."""
 
     name = "fab_t"
+    label = "FAB-T"
+    params = (Param("steps", int, 100, "iterations per target class", minimum=1, option="steps"),
+              Param("restarts", int, 1, "random restarts", minimum=1, option="restarts"),
+              Param("n_target_classes", int, 9, "top wrong classes targeted in turn", minimum=1))
 
     def __init__(self, model, eps=8 / 255, norm: str = "linf", steps: int = 100, restarts: int = 1,
                  n_target_classes: int = 9, targeted_search: bool = True, alpha_max: float = 0.1,

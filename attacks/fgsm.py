@@ -5,6 +5,7 @@ steps down the loss toward the target class.
 """
 
 from .base import Attack, as_eps, project_linf
+from .losses import loss_param
 from .registry import register_attack
 
 
@@ -12,6 +13,10 @@ from .registry import register_attack
 class FGSM(Attack):
     name = "fgsm"
     norm = "linf"
+    flag = "--fgsm"
+    label = "FGSM"
+    summary = "one signed-gradient step of size eps"
+    params = (loss_param(),)
 
     def perturb(self, x, y, target):
         eps = as_eps(self.eps, x)

@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from workbench.attack_meta import Param
 from workbench.registry import Registry
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
@@ -46,3 +47,9 @@ def dlr_loss(logits, y, target=None):
         return (_other_max(logits, y) - z_y) / (top[:, 0] - top[:, 2] + 1e-12)
     z_t = logits.gather(1, target[:, None]).squeeze(1)
     return (z_t - z_y) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+
+
+def loss_param(default: str = "ce") -> Param:
+    """The `loss` parameter of a gradient attack's metadata, with the registered losses as its choices."""
+    return Param("loss", str, default, "the loss the attack maximises", choices=tuple(ATTACK_LOSSES.names()),
+                 option="loss")

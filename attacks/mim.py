@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import torch
 
+from workbench.attack_meta import Param
+
 from .base import Attack, Retirement, as_eps, rows
+from .losses import loss_param
 from .registry import register_attack
 
 
@@ -16,6 +19,12 @@ from .registry import register_attack
 class MIM(Attack):
     name = "mim"
     norm = "linf"
+    flag = "--mim"
+    label = "MIM"
+    summary = "momentum iterative method, from the clean input"
+    params = (Param("steps", int, 10, "iterations", minimum=1, option="steps"),
+              Param("step_size", float, None, "step in pixels (auto: eps/10)", positive=True, option="step_size"),
+              Param("decay", float, 1.0, "momentum decay", minimum=0), loss_param())
 
     def __init__(self, model, eps=8 / 255, steps: int = 10, step_size: float | None = None, decay: float = 1.0,
                  **kwargs):
@@ -44,7 +53,8 @@ class MIM(Attack):
         xa, x0, ya, ta = x_adv.clone(), x, y, target
         frozen = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         retire = Retirement(x.device, self.early_stop)
-        for _ in range(self.steps):
+        for k in range(self.steps):
+            self.step(k, self.steps, int(idx.numel()), x.shape[0])
             grad, logits = self.loss_grad(xa, ya, ta)
             if self.early_stop and logits is not None:
                 frozen |= self.fooled(logits, ya, ta)  # see PGD: fooled rows keep their iterate

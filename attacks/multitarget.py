@@ -26,7 +26,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from workbench.attack_meta import Param
+
 from .base import Attack, rows
+from .losses import loss_param
 from .pgd import PGD
 from .registry import register_attack
 
@@ -47,6 +50,14 @@ class MultiTargeted(Attack):
     name = "multitarget"
     norms = ("linf", "l2")
     targeted_capable = False
+    flag = "--multitarget"
+    label = "Multi-targeted PGD"
+    summary = "targeted PGD toward every other class; broken if any run fools"
+    params = (Param("steps", int, 40, "iterations per target class", minimum=1, option="steps"),
+              Param("step_size", float, 0.01, "step in pixels", positive=True, option="step_size"),
+              Param("n_target_classes", int, None, "most likely other classes to target (auto: all)",
+                    minimum=1),
+              loss_param())
 
     def __init__(self, model, eps=8 / 255, steps: int = 40, step_size: float | torch.Tensor | None = 0.01,
                  random_start: bool = True, n_target_classes: int | None = None, **kwargs):
@@ -93,6 +104,8 @@ class MultiTargeted(Attack):
                                step_size=rows(step, idx), random_start=self.random_start, norm=self.norm,
                                loss=self.loss, early_stop=self.early_stop, precision=self.precision)
             run._generator = gen  # one random stream for the whole attack
+            if self.on_step is not None:  # the target runs' steps, as steps of the whole attack
+                run.on_step = lambda p, j=j: self.step(j * self.steps + p.done, runs * self.steps, p.active, n)
             xj, _ = run.perturb(x[idx], y[idx], ranked[idx, j])
             with torch.no_grad():
                 hit = self.logits(xj).argmax(1) != y[idx]

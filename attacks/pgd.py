@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import torch
 
+from workbench.attack_meta import Param
+
 from .base import Attack, Retirement, as_eps, rows, unit_step
+from .losses import loss_param
 from .registry import register_attack
 
 
@@ -20,6 +23,16 @@ from .registry import register_attack
 class PGD(Attack):
     name = "pgd"
     norms = ("linf", "l2")
+    flag = "--pgd"
+    label = "PGD{norm:suffix}"
+    summary = "PGD with random start and restarts"
+    # 40 steps on the command line (the constructor's 10 is the training default).
+    params = (Param("steps", int, 40, "iterations", minimum=1, option="steps"),
+              Param("step_size", float, None, "step in pixels (auto: 2.5*eps/steps)", positive=True,
+                    option="step_size"),
+              Param("restarts", int, 1, "random restarts; per sample the first that succeeds", minimum=1,
+                    option="restarts"),
+              Param("random_start", bool, True, "start at a uniform point of the eps-ball"), loss_param())
 
     def __init__(self, model, eps=8 / 255, steps: int = 10, step_size: float | None = None,
                  random_start: bool = True, restarts: int = 1, **kwargs):
@@ -56,13 +69,15 @@ class PGD(Attack):
         radius = torch.rand(x.shape[0], generator=gen, device=x.device, dtype=x.dtype)
         return (x + direction * radius.view(-1, *([1] * (x.dim() - 1))) * eps).clamp_(0.0, 1.0)
 
-    def _one_run(self, x, y, target, eps, alpha):
+    def _one_run(self, x, y, target, eps, alpha, run_no: int = 0, batch: int | None = None):
         x_adv = self._start(x, eps)
+        batch = x.shape[0] if batch is None else batch
         idx = torch.arange(x.shape[0], device=x.device)  # rows still in the batch
         xa, x0, ya, ta = x_adv.clone(), x, y, target
         frozen = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)  # fooled, not yet removed
         retire = Retirement(x.device, self.early_stop)
-        for _ in range(self.steps):
+        for k in range(self.steps):
+            self.step(run_no * self.steps + k, self.restarts * self.steps, int(idx.numel()), batch)
             grad, logits = self.loss_grad(xa, ya, ta)
             if self.early_stop and logits is not None:
                 frozen |= self.fooled(logits, ya, ta)  # fooled rows keep the iterate that fooled the model
@@ -98,7 +113,7 @@ class PGD(Attack):
                 if idx.numel() == 0:
                     break
                 t = target[idx] if target is not None else None
-                x_best[idx] = self._one_run(x[idx], y[idx], t, rows(eps, idx), rows(alpha, idx))
+                x_best[idx] = self._one_run(x[idx], y[idx], t, rows(eps, idx), rows(alpha, idx), r, x.shape[0])
             hit = self._succeeded(x_best, y, target) & active
             restart[hit] = r
             active &= ~hit

@@ -27,6 +27,8 @@ import math
 
 import torch
 
+from workbench.attack_meta import Param
+
 from .base import Attack, as_eps, rows
 from .registry import register_attack
 
@@ -35,6 +37,13 @@ from .registry import register_attack
 class SPSA(Attack):
     name = "spsa"
     norms = ("linf",)
+    flag = "--spsa"
+    label = "SPSA"
+    summary = "gradient-free: finite differences on random directions"
+    params = (Param("steps", int, 10, "iterations", minimum=1, option="steps"),
+              Param("samples", int, 128, "random directions per iteration", minimum=1),
+              Param("delta", float, 0.01, "finite-difference step", positive=True),
+              Param("lr", float, 0.01, "Adam learning rate", positive=True))
 
     def __init__(self, model, eps=8 / 255, steps: int = 10, samples: int = 128, delta: float = 0.01,
                  lr: float = 0.01, max_batch: int = 2048, **kwargs):
@@ -84,6 +93,7 @@ class SPSA(Attack):
         beta1, beta2 = 0.9, 0.999
         with torch.no_grad():
             for it in range(self.steps + 1):
+                self.step(it, self.steps + 1, int(idx.numel()), x.shape[0])
                 if self.early_stop:
                     keep = ~self.fooled(self.logits(xa), ya, ta)
                     if not bool(keep.all()):  # fooled rows keep the iterate that fooled the model

@@ -33,6 +33,8 @@ from functools import lru_cache
 
 import torch
 
+from workbench.attack_meta import Param
+
 from .base import Attack
 from .registry import register_attack
 
@@ -76,6 +78,12 @@ def _window_index(vh: torch.Tensor, vw: torch.Tensor, s: int):
 class Square(Attack):
     name = "square"
     norms = ("linf", "l2")
+    flag = "--square"
+    label = "Square"
+    summary = "score-based random search (no gradients)"
+    params = (Param("queries", int, 5000, "query budget", minimum=1, option="queries"),
+              Param("restarts", int, 1, "random restarts", minimum=1, option="restarts"),
+              Param("p_init", float, 0.8, "initial fraction of pixels changed", positive=True))
 
     def __init__(self, model, eps=8 / 255, norm: str = "linf", queries: int = 5000, p_init: float = 0.8,
                  restarts: int = 1, loss="margin", **kwargs):
@@ -119,19 +127,27 @@ class Square(Attack):
         return (x + eps * self._sign((n, c, 1, w), gen, x)).clamp(0.0, 1.0)
 
     def _linf_step(self, x, x_best, eps, p, gen):
+        """x_best with one random s x s window per row set to x +- eps (one sign per channel).
+
+        Signs that would leave the window unchanged waste a query, so up to `_RESAMPLE` sign draws
+        are made at once and each row takes its first draw that changes something (the original
+        code's resampling loop, without a host sync per try). Only the windows are computed on.
+        """
         n, c, h, w = x.shape
         s = min(max(round(math.sqrt(p * h * w)), 1), max(min(h, w) - 1, 1))
         vh = torch.randint(0, h - s + 1, (n,), generator=gen, device=x.device)
         vw = torch.randint(0, w - s + 1, (n,), generator=gen, device=x.device)
-        mask = _window_mask(vh, vw, s, h, w)
-        cand = x_best
-        pending = torch.ones(n, dtype=torch.bool, device=x.device)
-        for _ in range(_RESAMPLE):
-            trial = torch.where(mask, (x + eps * self._sign((n, c, 1, 1), gen, x)).clamp(0.0, 1.0), x_best)
-            cand = torch.where(pending.view(-1, 1, 1, 1), trial, cand)
-            pending &= ((trial - x_best).abs() < 1e-7).flatten(1).all(1)
-            if not bool(pending.any()):
-                break
+        rows, hh, ww = _window_index(vh, vw, s)  # (n, 1, 1), (n, s, 1), (n, 1, s)
+        xw = x[rows, :, hh, ww]  # (n, s, s, c): advanced indices first, then the channel
+        bw = x_best[rows, :, hh, ww]
+        e = eps.view(n, 1, 1, 1)
+        signs = self._sign((_RESAMPLE, n, 1, 1, c), gen, x)
+        trial = (xw + e * signs).clamp(0.0, 1.0)  # (R, n, s, s, c)
+        changes = ((trial - bw).abs() >= 1e-7).flatten(2).any(2)  # (R, n)
+        first = changes.to(torch.uint8).argmax(0)  # first draw that changes the window (0 if none does)
+        window = trial[first, torch.arange(n, device=x.device)]
+        cand = x_best.clone()
+        cand[rows, :, hh, ww] = window
         return cand
 
     # -- L2 -------------------------------------------------------------------------------------
@@ -183,26 +199,44 @@ class Square(Attack):
 
     # -- the attack ---------------------------------------------------------------------------
     def _run(self, x, y, target, eps, gen):
-        """One search over the budget: (best point, its loss, fooled, queries used) per row."""
+        """One search over the budget: (best point, its loss, fooled, queries used) per row.
+
+        The rows still searched are kept compact (x, x_best, loss, eps of the active rows only) and
+        shrink only when a row is fooled, so a query costs its forward pass plus the proposal.
+        """
         init, step = (self._linf_init, self._linf_step) if self.norm == "linf" else (self._l2_init, self._l2_step)
         x_best = init(x, eps, gen)
         loss, fooled = self._loss(x_best, y, target)
-        used = torch.ones(x.shape[0], dtype=torch.long, device=x.device)
+        n = x.shape[0]
+        used = torch.ones(n, dtype=torch.long, device=x.device)
+        done = torch.zeros(n, dtype=torch.bool, device=x.device)
+        out_x, out_loss = x_best, loss.clone()
+        idx = torch.arange(n, device=x.device)  # original rows still searched
+        xa, xb, ya, ta, ea, la = x, x_best, y, target, eps, loss
+        offset, total, batch = self._budget
+        iters = 0  # queries made after the initial one
         for it in range(self.queries - 1):
-            idx = (~fooled).nonzero().squeeze(1)
-            if idx.numel() == 0:
-                break
-            t = None if target is None else target[idx]
-            xb = x_best[idx]
-            cand = step(x[idx], xb, eps[idx], self._p(it), gen)
-            new_loss, new_fooled = self._loss(cand, y[idx], t)
-            used[idx] += 1
-            improved = new_loss < loss[idx]
-            loss[idx] = torch.where(improved, new_loss, loss[idx])
-            accept = (improved | new_fooled).view(-1, 1, 1, 1)
-            x_best[idx] = torch.where(accept, cand, xb)
-            fooled[idx] = new_fooled
-        return x_best, loss, fooled, used
+            if bool(fooled.any()):  # fooled rows keep their point and leave
+                leave = idx[fooled]
+                out_x[leave], out_loss[leave], used[leave], done[leave] = xb[fooled], la[fooled], 1 + it, True
+                keep = ~fooled
+                idx, xa, xb, ya, ea, la, fooled = idx[keep], xa[keep], xb[keep], ya[keep], ea[keep], la[keep], fooled[keep]
+                ta = None if ta is None else ta[keep]
+                if idx.numel() == 0:
+                    break
+            self.step(offset + it + 1, total, int(idx.numel()), batch)
+            cand = step(xa, xb, ea, self._p(it), gen)
+            new_loss, fooled = self._loss(cand, ya, ta)
+            improved = new_loss < la
+            la = torch.where(improved, new_loss, la)
+            xb = torch.where((improved | fooled).view(-1, 1, 1, 1), cand, xb)
+            iters = it + 1
+        if idx.numel() > 0:
+            out_x[idx], out_loss[idx], used[idx], done[idx] = xb, la, 1 + iters, fooled
+        return out_x, out_loss, done, used
+
+    # (queries spent before this run, queries of the whole call, rows of the call): for progress reports
+    _budget: tuple[int, int, int] = (0, 1, 0)
 
     def perturb(self, x, y, target):
         if x.dim() != 4:
@@ -220,6 +254,7 @@ class Square(Attack):
                 if idx.numel() == 0:
                     break
                 t = None if target is None else target[idx]
+                self._budget = (r * self.queries, self.restarts * self.queries, n)
                 x_run, loss, ok, q = self._run(x[idx], y[idx], t, eps[idx], gen)
                 used[idx] += q
                 keep = ok | (loss < best_loss[idx])  # not fooled: the lowest-loss point of any restart

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from attacks import project_linf
+from attacks import model_mode, project_linf
 from workbench import collective
 from workbench.errors import WorkbenchError
 
@@ -156,9 +156,7 @@ class ADR(Defense):
     def craft(self, model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x_a in the eps ball around x and in [0, 1], from input gradients in eval mode."""
         p = self.params
-        was_training = model.training
-        model.eval()
-        try:
+        with model_mode(model, training=False):
             if p.adversary == "trades":
                 with torch.no_grad():
                     logits_clean = model(x)
@@ -178,8 +176,6 @@ class ADR(Defense):
                 (grad,) = torch.autograd.grad(loss, x_adv)  # input gradient only: no parameter grads
                 x_adv = x_adv.detach() + p.step_size * grad.sign()
                 x_adv = project_linf(x_adv, x, p.eps)
-        finally:
-            model.train(was_training)
         return x_adv.detach()
 
     # -- the loss --------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from attacks import model_mode
 from workbench import collective
 from workbench.errors import WorkbenchError
 
@@ -171,13 +172,8 @@ class DeeplySupervised(Defense):
         if self.classifier == "probe" and self.params.heads[-1].tap == known[-1]:
             raise WorkbenchError("the last head cannot be the logits tap: the probe classifier reads it")
         device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                _, feats = model(torch.zeros(2, *input_shape, device=device), taps=self.taps)
-        finally:
-            model.train(was_training)
+        with model_mode(model, training=False), torch.no_grad():
+            _, feats = model(torch.zeros(2, *input_shape, device=device), taps=self.taps)
         aux = nn.Module()
         branches, dims = [], []
         for spec in self.params.heads:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from attacks import project_linf
+from attacks import model_mode, project_linf
 
 from .base import BatchContext, Defense, LossOutput
 from .registry import register_defense
@@ -47,9 +47,7 @@ class Trades(Defense):
 
     def craft(self, model, x: torch.Tensor) -> torch.Tensor:
         p = self.params
-        was_training = model.training
-        model.eval()
-        try:
+        with model_mode(model, training=False):
             with torch.no_grad():
                 logits_clean = model(x)
             x_adv = (x + p.init_std * torch.randn_like(x)).detach()
@@ -59,8 +57,6 @@ class Trades(Defense):
                 (grad,) = torch.autograd.grad(loss, x_adv)  # input gradient only: no parameter grads
                 x_adv = x_adv.detach() + p.step_size * grad.sign()
                 x_adv = project_linf(x_adv, x, p.eps)
-        finally:
-            model.train(was_training)
         return x_adv.detach()
 
     def training_loss(self, model, x, y, ctx: BatchContext) -> LossOutput:

@@ -1,5 +1,7 @@
 """The listing commands show every registered entry (in-process, through typer's test runner)."""
 
+import json
+
 from typer.testing import CliRunner
 
 from defenses import DEFENSES
@@ -38,3 +40,18 @@ def test_defenses_lists_every_defense_with_its_defaults():
         assert name in result.output
     assert "xi=0.995" in result.output and "lam=0.05" in result.output  # PC-LC's paper values
     assert "smoothing=0.1" in result.output  # label_smoothing / ccn_ls
+
+
+def test_attacks_lists_every_attack_with_its_flag_norms_and_defaults():
+    from attacks import ATTACKS, all_meta
+
+    result = runner.invoke(app, ["attacks"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    for meta in all_meta():
+        assert meta.name in result.output and (meta.flag or "") in result.output
+    assert "steps=40 (--steps)" in result.output  # the command line's PGD-40
+    assert "version=standard" in result.output and "minimum-norm" in result.output
+    listed = runner.invoke(app, ["attacks", "--json"])
+    assert listed.exit_code == 0, listed.output
+    data = json.loads(listed.output)
+    assert [a["name"] for a in data["attacks"]] == ATTACKS.names() and "strong" in data["presets"]

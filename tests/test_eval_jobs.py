@@ -9,11 +9,13 @@ import sys
 import time
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from workbench.errors import WorkbenchError
+from workbench.progress import EvalProgress
 from workbench.runs import evals
 from workbench.runs.evals import (
     EvalJob, JobReporter, cancel_evaluation, launch_evaluation, list_jobs, list_reports, summarize_report,
@@ -142,20 +144,35 @@ def test_starting_without_a_pid_long_after_launch_is_crashed(tmp_path):
     assert EvalJob.read(path).effective_state == "crashed"  # the launcher died before recording the process
 
 
-def test_progress_counts_every_finished_attack(tmp_path):
+def test_progress_counts_every_finished_attack_and_writes_the_stage_and_eta(tmp_path):
     path = tmp_path / "j.json"
     EvalJob().write(path)
-    reporter = JobReporter(path)
-    calls = [("FGSM", 0, 10), ("FGSM", 10, 10), ("FGSM", 10, 10),  # the engine repeats the last call
-             ("PGD", 0, 10), ("PGD", 5, 10), ("PGD", 10, 10), ("PGD", 10, 10),
-             ("PGD", 0, 8), ("PGD", 8, 8), ("PGD", 8, 8),  # PGD again, in the strong protocol
-             ("C&W", 0, 0), ("C&W", 0, 0)]  # nothing left to attack: finished at once
+    clock = [0.0]
+    reporter = JobReporter(path, clock=lambda: clock[0])
+    writes = []
+    reporter.job.write = lambda p, write=reporter.job.write: (writes.append(clock[0]), write(p))
     seen = []
-    for label, done, total in calls:
-        reporter.progress(label, done, total)
+    for label in ("FGSM", "PGD", "PGD", "C&W"):  # PGD twice: also in the strong protocol
+        start = EvalProgress("spec_start", label, total=10)
+        events = [start] + [replace(start, kind="step", rows=10, stage=label.lower(), step=k, steps=100, robust=9,
+                                    attacked=10) for k in range(100)]
+        events += [replace(start, kind=kind, done=10, robust=7, attacked=10) for kind in ("chunk_end", "pass_end",
+                                                                                            "spec_end")]
+        for ev in events:
+            clock[0] += 0.01
+            reporter.progress(ev)
         seen.append(reporter.job.finished_tasks)
-    assert seen == [0, 1, 1, 1, 1, 2, 2, 2, 3, 3, 4, 4]
-    assert EvalJob.read(path).finished_tasks == 4  # the last attack is counted too
+    assert seen == [1, 2, 3, 4]
+    # Rate-limited: 416 events over 4.16 s, written every 0.25 s and at every pass and attack end.
+    assert len(writes) <= 4.16 / 0.25 + 1 + 2 * 4
+    job = EvalJob.read(path)
+    assert job.finished_tasks == 4 and (job.label, job.done, job.total) == ("C&W", 10, 10)
+    assert EvalProgress.from_dict(job.event).kind == "spec_end" and job.elapsed == pytest.approx(4.15)
+    clock[0] += 0.3
+    reporter.progress(replace(start, kind="step", rows=10, stage="cw", step=50, steps=100, robust=9, attacked=10))
+    job = EvalJob.read(path)
+    # C&W began at 3.13 s; at 4.46 s half of it is done, so as much again is left.
+    assert EvalProgress.from_dict(job.event).step == 50 and job.eta == pytest.approx(1.33)
     reporter.cancel()
     assert EvalJob.read(path).state == "cancelled"
 

@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
@@ -13,7 +14,9 @@ import typer
 from rich.console import Console
 from rich import box
 from rich.table import Table
+from typer.core import TyperCommand
 
+from .attack_meta import NORMS, SHARED_OPTIONS, parse_floats
 from .errors import TrainingFailed, WorkbenchError
 
 app = typer.Typer(
@@ -27,6 +30,8 @@ err = Console(stderr=True)
 
 DataRoot = typer.Option(None, "--data-root", help="Dataset folder (default: $WORKBENCH_DATA, else the user cache).")
 Device = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
+Quiet = typer.Option(False, "--quiet", "-q", help="No progress on stderr (by default: a live line on a terminal, "
+                                                 "one line per attack stage otherwise).")
 
 
 def _pct(v: Optional[float]) -> str:
@@ -156,67 +161,98 @@ def _train_distributed(run, devices: int, device: str, data_root: Optional[str])
 
 
 def _parse_eps(text: str) -> list[float]:
-    values = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            if "/" in part:
-                num, den = part.split("/", 1)
-                values.append(float(num) / float(den))
-            else:
-                values.append(float(part))
-        except (ValueError, ZeroDivisionError):
-            raise WorkbenchError(f"--eps: {part!r} is not a number (use e.g. 0.1,0.2,0.3 or 8/255)") from None
-    return values
+    return parse_floats(text, "--eps")
 
 
-ATTACK_FLAGS = ("fgsm", "bim", "mim", "pgd", "apgd", "square", "autoattack", "multitarget", "spsa", "cw", "deepfool")
+class _AttackCommand(TyperCommand):
+    """`workbench attack`, where an attack's shorthand flag (`--pgd`) reads as `--attack pgd`.
+
+    The flags are the attacks' own declarations, so the registry (and torch) is imported only when an
+    argument is not one of the command's options."""
+
+    def parse_args(self, ctx, args):
+        own = {opt for p in self.get_params(ctx) for opt in (*p.opts, *p.secondary_opts)}
+        if any(a.startswith("--") and a.split("=", 1)[0] not in own for a in args):
+            args = _expand_attack_flags(list(args), own)
+        return super().parse_args(ctx, args)
 
 
-def _progress_callback(enabled: bool):
-    """A Rich progress bar on stderr (TTY only); returns (callback or None, stop function)."""
-    if not enabled:
-        return None, lambda: None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _expand_attack_flags(args: list[str], own: set[str]) -> list[str]:
+    from attacks import all_meta
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err, transient=True)
-    progress.start()
-    tasks: dict[str, int] = {}
+    flags = {m.flag: m.name for m in all_meta() if m.flag}
+    clash = sorted(own & set(flags))
+    if clash:
+        raise WorkbenchError(f"attack {flags[clash[0]]} declares flag {clash[0]}, an option of `workbench attack`")
+    out = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return out + args[i:]
+        if arg.startswith("--") and arg not in flags and arg.split("=", 1)[0] not in own:
+            raise WorkbenchError(f"no such option: {arg} (attack flags: {' '.join(sorted(flags))}; any attack: "
+                                 "--attack NAME[:key=value,...], see `workbench attacks`)")
+        out += ["--attack", flags[arg]] if arg in flags else [arg]
+    return out
 
-    def callback(label: str, done: int, total: int) -> None:
-        if label not in tasks:
-            tasks[label] = progress.add_task(label, total=total)
-        progress.update(tasks[label], completed=done, total=total)
-    return callback, progress.stop
+
+@dataclass(frozen=True)
+class AttackSettings:
+    """Every option of `workbench attack` as given (None: not given), in one object for `_attack`."""
+
+    checkpoint: Path
+    attacks: list[str]
+    preset: Optional[str]
+    strong_: Optional[bool]
+    eps: Optional[str]
+    norm: str
+    steps: Optional[int]
+    step_size: Optional[float]
+    restarts: Optional[int]
+    loss: Optional[str]
+    c: Optional[float]
+    kappa: Optional[float]
+    lr: Optional[float]
+    cw_steps: Optional[int]
+    search_steps: Optional[int]
+    queries: Optional[int]
+    d: Optional[str]
+    transfer_from: Optional[Path]
+    adaptive: bool
+    head: str
+    targeted: bool
+    save_examples: int
+    n: Optional[int]
+    batch_size: int
+    seed: int
+    amp: str
+    channels_last: bool
+    compile_: bool
+    device: str
+    data_root: Optional[str]
+    as_json: bool
+    job_file: Optional[Path]
+    quiet: bool
 
 
-@app.command()
+@app.command(cls=_AttackCommand, epilog="An attack's shorthand flag (--pgd, --fgsm, ...) is --attack NAME; "
+                                        "`workbench attacks` lists every attack with its flag and parameters.")
 def attack(
     checkpoint: Path = typer.Argument(..., help="A checkpoint file, or a run folder (uses its best.pt)."),
-    fgsm: bool = typer.Option(False, "--fgsm", help="FGSM (one signed-gradient step)."),
-    bim: bool = typer.Option(False, "--bim", help="BIM: PGD without random start, step eps/10 x10."),
-    mim: bool = typer.Option(False, "--mim", help="MIM: momentum iterative method."),
-    pgd: bool = typer.Option(False, "--pgd", help="PGD with random start (--norm linf|l2)."),
-    apgd: bool = typer.Option(False, "--apgd", help="Auto-PGD on --loss (ce, dlr, cw)."),
-    square: bool = typer.Option(False, "--square", help="Square attack (score-based, gradient-free)."),
-    autoattack: bool = typer.Option(False, "--autoattack", help="Standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square)."),
-    multitarget: bool = typer.Option(False, "--multitarget", help="Targeted PGD toward every other class."),
-    spsa: bool = typer.Option(False, "--spsa", help="SPSA (gradient-free)."),
-    cw: bool = typer.Option(False, "--cw", help="Carlini-Wagner L2 (minimum norm)."),
-    deepfool: bool = typer.Option(False, "--deepfool", help="DeepFool L2 (minimum norm; --d for max residue ratios)."),
+    attacks: List[str] = typer.Option([], "--attack", metavar="NAME[:key=value,...]",
+                                      help="Run this attack, e.g. pgd:steps=100,restarts=2 or autoattack:version=fast "
+                                           "(repeatable; `workbench attacks` lists names and keys)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="A paper's attack settings: pcl | pc | adr | ccn | strong."),
     strong_: Optional[bool] = typer.Option(None, "--strong/--no-strong",
                                            help="Also run the strong protocol (default: on with a paper --preset)."),
     eps: Optional[str] = typer.Option(None, "--eps", help="Comma-separated eps, e.g. 0.1,0.3 or 8/255 (default: per dataset)."),
-    norm: str = typer.Option("linf", "--norm",
-                             help="linf | l2 (pgd, bim, apgd, square, autoattack, multitarget; C&W/DeepFool are L2)."),
+    norm: str = typer.Option(NORMS[0], "--norm", help=f"{' | '.join(NORMS)}: the norm of eps (minimum-norm attacks "
+                                                      "keep their own; `workbench attacks` lists each one's norms)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Iterations of the iterative attacks."),
     step_size: Optional[float] = typer.Option(None, "--step-size", help="Step of PGD/BIM/MIM (default per attack)."),
-    restarts: int = typer.Option(1, "--restarts", min=1, help="Random restarts (worst case per sample)."),
-    loss: str = typer.Option("ce", "--loss", help="Attack loss: ce | cw | dlr."),
+    restarts: Optional[int] = typer.Option(None, "--restarts", min=1, help="Random restarts (worst case per sample)."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="Attack loss: ce | cw | dlr (default ce)."),
     c: Optional[float] = typer.Option(None, "--c", help="C&W initial constant."),
-    kappa: float = typer.Option(0.0, "--kappa", help="C&W confidence margin."),
+    kappa: Optional[float] = typer.Option(None, "--kappa", help="C&W confidence margin."),
     lr: Optional[float] = typer.Option(None, "--lr", help="C&W Adam learning rate."),
     cw_steps: Optional[int] = typer.Option(None, "--cw-steps", min=1, help="C&W / DeepFool iterations."),
     search_steps: Optional[int] = typer.Option(None, "--search-steps", min=1, help="C&W binary-search steps."),
@@ -244,8 +280,11 @@ def attack(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     job_file: Optional[Path] = typer.Option(None, "--job-file", hidden=True,
                                             help="Report progress and the outcome to this file (the TUI's jobs)."),
+    quiet: bool = Quiet,
 ) -> None:
     """Robust accuracy of a checkpoint under attacks and protocols; saved (JSON, CSV) to evals/ beside it."""
+    settings = AttackSettings(**locals())  # first: exactly the options above (a missing field is a TypeError)
+    from .progress import Hooks, open_display
     from .runs.evals import JobReporter
 
     if job_file is not None:
@@ -253,11 +292,10 @@ def attack(
         # Installed before the job file says "running": a job seen running unwinds on a cancel, never just dies.
         signal.signal(signal.SIGTERM, _raise_interrupt)
     job = JobReporter(job_file) if job_file is not None else None
+    # On stderr, also with --json (stdout stays the report); _attack closes it before printing results.
+    progress = Hooks(open_display(quiet), job.progress if job is not None else None)
     try:
-        saved = _attack(checkpoint, fgsm, bim, mim, pgd, apgd, square, autoattack, multitarget, spsa, cw, deepfool,
-                        preset, strong_, eps, norm, steps, step_size, restarts, loss, c, kappa, lr, cw_steps,
-                        search_steps, queries, d, transfer_from, adaptive, head, targeted, save_examples, n,
-                        batch_size, seed, device, data_root, as_json, job, amp, channels_last, compile_)
+        saved = _attack(settings, progress)
     except KeyboardInterrupt:
         if job is not None:
             job.cancel()  # a cancel (SIGTERM) or ^C: not a failure
@@ -266,6 +304,8 @@ def attack(
         if job is not None:
             job.fail(str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
         raise
+    finally:
+        progress.close()
     if job is not None:
         job.finish(saved)
 
@@ -276,47 +316,54 @@ def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def _attack(checkpoint, fgsm, bim, mim, pgd, apgd, square, autoattack, multitarget, spsa, cw, deepfool, preset,
-            strong_, eps, norm, steps, step_size, restarts, loss, c, kappa, lr, cw_steps, search_steps, queries, d,
-            transfer_from, adaptive, head, targeted, save_examples, n, batch_size, seed, device, data_root, as_json,
-            job, amp="off", channels_last=False, compile_=False) -> Path:
+def _shared_options(s: AttackSettings) -> dict:
+    """The shared options given (`--steps 20` -> {"steps": 20}), for the attacks' parameters that follow them."""
+    shared = {name: getattr(s, name) for name in SHARED_OPTIONS if getattr(s, name) is not None}
+    if "d" in shared:
+        shared["d"] = parse_floats(shared["d"], "--d")
+    return shared
+
+
+def _attack(s: AttackSettings, progress=None) -> Path:
     from attacks import ATTACK_LOSSES
 
     from .accel import AMP_CHOICES, resolve_amp
+    from .attack_meta import DEFAULT_ATTACK, check_eps
     from .evaluation import (
-        PRESETS, AttackOptions, adaptive_loss, adaptive_protocol, build_protocol, check_eps_list, check_linf_eps,
-        custom_protocol, default_eps, evaluate_checkpoint, save_evaluation,
+        PRESETS, AttackOptions, adaptive_loss, adaptive_protocol, build_protocol, custom_protocol, default_eps,
+        evaluate_checkpoint, parse_choice, save_evaluation,
     )
+    from .evaluation.custom import check_norm
     from .evaluation.report import results_table, side_by_side_table
     from .training.trainer import resolve_device
 
-    flags = dict(zip(ATTACK_FLAGS, (fgsm, bim, mim, pgd, apgd, square, autoattack, multitarget, spsa, cw, deepfool)))
-    names = [name for name, on in flags.items() if on]
-    if norm not in ("linf", "l2"):
-        raise WorkbenchError(f"--norm must be linf or l2, not {norm!r}")
-    if head not in ("softmax", "prototype"):
-        raise WorkbenchError(f"--head must be softmax or prototype, not {head!r}")
-    if adaptive and transfer_from is not None:
+    norm, preset = s.norm, s.preset
+    check_eps([], norm)  # the norm itself
+    if s.head not in ("softmax", "prototype"):
+        raise WorkbenchError(f"--head must be softmax or prototype, not {s.head!r}")
+    if s.adaptive and s.transfer_from is not None:
         raise WorkbenchError("--adaptive attacks the target's own training objective; it cannot be crafted on "
                              "--transfer-from (drop one)")
-    if head == "prototype" and adaptive:
+    if s.head == "prototype" and s.adaptive:
         raise WorkbenchError("--adaptive attacks the training objective through the softmax model; drop --head prototype")
-    eps_list = check_eps_list(_parse_eps(eps)) if eps is not None else None
-    if eps_list and norm == "linf":
-        check_linf_eps(eps_list)
-    ratios = check_eps_list(_parse_eps(d)) if d is not None else None
-    if step_size is not None and not step_size > 0:
+    eps_list = check_eps(parse_floats(s.eps, "--eps"), norm) if s.eps is not None else None
+    shared = _shared_options(s)
+    if s.step_size is not None and not s.step_size > 0:
         raise WorkbenchError("--step-size must be > 0")
-    ATTACK_LOSSES.get(loss)
+    if s.loss is not None:
+        ATTACK_LOSSES.get(s.loss)
     if preset is not None:
         PRESETS.get(preset)
-    if not names and preset is None:
-        names = ["pgd"]
-    run_strong = strong_ if strong_ is not None else (preset is not None and preset != "strong")
-    dev = resolve_device(device)
-    if amp not in AMP_CHOICES:
-        raise WorkbenchError(f"--amp must be {' | '.join(AMP_CHOICES)}, not {amp!r}")
-    resolve_amp(amp, dev)  # bf16 on a GPU without it fails here, before any work
+    choices = [parse_choice(text) for text in s.attacks]
+    if not choices and preset is None:
+        choices = [parse_choice(DEFAULT_ATTACK)]
+    for choice in choices:
+        check_norm(choice, norm)
+    run_strong = s.strong_ if s.strong_ is not None else (preset is not None and preset != "strong")
+    dev = resolve_device(s.device)
+    if s.amp not in AMP_CHOICES:
+        raise WorkbenchError(f"--amp must be {' | '.join(AMP_CHOICES)}, not {s.amp!r}")
+    resolve_amp(s.amp, dev)  # bf16 on a GPU without it fails here, before any work
 
     def protocols_for(ckpt_data: dict) -> list:
         dataset = ckpt_data["dataset"]
@@ -326,32 +373,29 @@ def _attack(checkpoint, fgsm, bim, mim, pgd, apgd, square, autoattack, multitarg
             paper = build_protocol(preset, dataset, eps_list, norm)
             protocols.append(paper)
             if eps_list is None:  # the strong protocol attacks at the paper's eps values, for a side-by-side
-                swept = {v for s in paper.specs if s.sweep_param == "eps" and s.norm == norm for v in s.sweep or []}
+                swept = {v for spec in paper.specs if spec.sweep_param == "eps" and spec.norm == norm
+                         for v in spec.sweep or []}
                 eps_values = sorted(swept) or eps_values
-        if names:
-            protocols.append(custom_protocol(names, AttackOptions(
-                eps=eps_values, norm=norm, steps=steps, step_size=step_size, restarts=restarts, loss=loss, c=c,
-                kappa=kappa, lr=lr, cw_steps=cw_steps, search_steps=search_steps, queries=queries,
-                ratios=ratios or [0.1, 0.2, 0.3, 0.4, 0.5], seed=seed)))
+        if choices:
+            protocols.append(custom_protocol(choices, AttackOptions(eps=eps_values, norm=norm, shared=shared)))
         if run_strong:
             protocols.append(build_protocol("strong", dataset, eps_values, norm))
-        if adaptive:
+        if s.adaptive:
             protocols.append(adaptive_protocol(adaptive_loss(ckpt_data["recipe"], ckpt_data["path"]), eps_values, norm))
         return protocols
 
-    callback, stop_progress = _progress_callback(not as_json and sys.stderr.isatty())
-    if job is not None:
-        callback = _also(callback, job.progress)
     try:
         report, outcomes = evaluate_checkpoint(
-            checkpoint, protocols_for, n=n, batch_size=batch_size, data_root=data_root, device=dev, seed=seed,
-            transfer_from=transfer_from, targeted=targeted, save_examples=save_examples, on_progress=callback,
-            head=head, amp=amp, channels_last=channels_last, compile=compile_)
+            s.checkpoint, protocols_for, n=s.n, batch_size=s.batch_size, data_root=s.data_root, device=dev,
+            seed=s.seed, transfer_from=s.transfer_from, targeted=s.targeted, save_examples=s.save_examples,
+            on_progress=progress or None, head=s.head, amp=s.amp, channels_last=s.channels_last,
+            compile=s.compile_)
     finally:
-        stop_progress()
+        if progress is not None:
+            progress.close()  # the live line goes before the results are printed
     saved = save_evaluation(report, outcomes)
     report["saved_to"] = str(saved)
-    if as_json:
+    if s.as_json:
         print(json.dumps(report))
         return saved
     out.print(results_table(report))
@@ -363,22 +407,11 @@ def _attack(checkpoint, fgsm, bim, mim, pgd, apgd, square, autoattack, multitarg
     out.print(f"saved: {saved} (+ .csv{', examples' if report.get('examples') else ''})")
     return saved
 
-
-def _also(first, second):
-    """A progress callback that feeds two (the first may be None)."""
-    if first is None:
-        return second
-
-    def both(label: str, done: int, total: int) -> None:
-        first(label, done, total)
-        second(label, done, total)
-    return both
-
-
 @app.command()
 def audit(
     checkpoint: Path = typer.Argument(..., help="A checkpoint file, or a run folder (uses its best.pt)."),
-    eps: Optional[str] = typer.Option(None, "--eps", help="Reference L-inf eps (default 0.3 MNIST-like, 8/255 colour)."),
+    eps: Optional[str] = typer.Option(None, "--eps", help="Reference L-inf eps (default: the checkpoint's adv_train.eps, "
+                                                          "else its eval.eps, else 0.3 MNIST-like, 8/255 colour)."),
     large_eps: Optional[float] = typer.Option(None, "--large-eps", help="Eps at which accuracy must reach ~0."),
     source: Optional[Path] = typer.Option(None, "--source", help="Independently trained model for the transfer check."),
     queries: int = typer.Option(1000, "--queries", min=1, help="Square query budget (the gradient-free check)."),
@@ -388,12 +421,13 @@ def audit(
     device: str = Device,
     data_root: Optional[str] = DataRoot,
     as_json: bool = typer.Option(False, "--json"),
+    quiet: bool = Quiet,
 ) -> None:
-    """Gradient-masking audit: pass / warn per check, with the numbers behind it."""
+    """Gradient-masking audit: pass / warn / inconclusive per check, with the numbers behind it."""
     from .data import load_raw
     from .evaluation import check_eps_list, check_linf_eps
     from .evaluation.attack_eval import evals_dir_for, load_checkpoint_model, reserve_name
-    from .evaluation.audit import audit_model
+    from .evaluation.audit import audit_model, choose_audit_eps
     from .runs import write_json_atomic
     from .training.trainer import resolve_device
 
@@ -403,21 +437,29 @@ def audit(
         check_linf_eps(values)
         if len(values) != 1:
             raise WorkbenchError("--eps takes one value for the audit")
+        if values[0] == 0:
+            raise WorkbenchError("--eps must be > 0 for the audit (at 0 every attack is the clean model)")
         eps_value = values[0]
     if large_eps is not None:
         check_linf_eps(check_eps_list([large_eps]))
     dev = resolve_device(device)
     ckpt, data, model = load_checkpoint_model(checkpoint, dev)
     source_model = load_checkpoint_model(source, dev)[2] if source is not None else None
+    eps_value, eps_source = choose_audit_eps(data, data["dataset"], eps_value)
+    if not as_json:
+        err.print(f"audit eps {eps_value:g} (from {eps_source})")
     x, y = load_raw(data["dataset"], "test", root=data_root)
     x, y = x[:n].to(dev), y[:n].to(dev)
-    callback, stop_progress = _progress_callback(not as_json and sys.stderr.isatty())
+    from .progress import open_display
+
+    display = open_display(quiet)  # on stderr, also with --json
     try:
         result = audit_model(model, x, y, dataset=data["dataset"], eps=eps_value, large_eps=large_eps,
                              queries=queries, source_model=source_model, batch_size=batch_size, seed=seed,
-                             on_progress=callback)
+                             eps_source=eps_source, on_progress=display)
     finally:
-        stop_progress()
+        if display is not None:
+            display.close()
     result["checkpoint"] = str(ckpt)
     folder = evals_dir_for(ckpt)
     folder.mkdir(parents=True, exist_ok=True)
@@ -426,41 +468,53 @@ def audit(
     if as_json:
         print(json.dumps(result))
         return
-    table = Table(title=f"gradient-masking audit: {ckpt}\nn={result['n']}, clean {_pct(result['clean_accuracy'])}",
+    table = Table(title=f"gradient-masking audit: {ckpt}\nn={result['n']}, clean {_pct(result['clean_accuracy'])}, "
+                        f"eps {result['eps']:g}",
                   box=box.SIMPLE_HEAD, title_justify="left")
     table.add_column("check")
     table.add_column("result", no_wrap=True)
     table.add_column("numbers", overflow="fold")
-    colours = {"pass": "green", "warn": "bold red", "skip": "dim"}
+    colours = {"pass": "green", "warn": "bold red", "inconclusive": "yellow", "skip": "dim"}
     for check in result["checks"]:
         table.add_row(check["name"], f"[{colours[check['status']]}]{check['status']}[/]", check["detail"])
     out.print(table)
-    verdict = result["verdict"]
-    out.print("[bold red]warning: signs of gradient masking; gradient-attack numbers likely overstate robustness"
-              "[/bold red]" if verdict == "warn" else "[green]no sign of gradient masking in these checks[/green]")
+    verdict_style = {"pass": "green", "warn": "bold red", "inconclusive": "bold yellow"}[result["verdict"]]
+    out.print(f"[{verdict_style}]{result['verdict_detail']}[/]")
     out.print(f"saved: {path}")
 
 
 @app.command(name="attacks")
-def list_attacks() -> None:
-    """List the attacks and the evaluation presets."""
-    from attacks import ATTACKS
+def list_attacks(as_json: bool = typer.Option(False, "--json", help="Print the attacks' metadata and the presets as "
+                                                                    "one JSON object.")) -> None:
+    """List the attacks (flag, norms, parameters with defaults) and the evaluation presets."""
+    from rich.text import Text
+
+    from attacks import all_meta
 
     from .evaluation import PRESETS, build_protocol
 
-    table = Table(box=box.SIMPLE_HEAD)
-    for col in ("attack", "norms", "kind", "description"):
+    metas = all_meta()
+    protocols = {name: build_protocol(name, "mnist") for name in PRESETS.names()}
+    if as_json:
+        print(json.dumps({"attacks": [m.to_json() for m in metas],
+                          "presets": {name: {"attacks": [s.label for s in p.specs], "description": p.description}
+                                      for name, p in protocols.items()}}))
+        return
+    table = Table(box=box.SIMPLE_HEAD, caption="run one with its flag or --attack NAME[:key=value,...]")
+    for col in ("attack", "flag", "norms", "kind", "parameters (default)", "description"):
         table.add_column(col, overflow="fold")
-    for name, cls in ATTACKS.items():
-        kind = "minimum-norm" if not cls.bounded else "eps-bounded"
-        doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        table.add_row(name, ", ".join(cls.norms), kind, doc)
+    for m in metas:
+        kind = "eps-bounded" if m.bounded else "minimum-norm"
+        params = "\n".join(f"{p.name}={p.show()}" + (f" (--{p.option.replace('_', '-')})" if p.option else "")
+                           for p in m.params)
+        # Text, not markup: a plugin's strings are shown as written.
+        table.add_row(*(Text(v) for v in (m.name, m.flag or "-", ", ".join(m.norms), kind, params or "none",
+                                           m.summary)))
     out.print(table)
     presets = Table(box=box.SIMPLE_HEAD)
     for col in ("preset", "attacks (MNIST)", "description"):
         presets.add_column(col, overflow="fold")
-    for name in PRESETS.names():
-        proto = build_protocol(name, "mnist")
+    for name, proto in protocols.items():
         presets.add_row(name, ", ".join(s.label for s in proto.specs), proto.description)
     out.print(presets)
 

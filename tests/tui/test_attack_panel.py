@@ -17,9 +17,8 @@ from textual.widgets import Checkbox, DataTable, Input, ProgressBar, Select, Sta
 
 from workbench.tui.app import WorkbenchApp
 from workbench.tui.model import report_view
-from workbench.tui.model.attack_form import (
-    ATTACK_NAMES, AttackForm, FormError, build_args, load_catalog, parse_eps, relevant_params,
-)
+from workbench.attack_meta import AttackMeta
+from workbench.tui.model.attack_form import AttackForm, FormError, build_args, load_catalog, parse_eps
 from workbench.tui.model.examples_view import amplified_perturbation, load_examples
 from workbench.tui.screens.attack import AttackScreen
 from workbench.tui.widgets.example_gallery import ExampleGallery
@@ -32,6 +31,7 @@ from .fixed_runs import DATA, FINISHED, FIXED_NOW
 from .waiting import wait_until
 
 REPORT = json.loads((DATA / "report.json").read_text())
+CATALOG = load_catalog()  # the engine's metadata, as the backend sends it
 
 
 def app_for(runs: Path) -> WorkbenchApp:
@@ -55,36 +55,52 @@ def job_line(screen) -> str:
 # -- the form: choices -> exact CLI arguments ----------------------------------------------------
 
 def test_form_builds_the_exact_cli_arguments():
-    form = AttackForm(attacks=["pgd", "fgsm"], eps="0.1, 8/255", n="100", save_examples="2",
-                      params={"steps": "20", "restarts": "2", "loss": "cw", "c": "5", "queries": "50"})
-    # Catalog order; only the parameters the chosen attacks read (no C&W c, no Square queries).
-    assert build_args(form) == ["--fgsm", "--pgd", "--eps", "0.1,8/255", "--norm", "linf", "--steps", "20",
-                                "--restarts", "2", "--loss", "cw", "--n", "100", "--save-examples", "2"]
+    form = AttackForm(attacks=["pgd", "fgsm", "apgd_t"], eps="0.1, 8/255", n="100", save_examples="2",
+                      params={"pgd": {"steps": "20", "step_size": " ", "restarts": "2", "loss": "cw"},
+                              "fgsm": {"loss": ""}, "cw": {"c": "5"}})
+    # Catalog order; blank fields give the attack's flag (or --attack NAME); an unchecked attack's are ignored.
+    assert build_args(form, CATALOG) == [
+        "--attack", "apgd_t", "--fgsm", "--attack", "pgd:steps=20,restarts=2,loss=cw", "--eps", "0.1,8/255",
+        "--norm", "linf", "--n", "100", "--save-examples", "2"]
     paper = AttackForm(attacks=["cw", "deepfool"], preset="pcl", norm="l2", eps="", n="", save_examples="0",
-                       head="prototype", device="cpu", params={"c": "0.1", "search_steps": "3", "d": "0.1,0.2"})
-    assert build_args(paper) == ["--cw", "--deepfool", "--preset", "pcl", "--no-strong", "--norm", "l2",
-                                 "--c", "0.1", "--search-steps", "3", "--d", "0.1,0.2", "--head", "prototype",
-                                 "--device", "cpu"]
-    assert build_args(AttackForm(preset="strong", strong=True)) == [
+                       head="prototype", device="cpu",
+                       params={"cw": {"c": "0.1", "search_steps": "3"}, "deepfool": {"max_ratio": "0.1, 0.2"}})
+    assert build_args(paper, CATALOG) == [
+        "--attack", "cw:c=0.1,search_steps=3", "--attack", "deepfool:max_ratio=0.1,0.2", "--preset", "pcl",
+        "--no-strong", "--norm", "l2", "--head", "prototype", "--device", "cpu"]
+    assert build_args(AttackForm(preset="strong", strong=True), CATALOG) == [
         "--preset", "strong", "--strong", "--norm", "linf", "--n", "500", "--save-examples", "8"]
-    assert relevant_params(["square", "spsa"]) == ["steps", "restarts", "queries"]
+
+
+def test_the_forms_attack_arguments_parse_as_the_cli_parses_them():
+    from workbench.evaluation import parse_choice
+
+    form = AttackForm(attacks=["pgd", "deepfool", "autoattack"], norm="l2",
+                      params={"pgd": {"steps": "7", "random_start": "false"}, "deepfool": {"max_ratio": "0.1,0.3"},
+                              "autoattack": {"version": "fast"}})
+    args = build_args(form, CATALOG)
+    choices = {c.name: c.values for c in (parse_choice(args[i + 1]) for i, a in enumerate(args) if a == "--attack")}
+    assert choices == {"autoattack": {"version": "fast"}, "deepfool": {"max_ratio": (0.1, 0.3)},
+                       "pgd": {"steps": 7, "random_start": False}}
 
 
 @pytest.mark.parametrize("form, message", [
     (AttackForm(attacks=["pgd"], eps="0.1,abc"), "'abc' is not a number"),
     (AttackForm(attacks=["pgd"], eps="1/0"), "is not a number"),
-    (AttackForm(attacks=["pgd"], eps="3"), "larger than the [0, 1] pixel range"),
+    (AttackForm(attacks=["pgd"], eps="3"), "larger than the whole [0, 1] pixel range"),
     (AttackForm(attacks=["pgd"], eps="-0.1"), ">= 0"),
     (AttackForm(attacks=[]), "at least one attack or a preset"),
-    (AttackForm(attacks=["fgsm"], norm="l2"), "FGSM is an L-inf attack"),
-    (AttackForm(attacks=["pgd"], params={"steps": "ten"}), "steps: 'ten' is not a whole number"),
-    (AttackForm(attacks=["pgd"], params={"step_size": "0"}), "step size must be > 0"),
+    (AttackForm(attacks=["nope"]), "unknown attack 'nope'"),
+    (AttackForm(attacks=["fgsm"], norm="l2"), "FGSM supports norm linf only"),
+    (AttackForm(attacks=["pgd"], params={"pgd": {"steps": "ten"}}), "PGD steps: 'ten' is not a whole number"),
+    (AttackForm(attacks=["pgd"], params={"pgd": {"step_size": "0"}}), "PGD step_size: must be > 0"),
+    (AttackForm(attacks=["autoattack"], params={"autoattack": {"version": "slow"}}), "must be one of standard, fast"),
     (AttackForm(attacks=["pgd"], n="0"), "samples n must be >= 1"),
     (AttackForm(attacks=["pgd"], save_examples="-1"), "save examples must be >= 0"),
 ])
 def test_form_refuses_bad_input_with_one_line(form, message):
     with pytest.raises(FormError) as err:
-        build_args(form)
+        build_args(form, CATALOG)
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
@@ -93,15 +109,13 @@ def test_l2_eps_may_exceed_one_and_blank_is_the_default():
     assert parse_eps("  ", "linf") is None
 
 
-def test_catalog_is_every_attack_of_the_cli_with_the_engines_norms():
+def test_catalog_is_every_registered_attack_with_its_metadata():
     from attacks import ATTACKS
 
-    from workbench.cli import ATTACK_FLAGS
-
-    assert ATTACK_NAMES == ATTACK_FLAGS
-    for info in load_catalog():
-        assert info.norms == tuple(ATTACKS.get(info.name).norms)
-        assert info.description
+    assert [m.name for m in CATALOG] == ATTACKS.names()
+    for meta in CATALOG:
+        assert meta.norms == tuple(ATTACKS.get(meta.name).norms) and meta.summary and meta.title
+        assert AttackMeta.from_json(json.loads(json.dumps(meta.to_json()))) == meta  # what the backend sends
 
 
 # -- the report: rows, series, worst case --------------------------------------------------------
@@ -188,10 +202,12 @@ def test_examples_file_loads_as_plain_images():
 
 # -- the screen ---------------------------------------------------------------------------------
 
-async def open_panel(pilot, target: Path | None) -> AttackScreen:
+async def open_panel(pilot, target: Path | None, catalog: bool = True) -> AttackScreen:
     pilot.app.open_attack(target)
     await wait_until(pilot, lambda: isinstance(pilot.app.screen, AttackScreen)
                      and bool(pilot.app.screen.query("#history-table")), what="the attack panel")
+    if catalog:  # the attacks come from the backend process, which imports torch first: seconds on a busy machine
+        await wait_until(pilot, lambda: pilot.app.screen.catalog_ready, timeout=90, what="the attacks from the backend")
     await pilot.pause()
     return pilot.app.screen
 
@@ -254,6 +270,34 @@ async def test_without_a_target_any_checkpoint_path_shows_its_evaluations(fixed_
         screen.query_one("#atk-cw", Checkbox).focus()
         await pilot.pause()
         assert "C&W-L2:" in str(screen.query_one("#hint", Static).render())
+
+
+async def test_a_checked_attack_shows_its_own_parameters_and_launches_with_them(fixed_runs, monkeypatch):
+    from workbench.errors import WorkbenchError
+    from workbench.tui.screens import attack
+
+    launched: list[list[str]] = []
+
+    def record(path, args):
+        launched.append(args)
+        raise WorkbenchError("recorded")
+
+    monkeypatch.setattr(attack, "launch_evaluation", record)
+    app = app_for(fixed_runs)
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = await open_panel(pilot, fixed_runs / FINISHED)
+        group = screen.query_one("#params-apgd_t")
+        assert screen.query_one("#atk-pgd", Checkbox).value and not group.display  # PGD only, as the CLI
+        screen.query_one("#atk-pgd", Checkbox).value = False
+        screen.query_one("#atk-apgd_t", Checkbox).value = True  # no shorthand flag: --attack NAME
+        await pilot.pause()
+        assert group.display and not screen.query_one("#params-pgd").display
+        steps = screen.query_one("#param-apgd_t-steps", Input)
+        assert steps.placeholder == "100"  # the declared default
+        steps.value = "5"
+        await pilot.press("ctrl+r")
+        await wait_until(pilot, lambda: launched, what="the launch")
+        assert launched[0][:3] == ["--attack", "apgd_t:steps=5", "--norm"]
 
 
 def _job_file(evals: Path, name: str, **fields) -> Path:
@@ -339,7 +383,7 @@ async def test_a_failing_poll_is_a_line_and_the_next_poll_recovers(fixed_runs, m
     _job_file(fixed_runs / FINISHED / "evals", "best-crashed", pid=dead.pid).with_suffix(".log").write_text("boom\n")
     app = app_for(fixed_runs)
     async with app.run_test(size=(100, 32)) as pilot:
-        screen = await open_panel(pilot, fixed_runs / FINISHED)
+        screen = await open_panel(pilot, fixed_runs / FINISHED, catalog=False)  # the first poll's message is brief
         note = screen.query_one("#history-note", Static)
         await wait_until(pilot, lambda: "cannot read the evaluations: disk on fire" in str(note.render()),
                          what="the failed history poll's message")
@@ -397,6 +441,25 @@ async def test_reopening_reattaches_to_a_running_evaluation(fixed_runs):
         bar = screen.query_one("#job-progress", ProgressBar)
         assert bar.display and bar.total == 100 and bar.progress == 30
         assert screen.query_one(JobView).path.name == "best-running.json"
+
+
+async def test_a_running_evaluation_shows_its_stage_robust_count_and_eta(fixed_runs):
+    # What `workbench attack --job-file` writes: the latest progress event, elapsed seconds and the ETA,
+    # 30 s before the (fixed) clock: the panel ages both by that much.
+    event = {"kind": "step", "label": "AutoAttack", "protocol": "custom", "spec_index": 0, "specs": 2,
+             "sweep_param": "eps", "value": 0.1, "value_index": 0, "values": 1, "chunk": 0, "chunks": 1, "rows": 60,
+             "done": 0, "total": 60, "stage": "apgd_t", "stage_index": 1, "stages": 4, "step": 40, "steps": 100,
+             "robust": 44, "attacked": 60}
+    _job_file(fixed_runs / FINISHED / "evals", "best-aa", pid=os.getpid(), label="AutoAttack", done=0, total=60,
+              event=event, elapsed=60.0, eta=100.0, finished_tasks=1)
+    app = app_for(fixed_runs)
+    async with app.run_test(size=(160, 32)) as pilot:
+        screen = await open_panel(pilot, fixed_runs / FINISHED)
+        await wait_until(pilot, lambda: "apgd_t" in job_line(screen), what="the running job's stage")
+        assert job_line(screen) == ("running best-aa · [1/2] AutoAttack eps 0.1 · apgd_t 2/4 step 40/100 · "
+                                    "robust 44/60 · 1m30s · eta 1m10s · 1 attack(s) done")
+        bar = screen.query_one("#job-progress", ProgressBar)
+        assert bar.total == 60 and bar.progress == pytest.approx(60 * (1 + 0.4) / 4)  # within the chunk
 
 
 async def test_cancel_signals_the_followed_evaluation(fixed_runs):

@@ -2,8 +2,9 @@
 
 Results go to the checkpoint's `evals/` folder (the run's `evals/` for a run checkpoint),
 where the TUI lists them: `<stem>-<time>.json` (the full report), `.csv` (one row per
-attack and eps) and, with `--save-examples`, `-examples.pt` (tensors only, loadable with
-`torch.load(weights_only=True)`).
+attack and eps, then the worst cases, then one row per attack, eps and stage with `stage`,
+`stage_seconds`, `stage_attacked`, `stage_broken` set: empty `stage` on every other row) and, with
+`--save-examples`, `-examples.pt` (tensors only, loadable with `torch.load(weights_only=True)`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..atomic import atomic_write_bytes, atomic_write_text
 from ..checkpoint import build_model, defense_from_checkpoint, model_from_checkpoint, read_checkpoint
 from ..data import load_raw
 from ..errors import WorkbenchError
+from ..progress.event import ProgressHook
 from ..provenance import provenance
 from ..runs import write_json_atomic
 from ..runs.evals import evals_dir_for, reserve_name, resolve_checkpoint
@@ -85,7 +87,7 @@ def evaluate_checkpoint(
     transfer_from: str | Path | None = None,
     targeted: bool = False,
     save_examples: int = 0,
-    on_progress: Callable[[str, int, int], None] | None = None,
+    on_progress: ProgressHook | None = None,
     head: str = "softmax",
     amp: str = "off",
     channels_last: bool = False,
@@ -145,7 +147,8 @@ def evaluate_checkpoint(
 
 
 CSV_FIELDS = ["protocol", "label", "attack", "norm", "sweep_param", "value", "n", "attacked", "robust_accuracy",
-              "ci95_low", "ci95_high", "success_rate", "mean_norm", "seconds", "cumulative"]
+              "ci95_low", "ci95_high", "success_rate", "mean_norm", "seconds", "cumulative",
+              "stage", "stage_seconds", "stage_attacked", "stage_broken"]
 
 
 def report_csv(report: dict[str, Any]) -> str:
@@ -160,6 +163,15 @@ def report_csv(report: dict[str, Any]) -> str:
     for r in report["worst_case"]:
         writer.writerow({**r, "label": "worst case", "attack": "any", "sweep_param": "eps", "value": r["eps"],
                          "ci95_low": r["ci95"][0], "ci95_high": r["ci95"][1]})
+    # Last, one row per attack, value and stage: the key columns of its result row and the stage's
+    # numbers; every other row leaves `stage` empty, so filtering on it separates the two tables.
+    for r in report["results"]:
+        if r.get("threshold_of_minimum_norm"):
+            continue  # the same run as its minimum-norm row
+        key = {k: r.get(k) for k in ("protocol", "label", "attack", "norm", "sweep_param", "value", "n")}
+        for st in r.get("stages", []):
+            writer.writerow({**key, "stage": st["name"], "stage_seconds": st["seconds"],
+                             "stage_attacked": st["attacked"], "stage_broken": st["broken"]})
     return buf.getvalue()
 
 

@@ -14,6 +14,12 @@
 
 Transfer (black-box) evaluation crafts on `craft_model` and checks the evaluated model.
 
+Progress: `on_progress` receives a `workbench.progress.EvalProgress` when a spec starts, on every
+step of the attack on a chunk (the attack's `on_step`: host-side counts, no device sync), and when a
+chunk, a pass (one sweep value, or a joint pass over all) and the spec end. Per (spec, value), the
+attack's per-stage stats (seconds, rows attacked, rows broken; one stage for a single attack, four
+for AutoAttack) are summed over chunks into `SpecOutcome.stage_stats` and the rows' "stages".
+
 `precision` (autocast dtype, channels-last) applies to every model call: the clean predictions, every
 attack a protocol builds, and the transfer checks. The default is float32: a robustness number should
 not depend on reduced precision unless it was asked for.
@@ -21,19 +27,21 @@ not depend on reduced precision unless it was asked for.
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from torch import nn
 
+from attacks.base import AttackResult, StageStats, StepProgress, model_mode
+
 from ..accel import FLOAT32, Precision
 from ..attacks_util import iterate_batches
+from ..progress.event import EvalProgress, ProgressHook
 from .protocol import AttackSpec, Protocol
 from .stats import wilson_interval
-
-Progress = Callable[[str, int, int], None]
 
 
 def _as_float(xb: torch.Tensor) -> torch.Tensor:
@@ -42,14 +50,37 @@ def _as_float(xb: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int, precision: Precision = FLOAT32) -> torch.Tensor:
-    was = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with model_mode(model, False):
         dummy = torch.zeros(len(x), dtype=torch.long, device=x.device)
         return torch.cat([precision.forward(model, xb).argmax(1) for xb, _ in iterate_batches(x, dummy, batch_size)])
-    finally:
-        for m, flag in was:
-            m.training = flag
+
+
+def _accumulate(into: list[StageStats], stats: list[StageStats]) -> None:
+    """Add one call's per-stage stats to a (spec, value)'s running sums, matched by stage name."""
+    for st in stats:
+        mine = next((m for m in into if m.name == st.name), None)
+        if mine is None:
+            into.append(StageStats(st.name, st.seconds, st.attacked, st.broken))
+        else:
+            mine.seconds += st.seconds
+            mine.attacked += st.attacked
+            mine.broken += st.broken
+
+
+def _split_by_value(res: AttackResult, vi: torch.Tensor, n_values: int) -> list[list[StageStats]]:
+    """A joint chunk's per-stage stats, per sweep value: counts from the result's rows (stage k attacks the
+    clean-correct rows no earlier stage broke), seconds shared in proportion to the rows each value had."""
+    k = torch.arange(len(res.stage_stats), device=vi.device)
+    stage = res.stage.to(vi.device)[:, None]
+    clean = res.clean_correct.to(vi.device)[:, None]
+    attacked = (clean & ((stage < 0) | (stage >= k))).long()
+    broken = (clean & (stage == k)).long()
+    per_value = torch.zeros(2, n_values, len(k), dtype=torch.long, device=vi.device)
+    per_value[0].index_add_(0, vi, attacked)
+    per_value[1].index_add_(0, vi, broken)
+    att, brk = per_value.tolist()
+    return [[StageStats(st.name, st.seconds * att[v][j] / st.attacked if st.attacked else 0.0, att[v][j], brk[v][j])
+             for j, st in enumerate(res.stage_stats)] for v in range(n_values)]
 
 
 @dataclass
@@ -67,12 +98,15 @@ class SpecOutcome:
     settings: dict[str, Any]
     cumulative: bool  # robust counts include earlier specs of a cascade
     examples: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    # Per value: the attack's stages summed over chunks (in a carry sweep, a value's stages attack only
+    # what survived the smaller values).
+    stage_stats: list[list[StageStats]] = field(default_factory=list)
 
 
 class Evaluator:
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 500,
                  seed: int = 0, craft_model: nn.Module | None = None, targeted: bool = False,
-                 save_examples: int = 0, on_progress: Progress | None = None, sweep: str = "carry",
+                 save_examples: int = 0, on_progress: ProgressHook | None = None, sweep: str = "carry",
                  precision: Precision = FLOAT32):
         if sweep not in ("carry", "joint"):
             raise ValueError("sweep must be 'carry' or 'joint'")
@@ -87,6 +121,8 @@ class Evaluator:
         self.targeted = targeted
         self.save_examples = save_examples
         self.on_progress = on_progress
+        self.spec_count = 0  # specs in the run, for progress events (0: unknown); `evaluate` sets it
+        self.specs_started = 0  # the next spec's position in the run
         self.device = y.device
         t0 = time.perf_counter()
         self.clean_pred = predict(model, x, batch_size, precision)
@@ -122,46 +158,57 @@ class Evaluator:
         chunk = max(1, self.batch_size)
         value_t = torch.tensor([0.0 if v is None else v for v in values], device=dev)
         # Reported settings: the attack at one scalar value, with the sweep and any step expression restored.
-        settings = spec.build(self.craft_model, values[0], **self._overrides(spec, 0)).settings()
+        reference = spec.build(self.craft_model, values[0], **self._overrides(spec, 0))
+        settings = reference.settings()
         if isinstance(spec.params.get("step_size"), str):
             settings["step_size"] = spec.params["step_size"]
+        # Every stage listed for every value, zeros where nothing was left to attack.
+        stage_stats = [[StageStats(name, 0.0, 0, 0) for name in reference.stages()] for _ in values]
         carry = self.sweep == "carry" and spec.monotone and V > 1
-        # carry: one stage per value, ascending, each attacking only what survived the smaller values;
-        # joint: one stage holding every (value, sample) pair, one value per row.
-        stages = list(range(V)) if carry else [None]
+        # carry: one pass per value, ascending, each attacking only what survived the smaller values;
+        # joint: one pass holding every (value, sample) pair, one value per row.
+        passes = list(range(V)) if carry else [None]
         total = int(cand.sum())
         done = 0
         chunk_no = 0
+        spec_ev = EvalProgress("spec_start", spec.label, protocol, self.specs_started, self.spec_count,
+                               spec.sweep_param if values[0] is not None else None, values[0] if V == 1 else None,
+                               0 if V == 1 else None, V, total=total)
+        self.specs_started += 1
+        self._emit(spec_ev)
         t0 = time.perf_counter()
-        if self.on_progress:
-            self.on_progress(spec.label, 0, total)
-        for stage in stages:
+        for stage in passes:
             if stage is None:
                 v_idx, s_idx = cand.nonzero(as_tuple=True)
                 order = torch.argsort(s_idx, stable=True)  # a sample's values travel in the same chunk
                 v_idx, s_idx = v_idx[order], s_idx[order]
+                pass_ev = replace(spec_ev, attacked=total)
             else:
                 todo = cand[stage] & ~fooled[:stage].any(0)
                 s_idx = todo.nonzero().squeeze(1)
                 v_idx = torch.full_like(s_idx, stage)
                 done += int((cand[stage] & ~todo).sum())  # carried over: fooled at a smaller value
-            for lo in range(0, int(s_idx.numel()), chunk):
+                pass_ev = replace(spec_ev, value=values[stage], value_index=stage, attacked=int(cand[stage].sum()))
+            rows = int(s_idx.numel())
+            robust = rows  # of this pass's pairs, those not fooled yet (the ones still to attack count)
+            pass_ev = replace(pass_ev, chunks=math.ceil(rows / chunk))
+            for c, lo in enumerate(range(0, rows, chunk)):
                 vi, si = v_idx[lo:lo + chunk], s_idx[lo:lo + chunk]
-                self._attack_chunk(spec, values, value_t, vi, si, chunk_no, fooled, norm, target_hit, stage_counts,
-                                   examples)
+                ev = replace(pass_ev, kind="step", chunk=c, rows=int(si.numel()), done=done, robust=robust)
+                robust -= self._attack_chunk(spec, values, value_t, vi, si, chunk_no, fooled, norm, target_hit,
+                                             stage_counts, examples, stage_stats, ev)
                 chunk_no += 1
                 done += int(si.numel())
-                if self.on_progress:
-                    self.on_progress(spec.label, done, total)
+                self._emit(replace(ev, kind="chunk_end", done=done, robust=robust))
             if stage is not None and stage + 1 < V:  # carry: fooled here => fooled at every larger value
                 nxt = fooled[stage] & ~fooled[stage + 1]
                 fooled[stage + 1] |= nxt
                 norm[stage + 1] = torch.where(nxt, norm[stage], norm[stage + 1])
-        if self.on_progress:
-            self.on_progress(spec.label, total, total)
+            self._emit(replace(pass_ev, kind="pass_end", rows=0, done=done, robust=robust))
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         seconds = time.perf_counter() - t0
+        self._emit(replace(spec_ev, kind="spec_end", done=total))
 
         if spec.sweep is not None and V > 1 and spec.monotone:
             # Fooled at a smaller value => fooled at every larger one, by the same perturbation.
@@ -173,7 +220,21 @@ class Evaluator:
             settings[spec.sweep_param] = list(spec.sweep)
         settings["seed"] = int(spec.params.get("seed", self.seed))
         return SpecOutcome(spec, protocol, n, values, fooled, cand, norm, target_hit, stage_counts, seconds,
-                           settings, cumulative=alive is not None, examples=examples)
+                           settings, cumulative=alive is not None, examples=examples, stage_stats=stage_stats)
+
+    def _emit(self, event: EvalProgress) -> None:
+        if self.on_progress is not None:
+            self.on_progress(event)
+
+    def _step_hook(self, ev: EvalProgress):
+        """The attack's `on_step` for one chunk: its step, placed in the spec, pass and chunk of `ev`."""
+        emit = self.on_progress
+
+        def hook(p: StepProgress) -> None:
+            live = p.robust if p.robust is not None else p.active  # rows of the chunk not fooled yet
+            emit(replace(ev, stage=p.stage, stage_index=p.stage_index, stages=p.stages, step=p.done, steps=p.total,
+                         robust=ev.robust - max(0, p.batch - live)))
+        return hook
 
     def _overrides(self, spec: AttackSpec, chunk_no: int) -> dict[str, Any]:
         """What the evaluation sets on every attack: a seed per chunk, transfer and targeted modes, precision."""
@@ -187,12 +248,20 @@ class Evaluator:
         return overrides
 
     def _attack_chunk(self, spec, values, value_t, vi, si, chunk_no, fooled, norm, target_hit, stage_counts,
-                      examples) -> None:
+                      examples, stage_stats, ev: EvalProgress) -> int:
+        """Attack one chunk and record what it did; returns the number of its pairs fooled."""
         xb, yb = _as_float(self.x[si]), self.y[si]
         tb = self.targets[si] if self.targets is not None else None
         value = None if values[0] is None else value_t[vi]
         attack = spec.build(self.craft_model, value, **self._overrides(spec, chunk_no))
+        if self.on_progress is not None:
+            attack.on_step = self._step_hook(ev)
         res = attack.run(xb, yb, tb if attack.targeted else None)
+        if ev.value_index is not None:  # one value in the chunk
+            _accumulate(stage_stats[ev.value_index], res.stage_stats)
+        else:
+            for into, stats in zip(stage_stats, _split_by_value(res, vi, len(values))):
+                _accumulate(into, stats)
         if self.transfer:
             adv_pred = predict(self.model, res.x_adv, self.batch_size, self.precision)
             hit = adv_pred != yb
@@ -211,6 +280,7 @@ class Evaluator:
                     stage_counts[i][name] = stage_counts[i].get(name, 0) + 1
         if self.save_examples:
             self._keep_examples(examples, vi, si, xb, res.x_adv, yb)
+        return int(hit.sum())
 
     def _keep_examples(self, examples, vi, si, xb, x_adv, yb) -> None:
         room = self.save_examples * max(1, int(vi.max()) + 1) - len(examples)
@@ -277,6 +347,9 @@ def spec_rows(ev: Evaluator, out: SpecOutcome) -> list[dict[str, Any]]:
             row["target_hit_rate"] = int(out.target_hit[i].sum()) / max(attacked, 1)
         if out.stage_counts[i]:
             row["broken_by"] = out.stage_counts[i]
+        if out.stage_stats:
+            row["stages"] = [{"name": st.name, "seconds": st.seconds, "attacked": st.attacked, "broken": st.broken}
+                             for st in out.stage_stats[i]]
         rows.append(row)
         if v is None and out.spec.thresholds:
             for t in sorted(out.spec.thresholds):
@@ -313,6 +386,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, protocols: list
              **kwargs) -> tuple[dict[str, Any], list[SpecOutcome]]:
     """Run every protocol; return the report (plain data) and the raw per-spec outcomes."""
     ev = Evaluator(model, x, y, **kwargs)
+    ev.spec_count = sum(len(p.specs) for p in protocols)
     outcomes: list[SpecOutcome] = []
     results: list[dict[str, Any]] = []
     worst: list[dict[str, Any]] = []

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WorkbenchError
+from ..progress.event import EvalProgress
+from ..progress.timing import ProgressClock
 from .files import read_json, write_json_atomic
 from .status import pid_alive
 
@@ -182,6 +184,11 @@ class EvalJob:
     done: int = 0
     total: int = 0
     finished_tasks: int = 0  # attacks finished (an attack in two protocols counts twice)
+    # The latest progress event (EvalProgress.to_dict()), and the run's elapsed seconds and the attack's
+    # ETA when it was written: a reader adds the time since `updated`.
+    event: dict[str, Any] | None = None
+    elapsed: float = 0.0
+    eta: float | None = None
     message: str = ""
     report: str | None = None  # the saved report (JSON) when finished
     path: Path | None = None  # this job's status file (not stored)
@@ -212,6 +219,11 @@ class EvalJob:
             setattr(job, name, int(value) if value is not None and value >= 0 else 0)
         job.started = as_number(data.get("started")) or 0.0
         job.updated = as_number(data.get("updated")) or 0.0
+        event = EvalProgress.from_dict(data.get("event"))
+        job.event = event.to_dict() if event is not None else None
+        job.elapsed = max(0.0, as_number(data.get("elapsed")) or 0.0)
+        eta = as_number(data.get("eta"))
+        job.eta = eta if eta is not None and eta >= 0 else None
         pid = data.get("pid")
         job.pid = pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 else None
         args = data.get("args")
@@ -313,29 +325,27 @@ class JobReporter:
     """The evaluating process's side: progress, then the saved report, the reason it failed, or that it
     was cancelled."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, clock=time.monotonic):
         self.path = Path(path)
         self.job = EvalJob.read(self.path) or EvalJob()
         self.job.path = self.path
         self.job.state, self.job.pid = "running", os.getpid()
         self.job.finished_tasks = 0
-        self._last = 0.0
-        self._complete = False  # whether the previous progress call was its task's last
-        self._previous = ""  # the label of the previous progress call
+        self.timer = ProgressClock(clock)
+        self._last = float("-inf")
         self.job.write(self.path)
 
-    def progress(self, label: str, done: int, total: int) -> None:
-        # A task (one attack of one protocol, all its eps) is finished when done reaches total. The engine
-        # reports done == total more than once at the end of a task: count the first only. A new task starts
-        # with a call below its total, or with a new label (an attack that had nothing to attack).
-        complete = done >= total
-        if complete and not (self._complete and label == self._previous):
+    def progress(self, event: EvalProgress) -> None:
+        """The engine's progress hook. Written at most every _PROGRESS_INTERVAL, and whenever a pass or
+        an attack ends (so the UI never misses a finished attack)."""
+        now = self.timer.observe(event)
+        if event.kind == "spec_end":
             self.job.finished_tasks += 1
-        self._complete, self._previous = complete, label
-        self.job.label, self.job.done, self.job.total = label, done, total
-        now = time.monotonic()
-        if now - self._last >= _PROGRESS_INTERVAL or complete:
+        if now - self._last >= _PROGRESS_INTERVAL or event.kind in ("pass_end", "spec_end"):
             self._last = now
+            self.job.label, self.job.done, self.job.total = event.label, event.done, event.total
+            self.job.event = event.to_dict()  # only when written: events come every step
+            self.job.elapsed, self.job.eta = self.timer.elapsed(now), self.timer.eta(event, now)
             self.job.write(self.path)
 
     def finish(self, report: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attacks import Attack
+from attacks import Attack, model_mode
 
 from ..accel import FLOAT32, Precision
 from ..attacks_util import iterate_batches
@@ -15,12 +15,10 @@ from ..attacks_util import iterate_batches
 @torch.no_grad()
 def clean_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
                   precision: Precision = FLOAT32) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
     correct = torch.zeros((), dtype=torch.long, device=y.device)
-    for xb, yb in iterate_batches(x, y, batch_size):
-        correct += (precision.forward(model, xb).argmax(1) == yb).sum()
-    model.train(was_training)
+    with model_mode(model, training=False):
+        for xb, yb in iterate_batches(x, y, batch_size):
+            correct += (precision.forward(model, xb).argmax(1) == yb).sum()
     return correct
 
 

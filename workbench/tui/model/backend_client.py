@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from ...attack_meta import AttackMeta
 from ...errors import WorkbenchError
-from .attack_form import AttackInfo, attack_info_from_json
+from .attack_form import attack_info_from_json
 from .catalog import Catalog, catalog_from_json
 from .examples_view import Example, example_from_json
 
@@ -224,7 +225,7 @@ class BackendClient:
         problem = self.call("check_config", data=data)
         return None if problem is None else (str(problem[0]), str(problem[1]))
 
-    def attack_catalog(self) -> tuple[AttackInfo, ...]:
+    def attack_catalog(self) -> tuple[AttackMeta, ...]:
         return tuple(attack_info_from_json(a) for a in self.call("attack_catalog"))
 
     def attack_presets(self) -> dict[str, str]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...attack_meta import DEFAULT_ATTACK
 from ...runs.evals import ACTIVE_STATES, EvalJob, ReportSummary
-from .attack_form import ATTACK_NAMES
 from .format import age, pct, state_markup
 
 COLUMNS = ("when", "state", "attacks", "eps", "clean", "worst", "ckpt")
@@ -32,24 +32,31 @@ def _eps_text(eps: list[float]) -> str:
     return text if len(text) <= 18 else text[:17] + "…"
 
 
-def _attacks_from_args(args: list[str]) -> str:
-    names = [a[2:] for a in args if a.startswith("--") and a[2:] in ATTACK_NAMES]
+def _attacks_from_args(args: list[str], flags: dict[str, str]) -> str:
+    names = []
+    for i, arg in enumerate(args):
+        if arg == "--attack" and i + 1 < len(args):
+            names.append(args[i + 1].split(":", 1)[0])
+        elif arg in flags:
+            names.append(flags[arg])
     if "--preset" in args and args.index("--preset") + 1 < len(args):
         names.append("preset " + args[args.index("--preset") + 1])
-    return ",".join(names) or "pgd"
+    return ",".join(names) or DEFAULT_ATTACK
 
 
-def history_items(reports: list[ReportSummary], jobs: list[tuple[EvalJob, str]], now: float) -> list[HistoryItem]:
-    """`jobs` pairs each job with its effective state (computed off the UI thread: it probes the pid)."""
+def history_items(reports: list[ReportSummary], jobs: list[tuple[EvalJob, str]], now: float,
+                  flags: dict[str, str] | None = None) -> list[HistoryItem]:
+    """`jobs` pairs each job with its effective state (computed off the UI thread: it probes the pid);
+    `flags` maps the attacks' shorthand flags to their names (from the catalog), to name a job's attacks."""
     items = []
     order = {"running": 0, "starting": 0, "failed": 1, "crashed": 1, "cancelled": 1}
     for job, state in sorted((js for js in jobs if js[1] != "finished"),
                              key=lambda js: (order.get(js[1], 2), -js[0].started)):
         eps = job.args[job.args.index("--eps") + 1] if "--eps" in job.args[:-1] else "default"
         progress = f"{job.label} {job.done}/{job.total}" if state in ACTIVE and job.total else ""
+        attacks = progress or _attacks_from_args(job.args, flags or {})
         items.append(HistoryItem(f"job:{job.path}", "job", Path(job.path), state, (
-            age(job.started, now), state_markup(state), progress or _attacks_from_args(job.args), eps, "-", "-",
-            Path(job.checkpoint).name)))
+            age(job.started, now), state_markup(state), attacks, eps, "-", "-", Path(job.checkpoint).name)))
     for r in reports:
         worst = min((v for v in r.worst.values() if isinstance(v, (int, float))), default=None)
         items.append(HistoryItem(f"report:{r.path}", "report", r.path, "finished", (

@@ -20,7 +20,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Button, DataTable, Footer, Header, Static, TabbedContent, TabPane
+from textual.widgets import Button, Checkbox, DataTable, Footer, Header, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from ...errors import WorkbenchError
@@ -64,6 +64,7 @@ class ExamplesLoaded(Message):
 class CatalogLoaded(Message):
     catalog: tuple
     presets: dict[str, str]
+    error: str = ""  # why there is no catalog (one line)
 
 
 def _run_checkpoints(target: Path | None) -> list[Path]:
@@ -111,6 +112,8 @@ class AttackScreen(Screen):
         self.report: dict[str, Any] | None = None
         self.report_path: Path | None = None
         self.catalog_ready = False
+        self.attack_flags: dict[str, str] = {}  # shorthand flag -> attack, to name the attacks of a job
+        self._run_when_ready = False
         self.examples_ready = False
         self._attached_once = False
 
@@ -174,7 +177,7 @@ class AttackScreen(Screen):
             return HistoryLoaded(Path(), [], [])
         skipped: list[Path] = []
         jobs = [(job, job.effective_state) for job in list_jobs(folder, skipped)]
-        items = history_items(list_reports(folder, skipped=skipped), jobs, self.app.clock())
+        items = history_items(list_reports(folder, skipped=skipped), jobs, self.app.clock(), self.attack_flags)
         running = [job for job, state in jobs if state in ACTIVE_STATES]
         note = ""
         if skipped:
@@ -235,8 +238,12 @@ class AttackScreen(Screen):
             return self._refuse(f"checkpoint {path} does not exist")
         if not path.is_file():
             return self._refuse(f"checkpoint {path} is not a file")
+        if not self.catalog_ready:  # the checked attacks are not known yet: run once they are
+            self._run_when_ready = True
+            self.query_one(JobView).show_text("waiting for the list of attacks…")
+            return
         try:
-            args = build_args(options.form())
+            args = build_args(options.form(), tuple(options.catalog.values()))
         except FormError as exc:
             return self._refuse(str(exc))
         self.query_one(JobView).show_text(f"starting: workbench attack {path.name} {' '.join(args)}")
@@ -329,16 +336,22 @@ class AttackScreen(Screen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="attack-catalog")
     def load_catalog(self) -> None:
         try:
-            backend = shared()  # the engine's registries live in the backend process
-            catalog, presets = backend.attack_catalog(), backend.attack_presets()
-        except Exception:  # noqa: BLE001 - the static catalog stays; the engine is checked again at launch
-            catalog, presets = (), {}
-        self.post_message(CatalogLoaded(catalog, presets))
+            backend = shared()  # the engine's registries (plugins included) live in the backend process
+            self.post_message(CatalogLoaded(backend.attack_catalog(), backend.attack_presets()))
+        except Exception as exc:  # noqa: BLE001 - a preset can still run; the panel says why no attacks show
+            self.post_message(CatalogLoaded((), {}, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
 
-    def on_catalog_loaded(self, message: CatalogLoaded) -> None:
+    async def on_catalog_loaded(self, message: CatalogLoaded) -> None:
+        options = self.query_one(AttackOptions)
         if message.catalog:
-            self.query_one(AttackOptions).set_catalog(message.catalog, message.presets)
+            await options.set_catalog(message.catalog, message.presets)
+            self.attack_flags = {m.flag: m.name for m in message.catalog if m.flag}
+        else:
+            options.catalog_failed(message.error or "the backend sent none")
         self.catalog_ready = True
+        if self._run_when_ready:
+            self._run_when_ready = False
+            self.action_run()
 
     # -- navigation ---------------------------------------------------------------------------
     def action_tab(self, name: str, focus: bool = True) -> None:
@@ -357,7 +370,8 @@ class AttackScreen(Screen):
         self.query_one(TabbedContent).active = "gallery"
 
     def action_focus_options(self) -> None:
-        self.query_one("#atk-fgsm").focus()
+        boxes = self.query_one("#atk-list").query(Checkbox)
+        (boxes.first() if boxes else self.query_one("#ckpt-path")).focus()
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -1,23 +1,23 @@
 """The attack panel's options column: checkpoint, attacks, eps, norm, n, preset, parameters.
 
-Only collects text: `form()` returns an `AttackForm`, which `build_args` validates. Parameter rows
-appear only for the checked attacks that read them, so the column stays short at 80x24.
+Only collects text: `form()` returns an `AttackForm`, which `build_args` validates. The attacks and
+their parameters are the engine's metadata (`set_catalog`, once the backend has sent it); a checked
+attack's parameter rows appear under its name, so the column stays short at 80x24.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
 from textual.app import ComposeResult
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
-from ..model.attack_form import (
-    CATALOG, DEFAULT_EXAMPLES, DEFAULT_N, DEVICES, HEADS, NORMS, PARAMS, PRESETS, AttackForm, AttackInfo,
-    relevant_params,
-)
+from ...attack_meta import DEFAULT_ATTACK, AttackMeta, Param
+from ..model.attack_form import DEFAULT_EXAMPLES, DEFAULT_N, DEVICES, HEADS, NORMS, PRESETS, AttackForm
 
 NO_PRESET = "none"
 
@@ -36,6 +36,9 @@ class AttackOptions(VerticalScroll):
     AttackOptions #ckpt-select { margin-bottom: 0; }
     AttackOptions #run-button { margin-top: 1; width: 100%; }
     AttackOptions #hint { color: $text-muted; height: auto; margin-top: 1; }
+    AttackOptions #atk-list, AttackOptions #params-list, AttackOptions .params { height: auto; }
+    AttackOptions #atk-loading { color: $text-muted; }
+    AttackOptions .params Static { color: $text-muted; text-style: italic; }
     """
 
     class CheckpointChanged(Message):
@@ -47,7 +50,7 @@ class AttackOptions(VerticalScroll):
         super().__init__(id=id)
         self.checkpoints = checkpoints
         self.initial_path = path
-        self.catalog: dict[str, AttackInfo] = {a.name: a for a in CATALOG}
+        self.catalog: dict[str, AttackMeta] = {}  # filled by `set_catalog`
         self.presets = dict(PRESETS)
 
     @staticmethod
@@ -62,9 +65,7 @@ class AttackOptions(VerticalScroll):
                          [str(p) for p in self.checkpoints] else str(self.checkpoints[0]))
         yield Input(self.initial_path, placeholder="path to a checkpoint .pt", id="ckpt-path", compact=True)
         yield Static("attacks", classes="section")
-        for info in CATALOG:
-            # PGD on by default, as `workbench attack` runs PGD when no attack is named.
-            yield Checkbox(f"{info.label}", value=info.name == "pgd", id=f"atk-{info.name}", compact=True)
+        yield Vertical(Static("loading the attacks…", id="atk-loading"), id="atk-list")
         yield Static("evaluation", classes="section")
         yield self._field("eps", Input(placeholder="default (per data)", id="eps", compact=True))
         yield self._field("norm", Select([(n, n) for n in NORMS], value="linf", allow_blank=False, id="norm",
@@ -79,22 +80,50 @@ class AttackOptions(VerticalScroll):
         yield self._field("device", Select([(d, d) for d in DEVICES], value="auto", allow_blank=False, id="device",
                                            compact=True))
         yield Static("parameters (blank: default)", classes="section", id="params-title")
-        for key, p in PARAMS.items():
-            if p.kind == "choice":
-                widget: Widget = Select([(c, c) for c in p.choices], id=f"param-{key}", compact=True,
-                                        prompt="default")
-            else:
-                widget = Input(placeholder="default", id=f"param-{key}", compact=True)
-            yield self._field(p.label, widget, id=f"row-{key}")
+        yield Vertical(id="params-list")
         yield Button("Run evaluation (^r)", id="run-button", variant="primary", compact=True)
         yield Static("", id="hint")
 
     def on_mount(self) -> None:
         self._show_params()
 
+    # -- the catalog -------------------------------------------------------------------------
+    async def set_catalog(self, catalog: tuple[AttackMeta, ...], presets: dict[str, str]) -> None:
+        """A checkbox per attack (PGD on, as `workbench attack` runs it when none is named) and a group of
+        parameter rows per attack that has parameters."""
+        self.catalog = {m.name: m for m in catalog}
+        self.presets = {**self.presets, **presets}
+        titles = [m.title for m in catalog]
+        boxes = []
+        for m in catalog:
+            # apgd with its default loss is titled like apgd_ce: the name tells them apart
+            text = m.title if titles.count(m.title) == 1 else f"{m.title} ({m.name})"
+            box = Checkbox(text, value=m.name == DEFAULT_ATTACK, id=f"atk-{m.name}", compact=True)
+            box.tooltip = f"{m.summary} ({', '.join(m.norms)})"
+            boxes.append(box)
+        groups = [Vertical(Static(m.title), *(self._field(p.name, self._param_widget(m, p)) for p in m.params),
+                           id=f"params-{m.name}", classes="params") for m in catalog if m.params]
+        await self.query_one("#atk-list").remove_children()
+        await self.query_one("#atk-list").mount_all(boxes)
+        await self.query_one("#params-list").mount_all(groups)
+        self._show_params()
+        if self.screen.focused is not None:
+            self._hint(self.screen.focused)
+
+    def catalog_failed(self, reason: str) -> None:
+        self.query_one("#atk-loading", Static).update(escape(f"cannot list the attacks: {reason}"))
+
+    @staticmethod
+    def _param_widget(m: AttackMeta, p: Param) -> Widget:
+        wid = f"param-{m.name}-{p.name}"
+        if p.choices or p.type is bool:
+            options = p.choices or ("true", "false")
+            return Select([(c, c) for c in options], id=wid, compact=True, prompt=f"default ({p.show()})")
+        return Input(placeholder=p.show(), id=wid, compact=True)
+
     # -- reading the fields ------------------------------------------------------------------
     def checked(self) -> list[str]:
-        return [a.name for a in CATALOG if self.query_one(f"#atk-{a.name}", Checkbox).value]
+        return [name for name in self.catalog if self.query_one(f"#atk-{name}", Checkbox).value]
 
     def text(self, id: str) -> str:
         widget = self.query_one(f"#{id}")
@@ -108,17 +137,19 @@ class AttackOptions(VerticalScroll):
     def form(self) -> AttackForm:
         preset = self.text("preset")
         return AttackForm(
-            attacks=self.checked(), params={key: self.text(f"param-{key}") for key in PARAMS},
+            attacks=self.checked(),
+            params={m.name: {p.name: self.text(f"param-{m.name}-{p.name}") for p in m.params}
+                    for m in self.catalog.values()},
             eps=self.text("eps"), norm=self.text("norm"), n=self.text("n"),
             preset="" if preset == NO_PRESET else preset, strong=self.query_one("#strong", Checkbox).value,
             head=self.text("head"), save_examples=self.text("save-examples"), device=self.text("device"))
 
     # -- reactions ---------------------------------------------------------------------------
     def _show_params(self) -> None:
-        shown = set(relevant_params(self.checked()))
-        for key in PARAMS:
-            self.query_one(f"#row-{key}").display = key in shown
-        self.query_one("#params-title").display = bool(shown)
+        checked = set(self.checked())
+        for group in self.query(".params"):
+            group.display = group.id.removeprefix("params-") in checked
+        self.query_one("#params-title").display = any(self.catalog[name].params for name in checked)
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
         self._show_params()
@@ -138,28 +169,22 @@ class AttackOptions(VerticalScroll):
     def on_descendant_focus(self, event) -> None:
         self._hint(event.widget)
 
-    def set_catalog(self, catalog: tuple[AttackInfo, ...], presets: dict[str, str]) -> None:
-        """The engine's own descriptions, once loaded (a worker imports the attacks)."""
-        self.catalog = {a.name: a for a in catalog}
-        self.presets = {**self.presets, **presets}
-        for info in catalog:
-            box = self.query_one(f"#atk-{info.name}", Checkbox)
-            box.tooltip = f"{info.description} ({', '.join(info.norms)})"
-        if self.screen.focused is not None:
-            self._hint(self.screen.focused)
-
     def _hint(self, widget: Widget | None) -> None:
         wid = (widget.id or "") if widget is not None else ""
         parent = widget.parent if widget is not None else None
         if isinstance(parent, Select):  # the focusable part of a Select is inside it
             wid = parent.id or ""
         text = ""
+        name, _, key = wid.removeprefix("param-").partition("-")
         if wid.startswith("atk-") and wid[4:] in self.catalog:
-            info = self.catalog[wid[4:]]
-            uses = ", ".join(PARAMS[k].label for k in info.params) or "no parameters"
-            text = f"{info.label}: {info.description}. Norms {'/'.join(info.norms)}; uses {uses}."
-        elif wid.startswith("param-") and wid[6:] in PARAMS:
-            text = PARAMS[wid[6:]].help
+            m = self.catalog[wid[4:]]
+            uses = ", ".join(p.name for p in m.params) or "no parameters"
+            kind = "" if m.bounded else ", minimum norm"
+            text = f"{m.title}: {m.summary}. Norms {'/'.join(m.norms)}{kind}; parameters: {uses}."
+        elif wid.startswith("param-") and name in self.catalog and key in self.catalog[name].by_name:
+            p = self.catalog[name].by_name[key]
+            shared = f"; --{p.option.replace('_', '-')} sets it for every attack" if p.option else ""
+            text = f"{self.catalog[name].title} {p.name}: {p.help} (default {p.show()}{shared})"
         elif wid == "preset":
             preset = self.text("preset")
             text = self.presets.get(preset, "no preset: only the checked attacks")

@@ -1,7 +1,9 @@
 """Follows one background evaluation through its job file: state line, progress bar, why it stopped.
 
 The evaluating process writes `evals/jobs/<name>.json`; a thread worker re-reads it every
-`app.poll_seconds` and posts what it saw. A job whose process died without writing its outcome
+`app.poll_seconds` and posts what it saw. While it runs, the line is the CLI's progress line
+(attack, eps, stage, robust count, elapsed, ETA: `workbench.progress.describe`), aged by the
+time since the file was written. A job whose process died without writing its outcome
 is "crashed": the tail of its log says why. A cancelled one says so, without the log.
 """
 
@@ -19,6 +21,7 @@ from textual.widgets import ProgressBar, Static
 from textual.worker import get_current_worker
 
 from ...errors import WorkbenchError
+from ...progress.event import EvalProgress, describe
 from ...runs.evals import ACTIVE_STATES, EvalJob, cancel_evaluation
 from ...runs.tail import tail_lines
 from ..model.format import state_markup
@@ -142,10 +145,18 @@ class JobView(Vertical):
             bar.display = False
             return
         if state in ACTIVE_STATES:
-            task = f" · {escape(job.label)} {job.done}/{job.total}" if job.label else " · loading model and data"
+            event = EvalProgress.from_dict(job.event)
             tasks = f" · {job.finished_tasks} attack(s) done" if job.finished_tasks else ""
-            line.update(f"{state_markup(state)} {name}{task}{tasks}")
             bar.display = True
+            if event is not None:
+                late = max(0.0, self.app.clock() - job.updated)  # the file is as old as its last write
+                eta = None if job.eta is None else max(0.0, job.eta - late)
+                status = escape(describe(event, job.elapsed + late, eta))
+                line.update(f"{state_markup(state)} {name} · {status}{tasks}")
+                bar.update(total=job.total or None, progress=event.fraction * job.total)
+                return
+            task = f" · {escape(job.label)} {job.done}/{job.total}" if job.label else " · loading model and data"
+            line.update(f"{state_markup(state)} {name}{task}{tasks}")
             bar.update(total=job.total or None, progress=job.done)
             return
         bar.display = False
