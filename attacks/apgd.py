@@ -42,6 +42,11 @@ from .losses import loss_param
 from .registry import register_attack
 
 
+def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-row mask shaped to broadcast over `like`'s rows."""
+    return mask.view(-1, *([1] * (like.dim() - 1)))
+
+
 def checkpoints(steps: int) -> list[int]:
     """The iterations w_j (0 < w_j < steps) where APGD may halve its step size."""
     p = [0.0, 0.22]
@@ -163,25 +168,29 @@ class APGD(Attack):
                         break
             else:
                 s["any_fool"] |= fooled
-                s["xf"][fooled] = xn[fooled]
+                s["xf"] = torch.where(_rows(fooled, xn), s["xc"], s["xf"])
             s["grad"] = grad
+            # Per-row selections by torch.where: a masked index-put costs several kernels and allocations,
+            # which on a small model is a good part of a step.
             better = loss > s["lb"]
-            s["xb"][better] = s["xc"][better]
-            s["lb"][better] = loss[better]
+            bv = _rows(better, xn)
+            s["xb"] = torch.where(bv, s["xc"], s["xb"])
+            s["lb"] = torch.where(better, loss, s["lb"])
             if grad is not None:
-                s["gb"][better] = grad[better]
+                s["gb"] = torch.where(bv, grad, s["gb"])
             if not self.early_stop:
-                s["best_fools"][better] = fooled[better]
+                s["best_fools"] = torch.where(better, fooled, s["best_fools"])
             if k in ckpts:
                 # (1) too few loss increases since the last checkpoint, or (2) no halving last time
                 # and no progress of the best loss since: halve the step, go back to the best point.
                 few_increases = s["incr"] < self.rho * (k - last_ckpt)
                 stalled = ~s["reduced"] & (s["lb"] <= s["lb_ckpt"])
                 red = few_increases | stalled
-                s["step"][red] /= 2
-                s["xc"][red] = s["xb"][red]
+                rv = _rows(red, xn)
+                s["step"] = torch.where(rv, s["step"] / 2, s["step"])
+                s["xc"] = torch.where(rv, s["xb"], s["xc"])
                 if grad is not None:
-                    s["grad"][red] = s["gb"][red]
+                    s["grad"] = torch.where(rv, s["gb"], s["grad"])
                 loss = torch.where(red, s["lb"], loss)
                 s["reduced"], s["lb_ckpt"] = red, s["lb"].clone()
                 s["incr"] = torch.zeros_like(s["incr"])

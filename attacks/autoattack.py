@@ -31,7 +31,7 @@ import torch
 
 from workbench.attack_meta import Param
 
-from .base import Attack, StageStats, StepProgress, as_eps, perturbation_norm
+from .base import Attack, StageStats, StepProgress, as_eps, nhwc_weights, perturbation_norm
 from .registry import ATTACKS, register_attack
 
 StageSpec = tuple[str, dict[str, Any]]
@@ -128,6 +128,7 @@ class AutoAttack(Attack):
             sub.model_training = self.model_training
             sub.early_stop = self.early_stop
             sub.validate_inputs = self.validate_inputs
+            sub.nhwc_on_cpu = self.nhwc_on_cpu
             sub.precision = self.precision
             if sub.bounded:
                 sub.eps = self.eps
@@ -152,6 +153,9 @@ class AutoAttack(Attack):
             stages.append({"stage": i, "name": name, **s})
         return {"version": self.version, "standard": self.version == "standard", "note": VERSION_NOTE[self.version],
                 "stages": stages}
+
+    def nhwc_for(self, x: torch.Tensor) -> bool:
+        return False  # the ensemble's own call keeps the layout; each stage picks its own in `perturb`
 
     def last_stage_stats(self) -> list[StageStats]:
         return list(self._stage_stats)
@@ -189,7 +193,8 @@ class AutoAttack(Attack):
             t0 = time.perf_counter()
             sub.on_step = self._stage_hook(i, int(idx.numel()), B)
             try:
-                out = sub.perturb(x[idx], y[idx], None)
+                with nhwc_weights(self.model, x, sub.nhwc_for(x)):  # each stage in its faster layout
+                    out = sub.perturb(x[idx], y[idx], None)
             finally:
                 sub.on_step = None
                 if sub.bounded:
@@ -206,4 +211,8 @@ class AutoAttack(Attack):
             restart[j] = r[hit].clamp_min(0) if r is not None else 0
             robust[j] = False
             self._stage_stats.append(StageStats(names[i], time.perf_counter() - t0, int(idx.numel()), int(j.numel())))
+            if self.on_step is not None:  # the stage's end, with the exact count after the re-check
+                left = int(idx.numel()) - int(j.numel())
+                total = max(getattr(sub, "_budget", (0, 1, 0))[1], 1)
+                self.on_step(StepProgress(names[i], total, total, left, B, int(robust.sum()), i, len(names)))
         return x_adv, restart, stage

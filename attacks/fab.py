@@ -160,62 +160,89 @@ class FAB(Attack):
         scale = (0.5 * radius / size).view(-1, *([1] * (x0.dim() - 1)))
         return (x0 + t * scale).clamp_(0.0, 1.0)
 
+    # Share of rows that moved back at the last check above which the next iterate is checked by a
+    # forward pass of its own (the reference's way): re-linearising most rows would cost more.
+    _RELINEARISE_MAX = 0.35
+
     def _run(self, x0, y, cls, goal, eps, radius, random_start):
         """One FAB run from x0 (or a random start); the smallest adversarial found per row and its norm.
 
-        Each step's forward pass (the one its linearisation needs) also tells whether the previous
-        step's iterate is adversarial, so a step costs one forward and one backward pass; only rows
-        that are adversarial, and move back toward x, are linearised again at the moved point.
+        A step needs a forward and a backward pass at the iterate (its linearisation) and tells, by a
+        forward pass, whether the new iterate is adversarial. While few rows turn out adversarial, that
+        check comes from the next step's forward pass, and only the rows that moved back toward x are
+        linearised again; when many do, the check is a no-grad forward pass of its own, as the reference.
         """
         n = x0.shape[0]
         best_x, best = x0.clone(), torch.full((n,), math.inf, device=x0.device, dtype=x0.dtype)
-        xa = self._start(x0, torch.minimum(radius, eps)) if random_start else x0.clone()
-        idx = torch.arange(n, device=x0.device)  # rows still being attacked
-        x0a, ya, ca, ga, ea = x0, y, cls, goal, eps
+        st = {"x": self._start(x0, torch.minimum(radius, eps)) if random_start else x0.clone(),
+              "x0": x0, "y": y, "eps": eps, "idx": torch.arange(n, device=x0.device)}
+        if cls is not None:
+            st["cls"] = cls
+        if goal is not None:
+            st["goal"] = goal
         offset, total, batch = self._budget
-        for k in range(self.steps + 1):
-            if k < self.steps:
-                self.step(offset + k, total, int(idx.numel()), batch)
-                df, w, logits = self._hyperplane(xa, ya, ca, ga)
-            else:  # the last iterate only needs its check
-                with torch.no_grad():
-                    logits = self.logits(xa)
-            adv = self.fooled(logits, ya, ga) if k > 0 or random_start else None
-            if adv is not None and bool(adv.any()):
-                dist = perturbation_norm(xa - x0a, self.norm)
-                better = adv & (dist < best[idx])
-                best[idx[better]] = dist[better]
-                best_x[idx[better]] = xa[better]
-                if k == self.steps:
-                    break
-                # Backward step toward x: search for a smaller adversarial from just inside the boundary.
-                back = adv.view(-1, *([1] * (xa.dim() - 1)))
-                xa = torch.where(back, x0a + self.beta * (xa - x0a), xa)
-                if self.early_stop:
-                    keep = best[idx] > ea
-                    if not bool(keep.all()):
-                        idx = idx[keep]
-                        if idx.numel() == 0:
-                            break
-                        xa, x0a, ya, ea, adv, df, w = xa[keep], x0a[keep], ya[keep], ea[keep], adv[keep], df[keep], w[keep]
-                        ca = None if ca is None else ca[keep]
-                        ga = None if ga is None else ga[keep]
-                moved = adv.nonzero().squeeze(1)
-                if moved.numel() > 0:  # linearise the moved rows at their new point
-                    df_m, w_m, _ = self._hyperplane(xa[moved], ya[moved], None if ca is None else ca[moved],
-                                                    None if ga is None else ga[moved])
-                    df, w = df.index_copy(0, moved, df_m), w.index_copy(0, moved, w_m)
-            if k == self.steps:
+        unchecked, moved_share = random_start, 0.0  # st["x"] not yet checked; share moved at the last check
+        for k in range(self.steps):
+            if st["idx"].numel() == 0:
                 break
-            m = xa.shape[0]
-            b = (w * xa.flatten(1)).sum(1) - df
-            d = project_hyperplane_box(torch.cat((xa.flatten(1), x0a.flatten(1))), torch.cat((w, w)),
-                                       torch.cat((b, b)), self.norm)
-            size = perturbation_norm(d, self.norm).clamp_min(1e-8)
-            d_it, d_or = d[:m].view_as(xa), d[m:].view_as(xa)
-            alpha = (size[:m] / (size[:m] + size[m:])).clamp(0.0, self.alpha_max).view(-1, *([1] * (xa.dim() - 1)))
-            xa = ((1 - alpha) * (xa + self.eta * d_it) + alpha * (x0a + self.eta * d_or)).clamp(0.0, 1.0)
+            self.step(offset + k, total, int(st["idx"].numel()), batch)
+            df, w, logits = self._hyperplane(st["x"], st["y"], st.get("cls"), st.get("goal"))
+            if unchecked:
+                moved, moved_share, st, keep = self._check(logits, st, best, best_x)
+                if st["idx"].numel() == 0:
+                    break
+                df, w = df[keep], w[keep]
+                if moved.numel() > 0:  # re-linearise the moved rows at their new point
+                    df_m, w_m, _ = self._hyperplane(st["x"][moved], st["y"][moved],
+                                                    None if "cls" not in st else st["cls"][moved],
+                                                    None if "goal" not in st else st["goal"][moved])
+                    df, w = df.index_copy(0, moved, df_m), w.index_copy(0, moved, w_m)
+            st["x"] = self._fab_step(st["x"], st["x0"], df, w)
+            unchecked = moved_share <= self._RELINEARISE_MAX
+            if not unchecked:
+                with torch.no_grad():
+                    logits = self.logits(st["x"])
+                _, moved_share, st, _ = self._check(logits, st, best, best_x)
+        if unchecked and st["idx"].numel() > 0:  # the last iterate's check
+            with torch.no_grad():
+                logits = self.logits(st["x"])
+            self._check(logits, st, best, best_x)
         return best_x, best
+
+    def _fab_step(self, xa, x0a, df, w):
+        """The biased projection step from xa (see the module docstring)."""
+        m = xa.shape[0]
+        b = (w * xa.flatten(1)).sum(1) - df
+        d = project_hyperplane_box(torch.cat((xa.flatten(1), x0a.flatten(1))), torch.cat((w, w)),
+                                   torch.cat((b, b)), self.norm)
+        size = perturbation_norm(d, self.norm).clamp_min(1e-8)
+        d_it, d_or = d[:m].view_as(xa), d[m:].view_as(xa)
+        alpha = (size[:m] / (size[:m] + size[m:])).clamp(0.0, self.alpha_max).view(-1, *([1] * (xa.dim() - 1)))
+        return ((1 - alpha) * (xa + self.eta * d_it) + alpha * (x0a + self.eta * d_or)).clamp(0.0, 1.0)
+
+    def _check(self, logits, st, best, best_x):
+        """Record the adversarial iterates, move them back toward x, and (early stop) drop the rows done.
+
+        Returns (positions of the moved rows in the new state, share of rows moved, the new state, the
+        kept positions of the old state)."""
+        adv = self.fooled(logits, st["y"], st.get("goal"))
+        keep = torch.ones_like(adv)
+        if not bool(adv.any()):
+            return adv.nonzero().squeeze(1), 0.0, st, keep
+        share = float(adv.float().mean())
+        xa, x0a, idx = st["x"], st["x0"], st["idx"]
+        dist = perturbation_norm(xa - x0a, self.norm)
+        better = adv & (dist < best[idx])
+        best[idx[better]] = dist[better]
+        best_x[idx[better]] = xa[better]
+        # Backward step toward x: search for a smaller adversarial from just inside the boundary.
+        st["x"] = torch.where(adv.view(-1, *([1] * (xa.dim() - 1))), x0a + self.beta * (xa - x0a), xa)
+        if self.early_stop:
+            keep = best[idx] > st["eps"]
+            if not bool(keep.all()):
+                st = {key: v[keep] for key, v in st.items()}
+                adv = adv[keep]
+        return adv.nonzero().squeeze(1), share, st, keep
 
     # -- the attack ----------------------------------------------------------------------------
     # (steps taken before this run, steps of the whole call, rows of the call): for progress reports

@@ -77,6 +77,7 @@ def _window_index(vh: torch.Tensor, vw: torch.Tensor, s: int):
 @register_attack
 class Square(Attack):
     name = "square"
+    needs_input_grad = False
     norms = ("linf", "l2")
     flag = "--square"
     label = "Square"

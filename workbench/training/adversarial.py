@@ -36,6 +36,7 @@ class AdversarialBatcher:
         if self.attack is not None:
             self.attack.precision = precision  # the model's forward autocast; the perturbation stays float32
             self.attack.validate_inputs = False
+            self.attack.nhwc_on_cpu = False  # the trainer owns the layout (performance.channels_last)
             self.attack.early_stop = False  # train on the full-strength point, not the first fooling one
 
     @property
