@@ -107,6 +107,26 @@ def theirs(name: str, model, eps: float, scale: float, seed: int, shipped: bool 
     return build[name]()
 
 
+def floor_seconds(name: str, model, x, y, scale: float) -> float:
+    """The member's model work at its full budget with every row attacked to the end, and nothing else.
+
+    Forward + input-gradient passes (APGD, FAB: one per step and target class) or forward passes (Square:
+    one per query) on the whole batch in a bare loop. Both implementations stop early on some rows and
+    add their own bookkeeping, so a wall time far above this is overhead, and one below it is early stop."""
+    steps, queries = max(1, round(100 * scale)), max(2, round(5000 * scale))
+    passes = {"apgd_ce": steps, "apgd_t": 9 * steps, "fab_t": 9 * steps}.get(name)
+    t0 = time.perf_counter()
+    if passes is None:  # square: forward passes only
+        with torch.no_grad():
+            for _ in range(queries):
+                model(x)
+    else:
+        for _ in range(passes):
+            xg = x.detach().requires_grad_(True)
+            torch.autograd.grad(torch.nn.functional.cross_entropy(model(xg), y), xg)
+    return time.perf_counter() - t0
+
+
 def timed(attack, x, y):
     with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):  # torchattacks reseeds globally
         if x.is_cuda:
@@ -145,6 +165,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--floor", action="store_true", help="also time the bare model passes of each member's budget")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = ap.parse_args()
     if args.threads:
@@ -177,6 +198,10 @@ def main() -> None:
                 xs, ys = xc, yc
             res = measure(model, xs, ys, runners, args.repeats, len(y))
             base = res[next(iter(runners))]
+            if member != "ensemble" and args.floor:
+                f = floor_seconds(member, model, xs, ys, args.scale)
+                print(f"  {member:9s} {'(bare model passes, full budget)':30s} {f:8.1f}", flush=True)
+                rows.append({"model": kind, "eps": eps, "member": member, "who": "floor", "seconds": f})
             for label, r in res.items():
                 speed = "" if r is base else f"ours {r['seconds'] / base['seconds']:.2f}x faster (wall), " \
                                              f"{r['cpu_seconds'] / base['cpu_seconds']:.2f}x (cpu)"
