@@ -220,3 +220,35 @@ def test_cli_amp_option(quickstart_run, tmp_path):
     lines = bad.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "--amp" in lines[0] and "fp8" in lines[0], shown
     assert not (tmp_path / "evals").exists() or len(list((tmp_path / "evals").glob("*.json"))) == 1
+
+
+# -- the CPU layout of an attack call (attacks.base.prefers_nhwc) ------------------------------------------------------
+def test_cpu_layout_is_a_fixed_rule_and_the_weights_come_back():
+    """Square on a max-pooling MNIST-sized model runs channels-last; gradient attacks and small images do not.
+
+    The choice depends on the model and the attack only (a timing would make the same seed give other
+    last bits, so another adversarial example); the user's weights are the same tensors afterwards."""
+    from attacks import Square
+    from attacks.base import prefers_nhwc
+
+    small_cnn = create_model("small_cnn", 1, 10, 28).eval()
+    tiny = create_model("tiny", 1, 10, 8).eval()
+    x28, x8 = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 8, 8)
+    assert prefers_nhwc(small_cnn, x28, grad=False) and not prefers_nhwc(small_cnn, x28, grad=True)
+    assert not prefers_nhwc(tiny, x8, grad=False)  # 8x8 digits: nothing to gain
+    assert not prefers_nhwc(create_model("resnet56", 3, 10, 32), torch.rand(2, 3, 32, 32), grad=False)
+
+    seen = []
+    small_cnn.stages.features[2].register_forward_pre_hook(
+        lambda m, args: seen.append(m.weight.is_contiguous(memory_format=torch.channels_last)))
+    before = {name: (p, p.data_ptr(), p.is_contiguous()) for name, p in small_cnn.named_parameters()}
+    y = small_cnn(x28).argmax(1)
+    seen.clear()
+    a = Square(small_cnn, eps=0.3, queries=20).run(x28, y)
+    assert seen and all(seen)  # Square saw channels-last kernels
+    assert torch.equal(Square(small_cnn, eps=0.3, queries=20).run(x28, y).x_adv, a.x_adv)  # same seed, same point
+    for name, p in small_cnn.named_parameters():
+        assert (p, p.data_ptr(), p.is_contiguous()) == before[name]
+    seen.clear()
+    PGD(small_cnn, eps=0.3, steps=2).run(x28, y)
+    assert seen and not any(seen)  # a gradient attack keeps NCHW

@@ -169,6 +169,15 @@ def test_fab_minimal_norm_vs_torchattacks(model_and_data, targeted, norm, eps):
     assert ours_norm < 0.8 * eps  # genuinely minimal, not just inside the ball
 
 
+@pytest.fixture(autouse=True)
+def _no_parameter_grads_left(request):
+    """torchattacks' FAB backpropagates into the parameters of the session's shared model; clear them so
+    that a later test (the attack contract checks `p.grad is None`) does not see them in another order."""
+    yield
+    if "model_and_data" in request.fixturenames:
+        request.getfixturevalue("model_and_data")[0].zero_grad(set_to_none=True)
+
+
 # -- Square -------------------------------------------------------------------------------------------------------
 class _NoBackward(torch.autograd.Function):
     @staticmethod
