@@ -156,3 +156,6 @@ def test_describe_and_reading_an_event_back():
     assert EvalProgress.from_dict(None) is None
     joint = EvalProgress("step", "PGD-20", sweep_param="eps", values=4, stage="pgd", steps=20)
     assert describe(joint).startswith("PGD-20 all 4 eps · pgd step 0/20")
+    # a label that already names its sweep (the CCN preset's "DeepFool d") is not followed by the name again
+    deepfool = EvalProgress("chunk_end", "DeepFool d", "paper:ccn", 1, 3, "max_ratio", 0.2, 1, 5)
+    assert describe(deepfool).startswith("[2/3] DeepFool d 0.2 (2/5)")

@@ -116,8 +116,9 @@ def where(event: EvalProgress) -> str:
     text = head + event.label
     name = "eps" if event.sweep_param in (None, "eps") else ("d" if event.sweep_param == "max_ratio"
                                                                else event.sweep_param)
+    named = event.label.split()[-1:] == [name]  # "DeepFool d" names its sweep already: not "DeepFool d d 0.1"
     if event.value is not None:
-        text += f" {name} {event.value:g}"
+        text += f"{'' if named else ' ' + name} {event.value:g}"
         if event.values > 1 and event.value_index is not None:
             text += f" ({event.value_index + 1}/{event.values})"
     elif event.values > 1:  # the whole sweep: at its start, or one joint pass over every value
