@@ -7,16 +7,16 @@ One torchrun start (process group, imports) serves every defense the test compar
 
 import sys
 
-import torch.distributed as dist
-
-from workbench.training.distributed import init_from_env
+from workbench.training.distributed import close_process_group, init_from_env
 from workbench.training.session import run_training
 
 ranks = init_from_env("cpu")
+clean = False
 try:
     for run in sys.argv[1:]:
         state = run_training(run, device="cpu", ranks=ranks, locked=False)
         if ranks.main:
             print(f"{run}: {state}", flush=True)
+    clean = True
 finally:
-    dist.destroy_process_group()
+    close_process_group(clean)

@@ -89,7 +89,7 @@ def test_every_defense_trains_the_same_weights_on_two_ranks_as_on_one(tmp_path):
         cfg, path = load_profile("quickstart", [*BASE, *overrides])
         two.append(prepare_run(cfg, tmp_path / f"two-{name}", path, devices=2).root)
     out = torchrun([str(REPO / "tests" / "distributed_runs.py"), *map(str, two)])
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, out.stdout[-1500:] + "\n" + out.stderr[-3000:]
     for (name, ref), run in zip(one.items(), two):
         assert f"{run}: finished" in out.stdout, (name, out.stdout[-2000:])
         assert_same_weights(ref / "checkpoints" / "last.pt", run / "checkpoints" / "last.pt")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch.distributed as dist
-
 from ..errors import WorkbenchError
+from .distributed import close_process_group
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,20 +21,20 @@ def main(argv: list[str] | None = None) -> int:
     from .reporting import reporter_for
     from .session import load_run_config, run_training
 
-    ranks = None
+    ranks, clean = None, False
     try:
         cfg = load_run_config(open_run(args.run))
         ranks = init_from_env(args.device_type, cfg.distributed.backend)
         device = device_for(ranks, args.device_type)
         state = run_training(args.run, device=str(device), data_root=args.data_root,
                              reporter=reporter_for(sys.stdout) if ranks.main else None, ranks=ranks, locked=False)
+        clean = True
     except WorkbenchError as exc:
         if ranks is None or ranks.main:
             print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        close_process_group(clean)
     return 1 if state == "failed" else 0
 
 
