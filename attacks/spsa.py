@@ -40,7 +40,7 @@ class SPSA(Attack):
     flag = "--spsa"
     label = "SPSA"
     summary = "gradient-free: finite differences on random directions"
-    needs_input_grad = False  # forward passes only: the CPU layout is timed without a backward pass
+    needs_input_grad = False  # forward passes only (picks the CPU layout, see prefers_nhwc)
     params = (Param("steps", int, 10, "iterations", minimum=1, option="steps"),
               Param("samples", int, 128, "random directions per iteration", minimum=1),
               Param("delta", float, 0.01, "finite-difference step", positive=True),
