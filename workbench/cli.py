@@ -330,9 +330,9 @@ def _attack(s: AttackSettings, progress=None) -> Path:
     from .accel import AMP_CHOICES, resolve_amp
     from .attack_meta import DEFAULT_ATTACK, check_eps
     from .evaluation import (
-        PRESETS, AttackOptions, adaptive_loss, adaptive_protocol, build_protocol, custom_protocol, default_eps,
-        evaluate_checkpoint, parse_choice, save_evaluation,
+        PRESETS, AttackOptions, custom_protocol, evaluate_checkpoint, parse_choice, save_evaluation,
     )
+    from .evaluation.request import requested_protocols
     from .evaluation.custom import check_norm
     from .evaluation.report import results_table, side_by_side_table
     from .training.trainer import resolve_device
@@ -366,23 +366,10 @@ def _attack(s: AttackSettings, progress=None) -> Path:
     resolve_amp(s.amp, dev)  # bf16 on a GPU without it fails here, before any work
 
     def protocols_for(ckpt_data: dict) -> list:
-        dataset = ckpt_data["dataset"]
-        eps_values = eps_list or default_eps(dataset, norm)
-        protocols = []
-        if preset is not None:
-            paper = build_protocol(preset, dataset, eps_list, norm)
-            protocols.append(paper)
-            if eps_list is None:  # the strong protocol attacks at the paper's eps values, for a side-by-side
-                swept = {v for spec in paper.specs if spec.sweep_param == "eps" and spec.norm == norm
-                         for v in spec.sweep or []}
-                eps_values = sorted(swept) or eps_values
-        if choices:
-            protocols.append(custom_protocol(choices, AttackOptions(eps=eps_values, norm=norm, shared=shared)))
-        if run_strong:
-            protocols.append(build_protocol("strong", dataset, eps_values, norm))
-        if s.adaptive:
-            protocols.append(adaptive_protocol(adaptive_loss(ckpt_data["recipe"], ckpt_data["path"]), eps_values, norm))
-        return protocols
+        return requested_protocols(
+            ckpt_data, preset=preset, eps=eps_list, norm=norm, strong=run_strong, adaptive=s.adaptive,
+            custom=lambda eps_values: custom_protocol(choices, AttackOptions(eps=eps_values, norm=norm,
+                                                                             shared=shared)) if choices else None)
 
     try:
         report, outcomes = evaluate_checkpoint(
@@ -648,6 +635,14 @@ def tui(runs_dir: Path = typer.Option(Path("runs"), "--runs", help="Folder that 
     from .tui import run_tui
 
     run_tui(runs_dir)
+
+
+from .export.command import register as register_export  # noqa: E402  (torch-free; commands import lazily)
+from .suites.command import list_suites_command, suite_app  # noqa: E402
+
+app.add_typer(suite_app, name="suite")
+app.command(name="suites")(list_suites_command)
+register_export(app)
 
 
 def _is_usage_error(exc: BaseException) -> bool:

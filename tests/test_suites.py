@@ -1,0 +1,318 @@
+"""Experiment suites end to end on digits: plan, run with bounded parallelism, kill and continue, the table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workbench.errors import WorkbenchError
+from workbench.suites.executors import split_cores
+from workbench.suites.layout import SuitePaths
+from workbench.suites.plan import plan_cells, scale_epochs
+from workbench.suites.spec import load_suite, parse_suite
+from workbench.suites.state import cell_state
+
+TINY = {
+    "name": "tiny",
+    "description": "2 models x 2 seeds on digits, seconds per cell",
+    "seeds": [0, 1],
+    "models": [
+        {"name": "plain", "profile": "quickstart", "set": {"adv_train.attack": "none"}},
+        {"name": "AT", "profile": "quickstart"},
+    ],
+    "budgets": {
+        "tiny": {"epochs": 2, "n": 60, "set": {"eval.robust_every": 0}},
+        "longer": {"epochs": 4, "n": 60, "set": {"eval.robust_every": 0}},
+    },
+    "evaluations": [{"name": "weak", "attacks": ["fgsm", "pgd:steps=5"], "eps": [0.1, 0.2]}],
+    "paper": {"AT": {"FGSM@0.1": 80.0}},
+}
+
+
+def write_suite(folder: Path, **changes) -> Path:
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, **changes}, sort_keys=False))
+    return path
+
+
+def wb(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"workbench {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def finished_suite(tmp_path_factory):
+    """The tiny suite run once with --jobs 2 (shared by the checks of its results)."""
+    folder = tmp_path_factory.mktemp("suite")
+    path = write_suite(folder)
+    runs = folder / "runs"
+    t0 = time.time()
+    proc = wb("suite", "run", str(path), "--runs", str(runs), "--jobs", "2", "--device", "cpu")
+    return {"path": path, "runs": runs, "paths": SuitePaths.under(runs, "tiny"), "stderr": proc.stderr,
+            "seconds": time.time() - t0}
+
+
+# --- the suite file and its cells -------------------------------------------------------------------------
+
+
+def test_cells_are_identified_by_their_resolved_config(tmp_path):
+    suite = parse_suite(TINY, "tiny")
+    _, cells = plan_cells(suite, "tiny")
+    assert [(c.model, c.seed) for c in cells] == [("plain", 0), ("plain", 1), ("AT", 0), ("AT", 1)]
+    assert len({c.key for c in cells}) == 4
+    assert all(c.config["epochs"] == 2 and c.config["data"] is not None for c in cells)
+    assert [c.config["seed"] for c in cells] == [0, 1, 0, 1]
+    again = plan_cells(parse_suite(TINY, "tiny"), "tiny")[1]
+    assert [c.key for c in again] == [c.key for c in cells]  # same settings, same folders
+    changed = {**TINY, "models": [{**TINY["models"][0], "set": {"adv_train.attack": "none", "optimizer.lr": 0.01}},
+                                  TINY["models"][1]]}
+    other = plan_cells(parse_suite(changed, "tiny"), "tiny")[1]
+    assert other[0].key != cells[0].key and other[2].key == cells[2].key  # only the changed model moves
+    longer = plan_cells(suite, "longer")[1]
+    assert {c.key for c in longer}.isdisjoint({c.key for c in cells})  # a budget never mixes into another
+
+
+def test_a_shorter_budget_keeps_lr_milestones_at_their_fraction():
+    profile = {"epochs": 50, "schedule": {"milestones": [30, 40]}, "defense": {"warmup_epochs": 10}}
+    assert scale_epochs(profile, 5) == ["epochs=5", "schedule.milestones=[3, 4]", "defense.warmup_epochs=1"]
+    assert scale_epochs(profile, 50) == ["epochs=50"]
+
+
+def test_budget_caps_every_evaluation_n():
+    suite = parse_suite({**TINY, "evaluations": [{"name": "a", "attacks": [{"attack": "fgsm", "n": 500}],
+                                                  "eps": [0.1], "n": 1000}]}, "tiny")
+    _, cells = plan_cells(suite, "tiny")
+    spec = cells[0].evaluations[0].spec
+    assert spec["n"] == 60 and spec["attacks"][0]["n"] == 60
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"seeds": [0, 0]}, "seed '0' appears twice"),
+    ({"models": [{"name": "a", "profile": "quickstart"}, {"name": "a", "profile": "quickstart"}]},
+     "model name 'a' appears twice"),
+    ({"evaluations": [{"name": "e"}]}, "runs nothing"),
+    ({"paper": {"nobody": {"clean": 1.0}}}, "'nobody' is not a model"),
+    ({"default_budget": "huge"}, "default_budget 'huge'"),
+    ({"budgets": {"tiny": {"epoch": 3}}}, "budgets.tiny.epoch: unknown key"),
+])
+def test_a_bad_suite_file_is_one_clear_line(tmp_path, change, message):
+    path = write_suite(tmp_path, **change)
+    with pytest.raises(WorkbenchError, match=re.escape(message)):
+        load_suite(path)
+    proc = wb("suite", "run", str(path), "--runs", str(tmp_path / "runs"), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+def test_a_bad_profile_in_a_suite_names_the_model(tmp_path):
+    path = write_suite(tmp_path, models=[{"name": "x", "profile": "quickstart", "set": {"epochs": -1}}], paper={})
+    proc = wb("suite", "run", str(path), "--runs", str(tmp_path / "runs"), check=False)
+    assert proc.returncode == 2 and "model x" in proc.stderr and "epochs" in proc.stderr
+
+
+def test_jobs_never_oversubscribe_the_cores():
+    assert split_cores(2, cores=2) == (2, 1)
+    assert split_cores(1, cores=8) == (1, 8)
+    assert split_cores(3, cores=8) == (3, 2)
+    assert split_cores(16, cores=4) == (4, 1)  # more jobs than cores: one thread each, no more jobs than cores
+    with pytest.raises(WorkbenchError):
+        split_cores(0, cores=2)
+
+
+# --- a whole run -------------------------------------------------------------------------------------------
+
+
+def test_the_tiny_suite_runs_end_to_end(finished_suite):
+    paths = finished_suite["paths"]
+    cells = paths.cells_of("tiny")
+    states = [cell_state(c) for c in cells]
+    assert [s.state for s in states] == ["done"] * 4, [(s.key, s.state, s.message) for s in states]
+    assert all(s.epoch == 2 and s.evaluations_done == 1 for s in states)
+    status = json.loads(wb("suite", "status", str(finished_suite["path"]), "--runs", str(finished_suite["runs"]),
+                           "--json").stdout)
+    assert [(s["model"], s["seed"], s["state"]) for s in status] == [
+        ("plain", 0, "done"), ("plain", 1, "done"), ("AT", 0, "done"), ("AT", 1, "done")]
+
+
+def test_jobs_2_never_runs_more_than_2_cells_at_once(finished_suite):
+    spans = []
+    for cell in finished_suite["paths"].cells_of("tiny"):
+        job = json.loads(cell.job.read_text())
+        assert job["threads"] == max(1, (len(os.sched_getaffinity(0))) // 2)
+        spans.append((job["started"], job["ended"]))
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans], key=lambda t: (t[0], t[1]))
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    assert peak <= 2
+    assert peak == 2 or len(os.sched_getaffinity(0)) < 2  # and it did run them side by side
+
+
+def _report_value(path: str, metric: str) -> float:
+    report = json.loads(Path(path).read_text())
+    if metric == "clean":
+        return report["clean_accuracy"]
+    if metric.startswith("worst "):
+        protocol, eps = metric.removeprefix("worst ").rsplit("@", 1)
+        rows = [w for w in report["worst_case"] if w["protocol"] == protocol and f"{w['eps']:g}" == eps]
+    else:
+        label, eps = metric.rsplit("@", 1)
+        rows = [r for r in report["results"] if r["label"] == label and f"{r['value']:g}" == eps]
+    assert len(rows) == 1, (metric, path)
+    return rows[0]["robust_accuracy"]
+
+
+def test_every_table_value_equals_the_evaluation_file_it_came_from(finished_suite):
+    args = ["suite", "table", str(finished_suite["path"]), "--runs", str(finished_suite["runs"])]
+    default = json.loads(wb(*args, "--format", "json").stdout)
+    # by default: clean, what the paper reports, and the worst cases
+    assert [m["name"] for m in default["metrics"]] == ["clean", "FGSM@0.1", "worst weak@0.1", "worst weak@0.2"]
+    data = json.loads(wb(*args, "--format", "json", "--columns", "*").stdout)
+    cells = data["cells"]
+    assert {c["model"] for c in cells} == {"plain", "AT"}
+    names = [m["name"] for m in data["metrics"]]
+    assert names[0] == "clean" and {"FGSM@0.1", "PGD@0.2", "worst weak@0.2"} <= set(names)
+    for c in cells:
+        assert len(c["values"]) == 2 and c["seeds"] == [0, 1] and len(set(c["sources"])) == 2
+        for value, source in zip(c["values"], c["sources"]):
+            assert value == _report_value(source, c["metric"])
+        assert c["mean"] == pytest.approx(sum(c["values"]) / 2)
+        assert c["std"] == pytest.approx(abs(c["values"][0] - c["values"][1]) / 2 ** 0.5)
+    at = next(c for c in cells if c["model"] == "AT" and c["metric"] == "FGSM@0.1")
+    assert at["paper"] == 80.0
+    # every cell's reports belong to its own run
+    for c in cells:
+        assert all(f"/{c['model']}-s{seed}-" in src for seed, src in zip(c["seeds"], c["sources"]))
+
+
+def test_markdown_csv_and_latex_outputs_parse(finished_suite):
+    args = ["suite", "table", str(finished_suite["path"]), "--runs", str(finished_suite["runs"])]
+    md = wb(*args).stdout
+    header = md.splitlines()[0]
+    assert header.startswith("| model | clean |") and "| paper |" in header
+    rows = [line for line in md.splitlines() if line.startswith("| AT ") or line.startswith("| plain ")]
+    assert len(rows) == 2 and all(r.count("|") == header.count("|") for r in rows)
+    assert " ± " in rows[0]
+
+    rows = list(csv.DictReader(io.StringIO(wb(*args, "--format", "csv").stdout)))
+    assert {r["model"] for r in rows} == {"plain", "AT"}
+    fgsm = [r for r in rows if r["metric"] == "FGSM@0.1"]
+    assert len(fgsm) == 2 and all(0 <= float(r["mean"]) <= 1 for r in fgsm) and fgsm[0]["eps"] == "0.1"
+
+    tex = wb(*args, "--format", "latex").stdout
+    body = tex[tex.index(r"\begin{tabular}"):tex.index(r"\end{tabular}")]
+    spec = re.match(r"\\begin\{tabular\}\{(l r*)\}", body.replace("}{l", "}{l ").replace("r", "r")) or \
+        re.match(r"\\begin\{tabular\}\{(l[r]*)\}", body)
+    columns = len(spec.group(1).replace(" ", ""))
+    lines = [line for line in body.splitlines() if line.endswith(r"\\")]
+    assert len(lines) == 3  # header, 2 models
+    for line in lines:
+        assert line.count("&") - line.count(r"\&") == columns - 1
+    assert r"\toprule" in body and r"\midrule" in body and tex.rstrip().splitlines()[-1].startswith("%") \
+        or r"\bottomrule" in tex
+    assert r"$\pm$" in tex and "±" not in body
+    # the output compiles as far as TeX's special characters go: none left unescaped in the cells
+    for line in lines:
+        assert not re.search(r"(?<!\\)[%#_]", line)
+
+
+def test_chart_in_the_terminal_and_as_png(finished_suite, tmp_path):
+    png = tmp_path / "chart.png"
+    proc = wb("suite", "chart", str(finished_suite["path"]), "--runs", str(finished_suite["runs"]), "--png", str(png),
+              "--width", "70", "--height", "14")
+    assert "plain" in proc.stdout and "AT" in proc.stdout and "\x1b[" not in proc.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_rerun_of_a_finished_suite_does_nothing(finished_suite):
+    paths = finished_suite["paths"]
+    before = {p: p.stat().st_mtime_ns for c in paths.cells_of("tiny") for p in c.root.rglob("*") if p.is_file()}
+    proc = wb("suite", "run", str(finished_suite["path"]), "--runs", str(finished_suite["runs"]))
+    assert "4 done" in proc.stderr and "0 to run" in proc.stderr
+    after = {p: p.stat().st_mtime_ns for c in paths.cells_of("tiny") for p in c.root.rglob("*") if p.is_file()}
+    changed = [p for p in before if after.get(p) != before[p] and p.name != "cell.json"]
+    assert not changed and set(after) == set(before)
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_killed_suite_continues_without_redoing_finished_cells(tmp_path):
+    # One model trains long enough to be caught mid-run; checkpoints every few steps so a kill loses little.
+    path = write_suite(tmp_path, seeds=[0], models=[
+        {"name": "fast", "profile": "quickstart", "set": {"adv_train.attack": "none"}},
+        {"name": "slow", "profile": "quickstart", "set": {"adv_train.attack": "none", "checkpoint_every": 5}},
+    ], budgets={"tiny": {"n": 60, "set": {"eval.robust_every": 0},
+                         "models": {"fast": {"epochs": 1}, "slow": {"epochs": 40}}}}, paper={})
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", "suite", "run", str(path), "--runs", str(runs),
+                             "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    paths = SuitePaths.under(runs, "tiny")
+    try:
+        fast, slow = _wait_for(lambda: paths.cells_of("tiny") or None, 60, "the plan")
+        _wait_for(lambda: (s := cell_state(slow)) and s.state == "training" and s.epoch >= 2, 180,
+                  "the slow cell to train 2 epochs")
+        assert cell_state(fast).state == "done"
+        # The worker dies abruptly (as on a lost node), then the runner is killed too.
+        os.kill(json.loads(slow.job.read_text())["pid"], signal.SIGKILL)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    killed = cell_state(slow)
+    assert killed.state == "stopped" and 0 < killed.epoch < 40
+    fast_files = {p: p.stat().st_mtime_ns for p in fast.root.rglob("*") if p.is_file() and p.name != "cell.json"}
+    slow_run = slow.run().root
+
+    wb("suite", "run", str(path), "--runs", str(runs), "--device", "cpu")
+    assert [cell_state(c).state for c in (fast, slow)] == ["done", "done"]
+    assert {p: p.stat().st_mtime_ns for p in fast_files} == fast_files  # the finished cell was not redone
+    assert slow.run().root == slow_run  # the same run continued, not a new one
+    epochs = [json.loads(line)["epoch"] for line in (slow_run / "metrics.jsonl").read_text().splitlines()
+              if json.loads(line).get("kind") == "epoch"]
+    assert epochs == list(range(1, 41))  # each epoch once: resumed from the checkpoint, none repeated
+
+
+def test_evaluations_can_be_limited_to_models_and_capped_per_evaluation():
+    suite = parse_suite({**TINY, "evaluations": [
+        {"name": "all", "attacks": ["fgsm"], "eps": [0.1], "n": 300, "attack_n": {"FGSM": 200}},
+        {"name": "adaptive", "adaptive": True, "models": ["AT"]},
+    ], "budgets": {"tiny": {"evaluation_n": {"all": 100}}}}, "tiny")
+    _, cells = plan_cells(suite, "tiny")
+    by_model = {c.model: [e.name for e in c.evaluations] for c in cells}
+    assert by_model == {"plain": ["all"], "AT": ["all", "adaptive"]}
+    spec = cells[0].evaluations[0].spec
+    assert spec["n"] == 100 and spec["attack_n"] == {"FGSM": 100}
+    with pytest.raises(WorkbenchError, match="'nobody' is not a model"):
+        parse_suite({**TINY, "evaluations": [{"name": "a", "adaptive": True, "models": ["nobody"]}]}, "tiny")
+
+
+def test_attack_n_caps_a_preset_attack(tmp_path):
+    from workbench.suites.cell import evaluation_protocols
+
+    spec = {"name": "p", "preset": "pcl", "attacks": [], "eps": [0.3], "norm": "linf", "strong": False,
+            "adaptive": False, "attack_n": {"C&W c=10": 100, "FGSM": 50}}
+    protocols = evaluation_protocols(spec)({"dataset": "mnist", "recipe": {}, "path": tmp_path})
+    caps = {a.label: a.max_samples for p in protocols for a in p.specs}
+    assert caps["C&W c=10"] == 100 and caps["FGSM"] == 50 and caps["BIM-10"] is None

@@ -1,0 +1,147 @@
+"""Executors run a suite's cells: `local` as bounded background processes here, `slurm` as cluster jobs.
+
+Every executor runs the same worker (`workbench.suites.cell`) on a cell folder, and the worker writes
+the outcome into the folder, so `suite status` and the TUI read every executor's cells the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from ..errors import WorkbenchError
+from ..registry import Registry
+from .layout import CellPaths
+from .state import cell_state, mark_job
+
+
+@dataclass
+class RunContext:
+    """What every executor needs to start a cell."""
+
+    suite: str
+    device: str = "auto"
+    data_root: str | None = None
+    jobs: int = 1
+    slurm: dict = field(default_factory=dict)  # resolved Slurm resources (partition, gpus, cpus, time_min, ...)
+    echo: Callable[[str], None] = print
+    poll_seconds: float = 0.5
+
+
+class Executor(Protocol):
+    def run(self, cells: list[CellPaths], ctx: RunContext) -> int:
+        """Run (or submit) the cells; an exit status for the command."""
+
+
+EXECUTORS: Registry[Callable[[], Executor]] = Registry("executor")
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def split_cores(jobs: int, cores: int | None = None) -> tuple[int, int]:
+    """(parallel cells, torch threads per cell): never more threads in all than cores."""
+    cores = cores or usable_cores()
+    if jobs < 1:
+        raise WorkbenchError(f"--jobs must be >= 1, got {jobs}")
+    jobs = min(jobs, cores)
+    return jobs, max(1, cores // jobs)
+
+
+def worker_command(cell: CellPaths, ctx: RunContext, threads: int | None) -> list[str]:
+    cmd = [sys.executable, "-m", "workbench.suites.cell", str(cell.root), "--suite", ctx.suite,
+           "--device", ctx.device]
+    if ctx.data_root:
+        cmd += ["--data-root", ctx.data_root]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    return cmd
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    # The worker sets torch's threads too; these keep OpenMP/MKL pools (and any subprocess) inside the share.
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            "PYTHONUNBUFFERED": "1"}
+
+
+class LocalExecutor:
+    """At most `jobs` cell workers at once, each in its own session with its share of the cores.
+
+    Ctrl-C or SIGTERM stops launching and asks every running worker to stop (training checkpoints first);
+    a rerun continues where they stopped."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stopping = True
+
+    def run(self, cells: list[CellPaths], ctx: RunContext) -> int:
+        jobs, threads = split_cores(ctx.jobs)
+        if jobs < ctx.jobs:
+            ctx.echo(f"note: --jobs {ctx.jobs} > {usable_cores()} cores; running {jobs} at a time")
+        ctx.echo(f"{len(cells)} cells to run, {jobs} at a time, {threads} thread(s) each")
+        pending = list(cells)
+        running: dict[str, tuple[CellPaths, subprocess.Popen]] = {}
+        failed = stopped = 0
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while pending or running:
+                while pending and len(running) < jobs and not self.stopping:
+                    cell = pending.pop(0)
+                    running[cell.root.name] = (cell, self._start(cell, ctx, threads))
+                    ctx.echo(f"start  {cell.root.name}")
+                if self.stopping and running:
+                    self._stop_all(running, ctx)
+                for key, (cell, proc) in list(running.items()):
+                    code = proc.poll()
+                    if code is None:
+                        continue
+                    del running[key]
+                    st = cell_state(cell)
+                    state = st.state if st else "failed"
+                    failed += state == "failed"
+                    stopped += state not in ("done", "failed")
+                    ctx.echo(f"{state:6s} {key}" + (f": {st.message}" if st and st.message else "")
+                             + (f" (log: {cell.log})" if state == "failed" else ""))
+                if self.stopping and not running:
+                    break
+                time.sleep(ctx.poll_seconds)
+        finally:
+            for s, h in handlers.items():
+                signal.signal(s, h)
+        if self.stopping:
+            ctx.echo(f"stopped; {len(pending)} cells not started. Rerun the same command to continue.")
+            return 130
+        return 1 if failed or stopped else 0
+
+    def _start(self, cell: CellPaths, ctx: RunContext, threads: int) -> subprocess.Popen:
+        mark_job(cell, executor="local", state="queued", submitted=time.time(), pid=None, job_id=None, message="")
+        log = open(cell.log, "ab")
+        try:
+            # Own session: a Ctrl-C at the terminal reaches this runner, which stops the workers in order.
+            return subprocess.Popen(worker_command(cell, ctx, threads), stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=thread_env(threads), start_new_session=True)
+        finally:
+            log.close()
+
+    def _stop_all(self, running: dict, ctx: RunContext) -> None:
+        if getattr(self, "_asked", False):
+            return
+        self._asked = True
+        ctx.echo(f"stopping {len(running)} running cell(s); they checkpoint first")
+        for cell, proc in running.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+
+EXECUTORS.register("local", LocalExecutor)
