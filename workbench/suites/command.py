@@ -57,7 +57,8 @@ def run(
     suite_arg: str = SuiteArg,
     budget: Optional[str] = Budget,
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Cells run at once (local); each gets cores / N threads."),
-    executor: str = typer.Option("local", "--executor", help="local | slurm (submitit; one Slurm job per cell)."),
+    executor: str = typer.Option("local", "--executor", help="local | slurm (submitit; one Slurm job per cell) | "
+                                                            "submitit-local (the Slurm path run here, for testing)."),
     runs_dir: Path = RunsDir,
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N for every cell."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder (default: $WORKBENCH_DATA)."),
@@ -85,10 +86,12 @@ def run(
             raise WorkbenchError(f"--models: {', '.join(unknown)} not in suite {suite.name} "
                                  f"({', '.join(m.name for m in suite.models)})")
         cells = [c for c in cells if c.model in wanted]
+    states = {c.key: cell_state(paths.cell(c.key)) for c in cells}
+    _refresh_slurm([s for s in states.values() if s is not None], paths)  # a dead queued job is not "running"
     todo, busy, done = [], [], 0
     for cell in cells:
         folder = paths.cell(cell.key)
-        st = cell_state(folder)
+        st = states[cell.key]
         if st is not None and st.state == "done":
             done += 1
         elif st is not None and st.state in ("training", "evaluating", "queued"):
@@ -106,7 +109,7 @@ def run(
         if value is not None:
             slurm[key] = value
     ctx = RunContext(suite=suite.name, device=device, data_root=data_root, jobs=jobs, slurm=slurm,
-                     echo=lambda line: err.print(line, highlight=False))
+                     echo=lambda line: err.print(line, highlight=False, soft_wrap=True))
     code = make_executor().run(todo, ctx)
     if code:
         raise typer.Exit(code)

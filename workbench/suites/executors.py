@@ -31,6 +31,7 @@ class RunContext:
     slurm: dict = field(default_factory=dict)  # resolved Slurm resources (partition, gpus, cpus, time_min, ...)
     echo: Callable[[str], None] = print
     poll_seconds: float = 0.5
+    progress_seconds: float = 10.0  # how often the local runner prints what its running cells are doing
 
 
 class Executor(Protocol):
@@ -115,6 +116,7 @@ class LocalExecutor:
                              + (f" (log: {cell.log})" if state == "failed" else ""))
                 if self.stopping and not running:
                     break
+                self._report_progress(running, ctx)
                 time.sleep(ctx.poll_seconds)
         finally:
             for s, h in handlers.items():
@@ -123,6 +125,21 @@ class LocalExecutor:
             ctx.echo(f"stopped; {len(pending)} cells not started. Rerun the same command to continue.")
             return 130
         return 1 if failed or stopped else 0
+
+    def _report_progress(self, running: dict, ctx: RunContext) -> None:
+        """Every `progress_seconds`, one line per running cell whose state moved (epoch or evaluation stage)."""
+        now = time.monotonic()
+        if now - getattr(self, "_last_report", now - ctx.progress_seconds) < ctx.progress_seconds:
+            return
+        self._last_report = now
+        seen = getattr(self, "_seen", {})
+        for key, (cell, _) in running.items():
+            st = cell_state(cell)
+            line = f"{st.state} {st.epoch}/{st.epochs}" + (f" · {st.message}" if st.message else "") if st else ""
+            if line and seen.get(key) != line:
+                ctx.echo(f"  ...  {key}: {line}")
+                seen[key] = line
+        self._seen = seen
 
     def _start(self, cell: CellPaths, ctx: RunContext, threads: int) -> subprocess.Popen:
         mark_job(cell, executor="local", state="queued", submitted=time.time(), pid=None, job_id=None, message="")

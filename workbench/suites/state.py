@@ -79,6 +79,19 @@ def worker_started(cell: CellPaths, threads: int | None) -> JobRecord:
                     started=time.time(), ended=None, message="")
 
 
+def last_log_line(path: Path, limit: int = 4096) -> str:
+    """The last non-empty line of a cell's log (its training epoch or evaluation stage), for status views."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - limit))
+            tail = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.replace("\r", "\n").splitlines() if line.strip()]
+    return lines[-1][:200] if lines else ""
+
+
 def suite_tag(report: dict[str, Any]) -> dict[str, Any]:
     tag = report.get("suite")
     return tag if isinstance(tag, dict) else {}
@@ -139,6 +152,8 @@ def cell_state(cell: CellPaths) -> CellState | None:
         st.clean = status.last_clean if status.last_clean is not None else status.best_clean
         st.robust = status.last_robust if status.last_robust is not None else status.best_robust
     st.state, st.message = _state(st, job, status)
+    if st.state in ("training", "evaluating") and not st.message:
+        st.message = last_log_line(cell.log)
     return st
 
 
