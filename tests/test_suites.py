@@ -215,20 +215,18 @@ def test_markdown_csv_and_latex_outputs_parse(finished_suite):
     assert len(fgsm) == 2 and all(0 <= float(r["mean"]) <= 1 for r in fgsm) and fgsm[0]["eps"] == "0.1"
 
     tex = wb(*args, "--format", "latex").stdout
-    body = tex[tex.index(r"\begin{tabular}"):tex.index(r"\end{tabular}")]
-    spec = re.match(r"\\begin\{tabular\}\{(l r*)\}", body.replace("}{l", "}{l ").replace("r", "r")) or \
-        re.match(r"\\begin\{tabular\}\{(l[r]*)\}", body)
-    columns = len(spec.group(1).replace(" ", ""))
+    spec = re.search(r"\\begin\{tabular\}\{(lr*)\}", tex)
+    assert spec is not None
+    body = tex[spec.end():tex.index(r"\end{tabular}")]
+    rules = [line for line in body.splitlines() if line.strip() in (r"\toprule", r"\midrule", r"\bottomrule")]
+    assert rules == [r"\toprule", r"\midrule", r"\bottomrule"]
     lines = [line for line in body.splitlines() if line.endswith(r"\\")]
-    assert len(lines) == 3  # header, 2 models
-    for line in lines:
-        assert line.count("&") - line.count(r"\&") == columns - 1
-    assert r"\toprule" in body and r"\midrule" in body and tex.rstrip().splitlines()[-1].startswith("%") \
-        or r"\bottomrule" in tex
-    assert r"$\pm$" in tex and "±" not in body
-    # the output compiles as far as TeX's special characters go: none left unescaped in the cells
-    for line in lines:
+    assert len(lines) == 3  # the header and 2 models
+    for line in lines:  # every row has the tabular's number of columns; TeX's specials are escaped
+        assert len(re.split(r"(?<!\\)&", line)) == len(spec.group(1))
         assert not re.search(r"(?<!\\)[%#_]", line)
+    assert r"$\pm$" in body and "±" not in body
+    assert all(line.startswith("%") for line in tex[tex.index(r"\end{tabular}"):].splitlines()[1:])
 
 
 def test_chart_in_the_terminal_and_as_png(finished_suite, tmp_path):
@@ -316,3 +314,28 @@ def test_attack_n_caps_a_preset_attack(tmp_path):
     protocols = evaluation_protocols(spec)({"dataset": "mnist", "recipe": {}, "path": tmp_path})
     caps = {a.label: a.max_samples for p in protocols for a in p.specs}
     assert caps["C&W c=10"] == 100 and caps["FGSM"] == 50 and caps["BIM-10"] is None
+
+
+def test_a_collapsed_run_is_marked_not_averaged_and_one_seed_gets_a_wilson_interval(tmp_path):
+    # An untrained model (lr ~ 0) predicts near chance: the table must flag it, not report its "robustness".
+    path = write_suite(tmp_path, seeds=[3], paper={}, models=[
+        {"name": "trained", "profile": "quickstart", "set": {"adv_train.attack": "none"}},
+        {"name": "untrained", "profile": "quickstart", "set": {"adv_train.attack": "none", "optimizer.lr": 1e-12}},
+    ], budgets={"tiny": {"epochs": 1, "n": 100, "set": {"eval.robust_every": 0},
+                         "models": {"trained": {"epochs": 3}}}},
+        evaluations=[{"name": "weak", "attacks": ["fgsm"], "eps": [0.1]}])
+    runs = tmp_path / "runs"
+    wb("suite", "run", str(path), "--runs", str(runs), "--jobs", "2", "--device", "cpu")
+    data = json.loads(wb("suite", "table", str(path), "--runs", str(runs), "--format", "json").stdout)
+    assert data["collapsed"] == {"untrained": [3]}
+    cells = {(c["model"], c["metric"]): c for c in data["cells"]}
+    dead = cells[("untrained", "FGSM@0.1")]
+    assert dead["mean"] is None and dead["values"] == [] and dead["collapsed_seeds"] == [3]
+    alive = cells[("trained", "FGSM@0.1")]
+    assert alive["std"] is None and alive["seeds"] == [3]
+    report = json.loads(Path(alive["sources"][0]).read_text())
+    row = next(r for r in report["results"] if r["label"] == "FGSM")
+    assert alive["ci95"] == row["ci95"] and alive["ci95"][0] < alive["mean"] < alive["ci95"][1]
+    md = wb("suite", "table", str(path), "--runs", str(runs)).stdout
+    assert "untrained (collapsed: s3)" in md and "| collapsed |" in md and "Collapsed runs" in md
+    assert re.search(r"\| trained \| [\d.]+ \[[\d.]+-[\d.]+\] \|", md)  # one seed: the Wilson interval
