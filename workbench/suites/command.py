@@ -69,50 +69,61 @@ def run(
     time_min: Optional[int] = typer.Option(None, "--time", min=1, help="Slurm time limit per cell, minutes."),
 ) -> None:
     """Train and evaluate every cell not done yet; a rerun reuses finished work and resumes stopped runs."""
+    import importlib
+
     from .executors import EXECUTORS, RunContext
     from .plan import plan_cells, write_plan
-    from .state import cell_state
 
-    from . import slurm as _slurm  # noqa: F401  registers the slurm executor
-
+    importlib.import_module(f"{__package__}.slurm")  # registers the Slurm executors (submitit loads later)
     make_executor = EXECUTORS.get(executor)
     suite, path, paths = _load(suite_arg, runs_dir)
     budget_name, cells = plan_cells(suite, budget)
     write_plan(paths, path, budget_name, cells)
-    if models:
-        wanted = [m.strip() for m in models.split(",") if m.strip()]
-        unknown = [m for m in wanted if m not in {c.model for c in cells}]
-        if unknown:
-            raise WorkbenchError(f"--models: {', '.join(unknown)} not in suite {suite.name} "
-                                 f"({', '.join(m.name for m in suite.models)})")
-        cells = [c for c in cells if c.model in wanted]
+    todo, busy, done = _cells_to_run(paths, _only_models(cells, models, suite))
+    err.print(f"suite {suite.name}, budget {budget_name}: {len(todo) + len(busy) + done} cells, {done} done, "
+              f"{len(busy)} running elsewhere, {len(todo)} to run  ({paths.root})", highlight=False)
+    for key in busy:
+        err.print(f"  skip {key}: already running (see `workbench suite status {suite.name}`)", highlight=False)
+    if not todo:
+        return
+    resources = suite.slurm.model_dump()
+    for key, value in (("partition", partition), ("gpus", gpus), ("cpus", cpus), ("time_min", time_min)):
+        if value is not None:
+            resources[key] = value
+    ctx = RunContext(suite=suite.name, device=device, data_root=data_root, jobs=jobs, slurm=resources,
+                     echo=lambda line: err.print(line, highlight=False, soft_wrap=True))
+    code = make_executor().run(todo, ctx)
+    if code:
+        raise typer.Exit(code)
+
+
+def _only_models(cells, models: Optional[str], suite):
+    if not models:
+        return cells
+    wanted = [m.strip() for m in models.split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in {c.model for c in cells}]
+    if unknown:
+        raise WorkbenchError(f"--models: {', '.join(unknown)} not in suite {suite.name} "
+                             f"({', '.join(m.name for m in suite.models)})")
+    return [c for c in cells if c.model in wanted]
+
+
+def _cells_to_run(paths, cells):
+    """(cell folders to run, keys running elsewhere, number done), after asking Slurm about its jobs."""
+    from .state import cell_state
+
     states = {c.key: cell_state(paths.cell(c.key)) for c in cells}
     _refresh_slurm([s for s in states.values() if s is not None], paths)  # a dead queued job is not "running"
     todo, busy, done = [], [], 0
     for cell in cells:
-        folder = paths.cell(cell.key)
         st = states[cell.key]
         if st is not None and st.state == "done":
             done += 1
         elif st is not None and st.state in ("training", "evaluating", "queued"):
             busy.append(cell.key)
         else:
-            todo.append(folder)
-    err.print(f"suite {suite.name}, budget {budget_name}: {len(cells)} cells, {done} done, "
-              f"{len(busy)} running elsewhere, {len(todo)} to run  ({paths.root})", highlight=False)
-    for key in busy:
-        err.print(f"  skip {key}: already running (see `workbench suite status {suite.name}`)", highlight=False)
-    if not todo:
-        return
-    slurm = suite.slurm.model_dump()
-    for key, value in (("partition", partition), ("gpus", gpus), ("cpus", cpus), ("time_min", time_min)):
-        if value is not None:
-            slurm[key] = value
-    ctx = RunContext(suite=suite.name, device=device, data_root=data_root, jobs=jobs, slurm=slurm,
-                     echo=lambda line: err.print(line, highlight=False, soft_wrap=True))
-    code = make_executor().run(todo, ctx)
-    if code:
-        raise typer.Exit(code)
+            todo.append(paths.cell(cell.key))
+    return todo, busy, done
 
 
 @suite_app.command("status")
