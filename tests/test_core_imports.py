@@ -28,7 +28,8 @@ def test_cli_runs_and_tui_entry_do_not_import_torch():
     loaded = _modules_after(["workbench.cli", "workbench.runs", "workbench.runs.evals", "workbench.tui",
                              "workbench.tui.app", "workbench.tui.screens.runs", "workbench.tui.screens.monitor",
                              "workbench.tui.screens.attack", "workbench.tui.screens.compare",
-                             "workbench.tui.screens.new_run", "workbench.tui.screens.help"])
+                             "workbench.tui.screens.new_run", "workbench.tui.screens.help",
+                             "workbench.tui.screens.suites", "workbench.tui.model.suites"])
     assert "torch" not in loaded
 
 

@@ -41,7 +41,7 @@ from ..accel import FLOAT32, Precision
 from ..attacks_util import iterate_batches
 from ..progress.event import EvalProgress, ProgressHook
 from .protocol import AttackSpec, Protocol
-from .stats import wilson_interval
+from ..stats import wilson_interval
 
 
 def _as_float(xb: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..evaluation.stats import wilson_interval
+from ..stats import wilson_interval
 from ..runs.files import load_json
 from .layout import SuitePaths
 from .spec import Suite

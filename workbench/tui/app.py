@@ -78,6 +78,11 @@ class WorkbenchApp(App):
 
         self.push_screen(CompareScreen([Path(r) for r in runs]))
 
+    def open_suites(self) -> None:
+        from .screens.suites import SuitesScreen
+
+        self.push_screen(SuitesScreen())
+
     def action_help(self) -> None:
         from .screens.help import HelpScreen
 

@@ -39,6 +39,7 @@ class RunsScreen(Screen):
         Binding("d", "delete", "Delete"),
         Binding("space", "mark", "Mark"),
         Binding("c", "compare", "Compare"),
+        Binding("S", "suites", "Suites", show=False),  # the footer keeps ? Help at 80 columns; help lists it
         Binding("q", "app.quit", "Quit"),
     ]
 
@@ -102,7 +103,7 @@ class RunsScreen(Screen):
         self.query_one(KeyedTable).set_rows({key: self._row(s, now) for key, s in self.runs.items()})
         empty = self.query_one("#runs-empty", Static)
         empty.display = not summaries
-        empty.update(f"No runs in {self.app.runs_dir} yet. Press [b]n[/b] to start one.")
+        empty.update(f"No runs in {self.app.runs_dir} yet. Press [b]n[/b] to start one, [b]S[/b] for the suites.")
         self._show_detail()
 
     def _row(self, s: RunSummary, now: float) -> tuple:
@@ -165,6 +166,9 @@ class RunsScreen(Screen):
 
     def action_new_run(self) -> None:
         self.app.open_new_run()
+
+    def action_suites(self) -> None:
+        self.app.open_suites()
 
     def action_attack(self) -> None:
         s = self.current()
