@@ -87,9 +87,17 @@ def test_cells_are_identified_by_their_resolved_config(tmp_path):
 
 
 def test_a_shorter_budget_keeps_lr_milestones_at_their_fraction():
-    profile = {"epochs": 50, "schedule": {"milestones": [30, 40]}, "defense": {"warmup_epochs": 10}}
-    assert scale_epochs(profile, 5) == ["epochs=5", "schedule.milestones=[3, 4]", "defense.warmup_epochs=1"]
+    profile = {"epochs": 50, "schedule": {"milestones": [30, 40], "warmup_epochs": 2.5},
+               "defense": {"name": "pcl", "params": {"warmup_epochs": 10}}}
+    assert scale_epochs(profile, 5) == ["epochs=5", "schedule.milestones=[3, 4]", "defense.warmup_epochs=1",
+                                        "schedule.warmup_epochs=0.25"]
     assert scale_epochs(profile, 50) == ["epochs=50"]
+    # a bundled profile whose CE warm-up is 50 of 350 epochs plans at 7 epochs with 1 warm-up epoch
+    suite = parse_suite({"name": "x", "models": [{"name": "p", "profile": "pcl_mnist"}],
+                         "budgets": {"small": {"epochs": 7}},
+                         "evaluations": [{"name": "e", "attacks": ["fgsm"], "eps": [0.1]}]}, "x")
+    config = plan_cells(suite)[1][0].config
+    assert config["epochs"] == 7 and config["defense"]["params"]["warmup_epochs"] == 1
 
 
 def test_budget_caps_every_evaluation_n():
@@ -339,3 +347,63 @@ def test_a_collapsed_run_is_marked_not_averaged_and_one_seed_gets_a_wilson_inter
     md = wb("suite", "table", str(path), "--runs", str(runs)).stdout
     assert "untrained (collapsed: s3)" in md and "| collapsed |" in md and "Collapsed runs" in md
     assert re.search(r"\| trained \| [\d.]+ \[[\d.]+-[\d.]+\] \|", md)  # one seed: the Wilson interval
+
+
+@pytest.mark.parametrize("evaluation, message", [
+    ({"name": "e", "attacks": ["nosuch"], "eps": [0.1]}, "unknown attack 'nosuch'"),
+    ({"name": "e", "attacks": ["pgd:stepz=3"], "eps": [0.1]}, "pgd has no parameter 'stepz'"),
+    ({"name": "e", "preset": "nosuch"}, "unknown preset 'nosuch'"),
+    ({"name": "e", "attacks": ["fgsm"], "eps": [-0.1]}, "eps must be >= 0"),
+    ({"name": "e", "attacks": ["fgsm"], "eps": [8]}, "larger than the whole [0, 1] pixel range"),
+])
+def test_a_bad_evaluation_fails_before_any_training(tmp_path, evaluation, message):
+    path = write_suite(tmp_path, evaluations=[evaluation], paper={})
+    proc = wb("suite", "run", str(path), "--runs", str(tmp_path / "runs"), check=False)
+    assert proc.returncode == 2 and message in proc.stderr and "evaluation e" in proc.stderr
+    assert not (tmp_path / "runs").exists()  # nothing planned, nothing trained
+
+
+def test_settings_that_never_change_the_weights_keep_the_cells():
+    _, cells = plan_cells(parse_suite(TINY, "tiny"), "tiny")
+    quieter = {**TINY, "budgets": {"tiny": {**TINY["budgets"]["tiny"],
+                                            "set": {"eval.robust_every": 3, "log_every": 7, "checkpoint_every": 9,
+                                                    "performance.channels_last": True}}}}
+    assert [c.key for c in plan_cells(parse_suite(quieter, "tiny"), "tiny")[1]] == [c.key for c in cells]
+
+
+def test_budgets_sharing_a_cell_keep_their_own_evaluations(finished_suite, tmp_path):
+    # Another budget trains the same models (same epochs) but evaluates on fewer samples: it reuses the
+    # trained runs, and each budget's table shows its own evaluations.
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(finished_suite["runs"], runs)
+    path = write_suite(tmp_path, budgets={**TINY["budgets"], "small": {"epochs": 2, "n": 20,
+                                                                       "set": {"eval.robust_every": 0}}})
+    proc = wb("suite", "run", str(path), "--runs", str(runs), "--budget", "small", "--jobs", "2")
+    assert "4 to run" in proc.stderr
+    small = json.loads(wb("suite", "table", str(path), "--runs", str(runs), "--budget", "small", "-f", "json").stdout)
+    tiny = json.loads(wb("suite", "table", str(path), "--runs", str(runs), "--budget", "tiny", "-f", "json").stdout)
+    assert {n for c in small["cells"] for n in c["n"]} == {20}
+    assert {n for c in tiny["cells"] for n in c["n"]} == {60}
+    paths = SuitePaths.under(runs, "tiny")
+    assert paths.read_budgets()["small"] == paths.read_budgets()["tiny"]  # the same cells, trained once
+    runs_per_cell = [len([p for p in c.root.iterdir() if (p / "config.yaml").exists()]) for c in paths.cells_of("small")]
+    assert runs_per_cell == [1, 1, 1, 1]
+
+
+def test_the_same_label_in_two_evaluations_keeps_both_rows(finished_suite, tmp_path):
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(finished_suite["runs"], runs)
+    path = write_suite(tmp_path, evaluations=[*TINY["evaluations"],
+                                              {"name": "stronger", "attacks": ["pgd:steps=40"], "eps": [0.2]}])
+    wb("suite", "run", str(path), "--runs", str(runs), "--jobs", "2")
+    data = json.loads(wb("suite", "table", str(path), "--runs", str(runs), "-f", "json", "--columns", "*PGD@0.2").stdout)
+    assert [m["name"] for m in data["metrics"]] == ["PGD@0.2", "stronger/PGD@0.2"]
+    for c in data["cells"]:
+        metric = c["metric"].split("/")[-1]
+        assert all(v == _report_value(src, metric) for v, src in zip(c["values"], c["sources"]))
+    proc = wb("suite", "table", str(path), "--runs", str(runs), "--columns", "nothing*", check=False)
+    assert proc.returncode == 2 and "matches no metric" in proc.stderr

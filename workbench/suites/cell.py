@@ -9,15 +9,17 @@ lost); during an evaluation it abandons that evaluation (it reruns whole next ti
 from __future__ import annotations
 
 import argparse
+import fcntl
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import WorkbenchError
 from .layout import CellPaths
-from .state import find_evaluation, mark_job, worker_started
+from .state import find_evaluation, mark_job, planned_evaluations, worker_started
 
 
 def _set_threads(threads: int | None) -> None:
@@ -85,7 +87,8 @@ def evaluation_protocols(spec: dict[str, Any]):
     return protocols_for
 
 
-def evaluate_cell(cell: CellPaths, plan: dict[str, Any], suite: str, device: str, data_root: str | None) -> None:
+def evaluate_cell(cell: CellPaths, plan: dict[str, Any], suite: str, device: str, data_root: str | None,
+                  budget: str | None = None) -> None:
     from ..evaluation import evaluate_checkpoint, save_evaluation
     from ..progress import open_display
     from ..training.trainer import resolve_device
@@ -93,7 +96,7 @@ def evaluate_cell(cell: CellPaths, plan: dict[str, Any], suite: str, device: str
     run = cell.run()
     assert run is not None
     dev = resolve_device(device)
-    for ev in plan.get("evaluations") or []:
+    for ev in planned_evaluations(plan, budget):
         if find_evaluation(run, ev["key"]) is not None:
             continue
         spec = ev["spec"]
@@ -120,12 +123,33 @@ def _interrupt(signum, frame) -> None:
 
 
 def run_cell(cell_dir: str | Path, suite: str, device: str = "auto", data_root: str | None = None,
-             threads: int | None = None) -> str:
+             threads: int | None = None, budget: str | None = None) -> str:
     """Train and evaluate one cell; records the outcome in its job.json and returns it."""
     cell = CellPaths(Path(cell_dir))
     plan = cell.read_plan()
     if not plan:
         raise WorkbenchError(f"{cell.root}: no cell.json (plan the suite with `workbench suite run`)")
+    with cell_lock(cell) as mine:
+        if not mine:
+            print(f"{cell.root.name}: another worker is running this cell; leaving it", flush=True)
+            return "busy"
+        return _run_locked(cell, plan, suite, device, data_root, threads, budget)
+
+
+@contextmanager
+def cell_lock(cell: CellPaths) -> Iterator[bool]:
+    """One worker per cell (two `suite run`s, or a local run beside a Slurm job, must not both train it)."""
+    with open(cell.root / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def _run_locked(cell: CellPaths, plan: dict[str, Any], suite: str, device: str, data_root: str | None,
+                threads: int | None, budget: str | None) -> str:
     worker_started(cell, threads)
     _set_threads(threads)
     try:
@@ -140,7 +164,7 @@ def run_cell(cell_dir: str | Path, suite: str, device: str = "auto", data_root: 
             return state
         previous = signal.signal(signal.SIGTERM, _interrupt)  # an evaluation has no checkpoint: unwind cleanly
         try:
-            evaluate_cell(cell, plan, suite, device, data_root)
+            evaluate_cell(cell, plan, suite, device, data_root, budget)
         finally:
             signal.signal(signal.SIGTERM, previous)
     except KeyboardInterrupt:
@@ -161,13 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--budget", default=None, help="whose evaluations to run (default: the budget planned last)")
     args = ap.parse_args(argv)
     try:
-        state = run_cell(args.cell_dir, args.suite, args.device, args.data_root, args.threads)
+        state = run_cell(args.cell_dir, args.suite, args.device, args.data_root, args.threads, args.budget)
     except WorkbenchError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
-    return {"done": 0, "stopped": 3}.get(state, 1)
+    return {"done": 0, "stopped": 3, "busy": 4}.get(state, 1)
 
 
 if __name__ == "__main__":

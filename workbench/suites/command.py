@@ -78,8 +78,9 @@ def run(
     make_executor = EXECUTORS.get(executor)
     suite, path, paths = _load(suite_arg, runs_dir)
     budget_name, cells = plan_cells(suite, budget)
+    chosen = _only_models(cells, models, suite)
     write_plan(paths, path, budget_name, cells)
-    todo, busy, done = _cells_to_run(paths, _only_models(cells, models, suite))
+    todo, busy, done = _cells_to_run(paths, chosen, budget_name)
     err.print(f"suite {suite.name}, budget {budget_name}: {len(todo) + len(busy) + done} cells, {done} done, "
               f"{len(busy)} running elsewhere, {len(todo)} to run  ({paths.root})", highlight=False)
     for key in busy:
@@ -90,11 +91,19 @@ def run(
     for key, value in (("partition", partition), ("gpus", gpus), ("cpus", cpus), ("time_min", time_min)):
         if value is not None:
             resources[key] = value
-    ctx = RunContext(suite=suite.name, device=device, data_root=data_root, jobs=jobs, slurm=resources,
-                     echo=lambda line: err.print(line, highlight=False, soft_wrap=True))
+    ctx = RunContext(suite=suite.name, budget=budget_name, device=device, data_root=data_root, jobs=jobs, slurm=resources,
+                     echo=_echo)
     code = make_executor().run(todo, ctx)
     if code:
         raise typer.Exit(code)
+
+
+def _echo(line: str) -> None:
+    """Progress on stderr; a reader that went away (`| head`) must not kill the runner with its workers."""
+    try:
+        err.print(line, highlight=False, soft_wrap=True)
+    except (BrokenPipeError, OSError):
+        pass
 
 
 def _only_models(cells, models: Optional[str], suite):
@@ -108,11 +117,11 @@ def _only_models(cells, models: Optional[str], suite):
     return [c for c in cells if c.model in wanted]
 
 
-def _cells_to_run(paths, cells):
+def _cells_to_run(paths, cells, budget: str):
     """(cell folders to run, keys running elsewhere, number done), after asking Slurm about its jobs."""
     from .state import cell_state
 
-    states = {c.key: cell_state(paths.cell(c.key)) for c in cells}
+    states = {c.key: cell_state(paths.cell(c.key), budget) for c in cells}
     _refresh_slurm([s for s in states.values() if s is not None], paths)  # a dead queued job is not "running"
     todo, busy, done = [], [], 0
     for cell in cells:
@@ -140,7 +149,7 @@ def status(suite_arg: str = SuiteArg, budget: Optional[str] = Budget, runs_dir: 
     if not cells:
         raise WorkbenchError(f"suite {suite.name}, budget {budget_name}: not run yet under {runs_dir} "
                              f"(start it with `workbench suite run {suite_arg} --budget {budget_name}`)")
-    states = [s for s in (cell_state(c) for c in cells) if s is not None]
+    states = [s for s in (cell_state(c, budget_name) for c in cells) if s is not None]
     _refresh_slurm(states, paths)
     if as_json:
         print(json.dumps([{**asdict(s), "job": asdict(s.job) if s.job else None} for s in states]))

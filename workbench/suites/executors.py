@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ class RunContext:
     """What every executor needs to start a cell."""
 
     suite: str
+    budget: str | None = None
     device: str = "auto"
     data_root: str | None = None
     jobs: int = 1
@@ -65,6 +67,8 @@ def worker_command(cell: CellPaths, ctx: RunContext, threads: int | None) -> lis
         cmd += ["--data-root", ctx.data_root]
     if threads:
         cmd += ["--threads", str(threads)]
+    if ctx.budget:
+        cmd += ["--budget", ctx.budget]
     return cmd
 
 
@@ -82,8 +86,11 @@ class LocalExecutor:
 
     def __init__(self) -> None:
         self.stopping = False
+        self.forced = False
 
     def _on_signal(self, signum, frame) -> None:
+        # The first signal stops in order (workers checkpoint); a second one kills them now.
+        self.forced = self.stopping
         self.stopping = True
 
     def run(self, cells: list[CellPaths], ctx: RunContext) -> int:
@@ -94,7 +101,8 @@ class LocalExecutor:
         pending = list(cells)
         running: dict[str, tuple[CellPaths, subprocess.Popen]] = {}
         failed = stopped = 0
-        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # SIGHUP too: a closed terminal must not leave workers training with nobody to stop them.
+        handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             while pending or running:
                 while pending and len(running) < jobs and not self.stopping:
@@ -108,7 +116,7 @@ class LocalExecutor:
                     if code is None:
                         continue
                     del running[key]
-                    st = cell_state(cell)
+                    st = cell_state(cell, ctx.budget)
                     state = st.state if st else "failed"
                     failed += state == "failed"
                     stopped += state not in ("done", "failed")
@@ -134,7 +142,7 @@ class LocalExecutor:
         self._last_report = now
         seen = getattr(self, "_seen", {})
         for key, (cell, _) in running.items():
-            st = cell_state(cell)
+            st = cell_state(cell, ctx.budget)
             line = f"{st.state} {st.epoch}/{st.epochs}" + (f" · {st.message}" if st.message else "") if st else ""
             if line and seen.get(key) != line:
                 ctx.echo(f"  ...  {key}: {line}")
@@ -142,7 +150,8 @@ class LocalExecutor:
         self._seen = seen
 
     def _start(self, cell: CellPaths, ctx: RunContext, threads: int) -> subprocess.Popen:
-        mark_job(cell, executor="local", state="queued", submitted=time.time(), pid=None, job_id=None, message="")
+        mark_job(cell, executor="local", state="queued", submitted=time.time(), pid=os.getpid(),
+                 host=socket.gethostname(), job_id=None, message="")
         log = open(cell.log, "ab")
         try:
             # Own session: a Ctrl-C at the terminal reaches this runner, which stops the workers in order.
@@ -152,6 +161,13 @@ class LocalExecutor:
             log.close()
 
     def _stop_all(self, running: dict, ctx: RunContext) -> None:
+        if self.forced and not getattr(self, "_killed", False):
+            self._killed = True
+            ctx.echo(f"killing {len(running)} running cell(s); their runs resume from the last checkpoint")
+            for cell, proc in running.values():
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+            return
         if getattr(self, "_asked", False):
             return
         self._asked = True

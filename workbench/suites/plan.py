@@ -18,9 +18,14 @@ from ..errors import WorkbenchError
 from .layout import SuitePaths
 from .spec import Budget, Evaluation, Suite
 
+# Config keys that never change the final weights (logging, monitoring, speed, how many devices): a suite
+# rerun with another logging cadence or --compile finds its cells again instead of retraining them.
+NOT_IDENTITY = ("description", "log_every", "checkpoint_every", "eval", "performance", "distributed")
+
 # Profile keys that count epochs: a budget that shortens the run scales them by the same fraction.
 EPOCH_LISTS = ("schedule.milestones",)
-EPOCH_COUNTS = ("defense.warmup_epochs",)
+EPOCH_COUNTS = ("defense.params.warmup_epochs",)  # whole epochs, at least 1, leaving at least 1 after
+EPOCH_SPANS = ("schedule.warmup_epochs",)  # fractional epochs
 
 
 @dataclass
@@ -41,7 +46,10 @@ class Cell:
     evaluations: list[PlannedEvaluation] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
+        from ..data import DATASETS
+
         return {"model": self.model, "seed": self.seed, "key": self.key, "profile": self.profile,
+                "num_classes": DATASETS.get(self.config["dataset"]).num_classes,
                 "overrides": self.overrides, "config": self.config,
                 "evaluations": [{"name": e.name, "key": e.key, "spec": e.spec} for e in self.evaluations]}
 
@@ -79,7 +87,11 @@ def scale_epochs(profile_cfg: dict[str, Any], epochs: int) -> list[str]:
     for key in EPOCH_COUNTS:
         value = _lookup(profile_cfg, key)
         if isinstance(value, int) and value > 0:
-            sets.append(f"{key}={min(epochs - 1, max(1, round(value * epochs / paper)))}")
+            sets.append(f"{key.replace('.params', '')}={min(epochs - 1, max(1, round(value * epochs / paper)))}")
+    for key in EPOCH_SPANS:
+        value = _lookup(profile_cfg, key)
+        if isinstance(value, (int, float)) and value > 0:
+            sets.append(f"{key}={value * epochs / paper:g}")
     return sets
 
 
@@ -140,10 +152,35 @@ def plan_cells(suite: Suite, budget_name: str | None = None) -> tuple[str, list[
                 why = str(exc).replace("(set by --set)", "(set by the suite)")
                 raise WorkbenchError(f"suite {suite.name}, model {entry.name} (budget {name}): {why}") from None
             config = cfg.model_dump(mode="json")
-            identity = {k: v for k, v in config.items() if k != "description"}
+            identity = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
             key = f"{safe_name(entry.name)}-s{seed}-{_digest(identity)}"
             cells.append(Cell(entry.name, seed, key, str(path), sets, config, evaluations))
+    check_evaluations(suite, cells)
     return name, cells
+
+
+def check_evaluations(suite: Suite, cells: list[Cell]) -> None:
+    """Build every evaluation's attacks for each dataset now, so a typo fails before hours of training."""
+    from ..attack_meta import check_eps
+    from .cell import evaluation_protocols
+
+    seen: set[tuple[str, str]] = set()
+    for cell in cells:
+        dataset = cell.config["dataset"]
+        for ev in cell.evaluations:
+            if (ev.key, dataset) in seen:
+                continue
+            seen.add((ev.key, dataset))
+            spec = {**ev.spec, "adaptive": False}  # the defense's loss needs the trained checkpoint
+            try:
+                for values in [spec.get("eps") or []] + [a.get("eps") or [] for a in spec["attacks"]
+                                                         if isinstance(a, dict)]:
+                    if any(v < 0 for v in values):
+                        raise WorkbenchError(f"eps must be >= 0, got {min(values):g}")
+                    check_eps(values, spec["norm"], "eps")
+                evaluation_protocols(spec)({"dataset": dataset, "recipe": None, "path": None})
+            except WorkbenchError as exc:
+                raise WorkbenchError(f"suite {suite.name}, evaluation {ev.name}: {exc}") from None
 
 
 def write_plan(paths: SuitePaths, suite_source: Path, budget: str, cells: list[Cell]) -> None:
@@ -156,5 +193,9 @@ def write_plan(paths: SuitePaths, suite_source: Path, budget: str, cells: list[C
     for cell in cells:
         folder = paths.cell(cell.key)
         folder.root.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(folder.plan, {**cell.to_json(), "budget": budget})
+        # Budgets that train the same model share its cell; each keeps its own evaluations (and their n).
+        kept = (folder.read_plan() or {}).get("evaluations_by_budget") or {}
+        data = cell.to_json()
+        write_json_atomic(folder.plan, {**data, "budget": budget,
+                                        "evaluations_by_budget": {**kept, budget: data["evaluations"]}})
     write_json_atomic(paths.budgets_file, {**(paths.read_budgets()), budget: [c.key for c in cells]})

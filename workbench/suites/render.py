@@ -24,6 +24,8 @@ def cell_text(cell: TableCell | None, pm: str = " ± ") -> str:
         text += f" [{fmt_pct(cell.ci95[0])}-{fmt_pct(cell.ci95[1])}]"
     if cell.collapsed_seeds:
         text += "*"
+    if cell.missing_seeds:
+        text += "†"
     return text
 
 
@@ -59,12 +61,15 @@ def notes(table: SuiteTable) -> list[str]:
     out = [f"Suite {table.suite}, budget {table.budget}, seeds {', '.join(map(str, table.seeds))}. "
            "Robust accuracy (%): mean ± std over seeds, or [95% Wilson interval] with one seed; "
            "'paper' is the paper's number; 'worst strong' is the strong protocol's worst case."]
+    if any(c.values and c.missing_seeds for c in table.cells.values()):
+        out.append("† some seeds not evaluated yet: the number is over the seeds that are (see the CSV/JSON "
+                   "missing_seeds).")
     if table.collapsed:
         out.append("Collapsed runs (clean accuracy near chance), left out of the means and marked *: "
                    + "; ".join(f"{m} seed {', '.join(map(str, s))}" for m, s in table.collapsed.items()) + ".")
-    if table.missing:
-        out.append("Not evaluated yet: " + "; ".join(f"{m} seed {', '.join(map(str, s))}"
-                                                    for m, s in table.missing.items()) + ".")
+    for title, runs in (("Not evaluated yet", table.missing), ("Some evaluations still missing", table.incomplete)):
+        if runs:
+            out.append(f"{title}: " + "; ".join(f"{m} seed {', '.join(map(str, s))}" for m, s in runs.items()) + ".")
     return out
 
 
@@ -127,7 +132,7 @@ def as_json(table: SuiteTable) -> str:
         "suite": table.suite, "budget": table.budget, "seeds": table.seeds, "models": table.models,
         "metrics": [{"name": m.name, "eps": m.eps, "protocol": m.protocol} for m in table.metrics],
         "cells": [c.to_json() for c in table.cells.values()],
-        "collapsed": table.collapsed, "missing": table.missing,
+        "collapsed": table.collapsed, "missing": table.missing, "incomplete": table.incomplete,
     }, indent=1)
 
 

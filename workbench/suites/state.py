@@ -55,7 +55,7 @@ class JobRecord:
         """Whether the job may still be working (a local pid on this host that is gone is not)."""
         if self.state not in ("queued", "running"):
             return False
-        if self.executor == "local" and self.state == "running":
+        if self.executor == "local":  # queued: the runner's pid; running: the worker's
             return self.host in ("", socket.gethostname()) and pid_alive(self.pid)
         return True
 
@@ -123,19 +123,28 @@ class CellState:
     evaluations_done: int = 0
     evaluations: int = 0
     message: str = ""
+    num_classes: int = 10
     run: str | None = None
     reports: dict[str, str] = field(default_factory=dict)  # evaluation name -> report path
     job: JobRecord | None = None
 
 
-def cell_state(cell: CellPaths) -> CellState | None:
-    """The cell's state from its files; None when it was never planned."""
+def planned_evaluations(plan: dict[str, Any], budget: str | None) -> list[dict[str, Any]]:
+    """The evaluations `budget` planned for a cell (default: the budget planned last)."""
+    by_budget = plan.get("evaluations_by_budget") or {}
+    chosen = by_budget.get(budget) if budget else None
+    return list(chosen if chosen is not None else plan.get("evaluations") or [])
+
+
+def cell_state(cell: CellPaths, budget: str | None = None) -> CellState | None:
+    """The cell's state under `budget` (its evaluations) from its files; None when it was never planned."""
     plan = cell.read_plan()
     if not plan:
         return None
-    planned = plan.get("evaluations") or []
+    planned = planned_evaluations(plan, budget)
     st = CellState(str(plan.get("model")), int(plan.get("seed", 0)), cell.root.name, "pending",
-                   epochs=int((plan.get("config") or {}).get("epochs") or 0), evaluations=len(planned))
+                   epochs=int((plan.get("config") or {}).get("epochs") or 0), evaluations=len(planned),
+                   num_classes=int(plan.get("num_classes") or 10))
     job = JobRecord.read(cell.job)
     st.job = job
     run = cell.run()

@@ -7,6 +7,8 @@ Torch-free: it reads the saved evaluation reports only. Metric names (also the k
   LABEL@EPS             one attack row, e.g. "FGSM@0.3", "PGD-40@0.325", "DeepFool d@0.2"
   LABEL                 a minimum-norm attack's row, e.g. "C&W c=10"
   worst PROTOCOL@EPS    the worst case over a protocol's attacks, e.g. "worst strong@0.3"
+  EVALUATION/NAME       a row whose name an earlier evaluation of the suite already gave (e.g. the paper's
+                        attacks again on the prototype head: "prototype/FGSM@0.3")
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import WorkbenchError
 from ..stats import wilson_interval
 from ..runs.files import load_json
 from .layout import SuitePaths
@@ -83,6 +86,7 @@ class SuiteTable:
     seeds: list[int]
     collapsed: dict[str, list[int]]  # model -> seeds whose run collapsed
     missing: dict[str, list[int]]  # model -> seeds with no finished evaluation yet
+    incomplete: dict[str, list[int]] = field(default_factory=dict)  # model -> seeds with some evaluations missing
 
     def cell(self, model: str, metric: str) -> "TableCell | None":
         return self.cells.get((model, metric))
@@ -123,17 +127,30 @@ def report_measures(report: dict[str, Any], source: str, start: int = 0) -> list
 
 
 def _run_measures(reports: dict[str, str]) -> tuple[dict[str, Measure], dict[str, Metric]]:
+    """One run's metrics over its evaluations (in plan order). A row whose name an earlier evaluation took
+    (the same label at the same eps, e.g. the paper's attacks on another head) is kept under
+    "EVALUATION/NAME", never dropped. Clean accuracy: the softmax head's, on the most samples."""
     measures: dict[str, Measure] = {}
     metrics: dict[str, Metric] = {}
-    for path in reports.values():
+    clean_rank = (False, -1)
+    for evaluation, path in reports.items():
         report = load_json(Path(path))
         if not report:
             continue
+        head = str(report.get("head") or "softmax")
         for metric, measure in report_measures(report, path, len(metrics) * 1000):
-            keep = metric.name not in measures or (metric.name == "clean" and measure.n > measures["clean"].n)
-            if keep:
-                measures[metric.name] = measure
-                metrics.setdefault(metric.name, metric)
+            if metric.name == "clean":
+                rank = (head == "softmax", measure.n)
+                if "clean" in measures and rank <= clean_rank:
+                    continue
+                clean_rank = rank
+            elif metric.name in measures:
+                for name in (f"{evaluation}/{metric.name}", f"{evaluation}/{metric.protocol}/{metric.name}"):
+                    if name not in measures:
+                        metric.name = name
+                        break
+            measures[metric.name] = measure
+            metrics.setdefault(metric.name, metric)
     return measures, metrics
 
 
@@ -168,23 +185,28 @@ def build_table(suite: Suite, paths: SuitePaths, budget: str, columns: list[str]
     all_metrics: dict[str, Metric] = {}
     collapsed: dict[str, list[int]] = {}
     missing: dict[str, list[int]] = {}
-    num_classes = 10
+    incomplete: dict[str, list[int]] = {}
     for cell in paths.cells_of(budget):
-        st = cell_state(cell)
+        st = cell_state(cell, budget)
         if st is None:
             continue
         if not st.reports:
             missing.setdefault(st.model, []).append(st.seed)
             continue
+        if st.evaluations_done < st.evaluations:
+            incomplete.setdefault(st.model, []).append(st.seed)
         measures, metrics = _run_measures(st.reports)
         per_run[(st.model, st.seed)] = measures
         for name, metric in metrics.items():
             all_metrics.setdefault(name, metric)
         clean = measures.get("clean")
-        if clean is not None and clean.value < COLLAPSE_FACTOR / num_classes:
+        if clean is not None and clean.value < COLLAPSE_FACTOR / max(2, st.num_classes):
             collapsed.setdefault(st.model, []).append(st.seed)
     ordered = sorted(all_metrics.values(), key=lambda m: m.order)
     chosen = pick_columns(columns, ordered) if columns else default_columns(suite, ordered)
+    if columns and not chosen and ordered:
+        raise WorkbenchError(f"--columns {','.join(columns)} matches no metric; metrics: "
+                             + ", ".join(m.name for m in ordered[:12]) + (" ..." if len(ordered) > 12 else ""))
     models = [m.name for m in suite.models]
     cells: dict[tuple[str, str], "TableCell"] = {}
     for model in models:
@@ -206,7 +228,7 @@ def build_table(suite: Suite, paths: SuitePaths, budget: str, columns: list[str]
             if len(cell.values) != 1:
                 cell.ci95 = None
             cells[(model, metric.name)] = cell
-    return SuiteTable(suite.name, budget, models, chosen, cells, list(suite.seeds), collapsed, missing)
+    return SuiteTable(suite.name, budget, models, chosen, cells, list(suite.seeds), collapsed, missing, incomplete)
 
 
 def fmt_pct(value: float | None, digits: int = 1) -> str:

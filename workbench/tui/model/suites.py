@@ -144,7 +144,7 @@ def load_grid(paths: SuitePaths, budget: str | None = None) -> SuiteGrid | None:
     name = pick_budget(suite, list(budgets), budget)
     if name is None:
         return None
-    cells = [GridCell.of(c, cell_state(c)) for c in paths.cells_of(name)]
+    cells = [GridCell.of(c, cell_state(c, name)) for c in paths.cells_of(name)]
     # The suite file's order first (as the suite lists them), then anything only the cells know.
     models = [m.name for m in suite.models] if suite is not None else []
     seeds = list(suite.seeds) if suite is not None else []
