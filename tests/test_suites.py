@@ -407,3 +407,28 @@ def test_the_same_label_in_two_evaluations_keeps_both_rows(finished_suite, tmp_p
         assert all(v == _report_value(src, metric) for v, src in zip(c["values"], c["sources"]))
     proc = wb("suite", "table", str(path), "--runs", str(runs), "--columns", "nothing*", check=False)
     assert proc.returncode == 2 and "matches no metric" in proc.stderr
+
+
+def test_a_suite_stopped_during_an_evaluation_resumes_it(tmp_path):
+    path = write_suite(tmp_path, seeds=[0], paper={}, models=[
+        {"name": "m", "profile": "quickstart", "set": {"adv_train.attack": "none"}}],
+        budgets={"tiny": {"epochs": 2, "set": {"eval.robust_every": 0}}},
+        evaluations=[{"name": "slow", "attacks": ["pgd:steps=200,restarts=2"], "eps": [0.02, 0.04, 0.06, 0.08, 0.1]}])
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "workbench", "suite", "run", str(path), "--runs", str(runs),
+                             "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    paths = SuitePaths.under(runs, "tiny")
+    try:
+        (cell,) = _wait_for(lambda: paths.cells_of("tiny") or None, 60, "the plan")
+        journal = _wait_for(lambda: next(cell.root.glob("evaluation-*.journal.pt"), None), 180,
+                            "the evaluation's first finished pass")
+        proc.send_signal(signal.SIGTERM)  # the runner asks its worker to stop
+        assert proc.wait(timeout=120) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    st = cell_state(cell)
+    assert st.state == "stopped" and "during evaluation" in st.message and journal.exists()
+    wb("suite", "run", str(path), "--runs", str(runs), "--device", "cpu")
+    assert cell_state(cell).state == "done" and not journal.exists()
+    assert "(resuming)" in cell.log.read_text()

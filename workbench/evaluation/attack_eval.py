@@ -54,6 +54,17 @@ def load_checkpoint_model(checkpoint: str | Path, device: torch.device,
     return ckpt, data, model_from_checkpoint(data, ckpt, device, head)
 
 
+def _plain(value: Any) -> Any:
+    """Attack parameters as JSON: a callable (an adaptive loss) by its name, not its address."""
+    if callable(value):
+        return getattr(value, "__name__", type(value).__name__)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def adaptive_loss(data: dict[str, Any], ckpt: Path) -> Callable:
     """The defense's own objective, for adaptive attacks (the PCL papers attack CE + PC)."""
     recipe = data["model"]
@@ -92,13 +103,17 @@ def evaluate_checkpoint(
     amp: str = "off",
     channels_last: bool = False,
     compile: bool = False,
+    journal: str | Path | None = None,
 ) -> tuple[dict[str, Any], list[SpecOutcome]]:
     """Evaluate a checkpoint under `protocols`; returns the report (plain data) and the raw outcomes.
 
     Speed options: `amp` (auto | bf16 | fp16 | off, default off: float32) and `channels_last` set how
     every model forward runs (attacks keep their arithmetic on x in float32); `compile` attacks a
     torch.compile'd view of the model (the one that crafts the examples: the source under transfer),
-    built once and shared by every attack. The checkpoint itself is never modified."""
+    built once and shared by every attack. The checkpoint itself is never modified.
+
+    `journal`: a file where progress is saved after every attack pass; a rerun with the same checkpoint and
+    settings resumes from it (it is removed once the report exists). Not with `save_examples`."""
     device = torch.device(device)
     precision = Precision(resolve_amp(amp, device), bool(channels_last))  # bad names fail before any loading
     ckpt, data, model = load_checkpoint_model(checkpoint, device, head)
@@ -125,9 +140,19 @@ def evaluate_checkpoint(
             source = compile_model(source)
         else:
             model = compile_model(model)
+    book = None
+    if journal is not None and not save_examples:
+        from .journal import EvalJournal
+
+        identity = {"checkpoint": str(ckpt.resolve()), "size": ckpt.stat().st_size, "mtime": ckpt.stat().st_mtime_ns,
+                    "n": len(y), "seed": seed, "batch_size": batch_size, "head": head, "targeted": targeted,
+                    "transfer": str(source_path) if source_path else None, "amp": amp, "protocols": [
+                        [p.name, p.cascade, [[s.attack, s.label, _plain(s.params), s.sweep, s.max_samples, s.monotone,
+                                              s.thresholds] for s in p.specs]] for p in protocols]}
+        book = EvalJournal(journal, identity)
     report, outcomes = evaluate(model, x, y, protocols, batch_size=batch_size, seed=seed, craft_model=source,
                                 targeted=targeted, save_examples=save_examples, on_progress=on_progress,
-                                precision=precision)
+                                precision=precision, journal=book)
     report.update({
         "checkpoint": str(ckpt),
         "dataset": dataset,

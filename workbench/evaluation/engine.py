@@ -103,15 +103,54 @@ class SpecOutcome:
     stage_stats: list[list[StageStats]] = field(default_factory=list)
 
 
+@dataclass
+class _SpecState:
+    """What a spec has found so far; the journal saves it after every pass (examples are not saved)."""
+
+    fooled: torch.Tensor
+    norm: torch.Tensor
+    target_hit: torch.Tensor | None
+    stage_counts: list[dict[str, int]]
+    stage_stats: list[list[StageStats]]
+    examples: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    chunk_no: int = 0  # chunks attacked so far: each chunk's attack seed derives from its number
+    passes_done: int = 0
+    seconds: float = 0.0  # spent before a resume
+
+    @classmethod
+    def fresh(cls, V: int, n: int, device, targeted: bool, stages: list[str]) -> "_SpecState":
+        return cls(torch.zeros(V, n, dtype=torch.bool, device=device), torch.full((V, n), float("nan"), device=device),
+                   torch.zeros(V, n, dtype=torch.bool, device=device) if targeted else None,
+                   [{} for _ in range(V)], [[StageStats(name, 0.0, 0, 0) for name in stages] for _ in range(V)])
+
+    def to_saved(self, seconds: float) -> dict[str, Any]:
+        return {"fooled": self.fooled.cpu(), "norm": self.norm.cpu(),
+                "target_hit": None if self.target_hit is None else self.target_hit.cpu(),
+                "stage_counts": self.stage_counts, "chunk_no": self.chunk_no, "passes_done": self.passes_done,
+                "seconds": self.seconds + seconds,
+                "stage_stats": [[[s.name, s.seconds, s.attacked, s.broken] for s in per] for per in self.stage_stats]}
+
+    def restore(self, saved: dict[str, Any], device) -> None:
+        if tuple(saved["fooled"].shape) != tuple(self.fooled.shape):
+            return  # another spec's shape: not this one's journal entry
+        self.fooled, self.norm = saved["fooled"].to(device), saved["norm"].to(device)
+        if saved["target_hit"] is not None and self.target_hit is not None:
+            self.target_hit = saved["target_hit"].to(device)
+        self.stage_counts = [dict(c) for c in saved["stage_counts"]]
+        self.stage_stats = [[StageStats(*s) for s in per] for per in saved["stage_stats"]]
+        self.chunk_no, self.passes_done, self.seconds = saved["chunk_no"], saved["passes_done"], saved["seconds"]
+
+
 class Evaluator:
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 500,
                  seed: int = 0, craft_model: nn.Module | None = None, targeted: bool = False,
                  save_examples: int = 0, on_progress: ProgressHook | None = None, sweep: str = "carry",
-                 precision: Precision = FLOAT32):
+                 precision: Precision = FLOAT32, journal=None):
         if sweep not in ("carry", "joint"):
             raise ValueError("sweep must be 'carry' or 'joint'")
         self.sweep = sweep
         self.precision = precision
+        self.journal = journal  # an EvalJournal: resume finished passes, save new ones (see journal.py)
         self.model = model
         self.craft_model = craft_model or model
         self.transfer = craft_model is not None
@@ -138,7 +177,9 @@ class Evaluator:
             self.targets = (y + shift) % k  # a random class other than the label
 
     # -- one spec -------------------------------------------------------------------------------
-    def run_spec(self, spec: AttackSpec, protocol: str, alive: dict | None = None) -> SpecOutcome:
+    def run_spec(self, spec: AttackSpec, protocol: str, alive: dict | None = None,
+                 key: str | None = None) -> SpecOutcome:
+        """Attack with one spec; with a journal and a `key`, resume its finished passes and save each new one."""
         n = len(self.y) if spec.max_samples is None else min(spec.max_samples, len(self.y))
         values: list[float | None] = list(spec.sweep) if spec.sweep is not None else [None]
         V = len(values)
@@ -146,81 +187,91 @@ class Evaluator:
         cand = self.clean_correct[:n].expand(V, n).clone()
         if alive is not None:
             for i, v in enumerate(values):
-                key = (spec.norm, v)
-                if key in alive:
-                    cand[i] &= alive[key][:n]
-        fooled = torch.zeros(V, n, dtype=torch.bool, device=dev)
-        target_hit = torch.zeros(V, n, dtype=torch.bool, device=dev) if self.targeted else None
-        norm = torch.full((V, n), float("nan"), device=dev)
-        stage_counts: list[dict[str, int]] = [{} for _ in values]
-        examples: list[dict[str, torch.Tensor]] = []
-
-        chunk = max(1, self.batch_size)
-        value_t = torch.tensor([0.0 if v is None else v for v in values], device=dev)
+                if (spec.norm, v) in alive:
+                    cand[i] &= alive[(spec.norm, v)][:n]
         # Reported settings: the attack at one scalar value, with the sweep and any step expression restored.
         reference = spec.build(self.craft_model, values[0], **self._overrides(spec, 0))
         settings = reference.settings()
         if isinstance(spec.params.get("step_size"), str):
             settings["step_size"] = spec.params["step_size"]
-        # Every stage listed for every value, zeros where nothing was left to attack.
-        stage_stats = [[StageStats(name, 0.0, 0, 0) for name in reference.stages()] for _ in values]
-        carry = self.sweep == "carry" and spec.monotone and V > 1
+        st = _SpecState.fresh(V, n, dev, self.targeted, reference.stages())
+        journal = self.journal if key is not None else None
+        saved = journal.get(key) if journal is not None else None
+        if saved is not None:
+            st.restore(saved, dev)
         # carry: one pass per value, ascending, each attacking only what survived the smaller values;
         # joint: one pass holding every (value, sample) pair, one value per row.
+        carry = self.sweep == "carry" and spec.monotone and V > 1
         passes = list(range(V)) if carry else [None]
         total = int(cand.sum())
-        done = 0
-        chunk_no = 0
         spec_ev = EvalProgress("spec_start", spec.label, protocol, self.specs_started, self.spec_count,
                                spec.sweep_param if values[0] is not None else None, values[0] if V == 1 else None,
                                0 if V == 1 else None, V, total=total)
         self.specs_started += 1
         self._emit(spec_ev)
         t0 = time.perf_counter()
-        for stage in passes:
-            if stage is None:
-                v_idx, s_idx = cand.nonzero(as_tuple=True)
-                order = torch.argsort(s_idx, stable=True)  # a sample's values travel in the same chunk
-                v_idx, s_idx = v_idx[order], s_idx[order]
-                pass_ev = replace(spec_ev, attacked=total)
-            else:
-                todo = cand[stage] & ~fooled[:stage].any(0)
-                s_idx = todo.nonzero().squeeze(1)
-                v_idx = torch.full_like(s_idx, stage)
-                done += int((cand[stage] & ~todo).sum())  # carried over: fooled at a smaller value
-                pass_ev = replace(spec_ev, value=values[stage], value_index=stage, attacked=int(cand[stage].sum()))
-            rows = int(s_idx.numel())
-            robust = rows  # of this pass's pairs, those not fooled yet (the ones still to attack count)
-            pass_ev = replace(pass_ev, chunks=math.ceil(rows / chunk))
-            for c, lo in enumerate(range(0, rows, chunk)):
-                vi, si = v_idx[lo:lo + chunk], s_idx[lo:lo + chunk]
-                ev = replace(pass_ev, kind="step", chunk=c, rows=int(si.numel()), done=done, robust=robust)
-                robust -= self._attack_chunk(spec, values, value_t, vi, si, chunk_no, fooled, norm, target_hit,
-                                             stage_counts, examples, stage_stats, ev)
-                chunk_no += 1
-                done += int(si.numel())
-                self._emit(replace(ev, kind="chunk_end", done=done, robust=robust))
-            if stage is not None and stage + 1 < V:  # carry: fooled here => fooled at every larger value
-                nxt = fooled[stage] & ~fooled[stage + 1]
-                fooled[stage + 1] |= nxt
-                norm[stage + 1] = torch.where(nxt, norm[stage], norm[stage + 1])
-            self._emit(replace(pass_ev, kind="pass_end", rows=0, done=done, robust=robust))
+        done = 0
+        for p, stage in enumerate(passes):
+            if p < st.passes_done:  # finished before an interruption (the journal has it)
+                done += int(cand[stage].sum()) if stage is not None else total
+                continue
+            done, pass_end = self._run_pass(spec, values, cand, stage, st, spec_ev, done)
+            st.passes_done = p + 1
+            if journal is not None:  # saved before it is reported done: what progress shows is on disk
+                journal.save(key, st.to_saved(time.perf_counter() - t0))
+            self._emit(pass_end)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
-        seconds = time.perf_counter() - t0
+        seconds = st.seconds + time.perf_counter() - t0
         self._emit(replace(spec_ev, kind="spec_end", done=total))
 
+        fooled, norm = st.fooled, st.norm
         if spec.sweep is not None and V > 1 and spec.monotone:
             # Fooled at a smaller value => fooled at every larger one, by the same perturbation.
             for i in range(1, V):
-                carry = fooled[i - 1] & ~fooled[i]
-                fooled[i] |= carry
-                norm[i] = torch.where(carry, norm[i - 1], norm[i])
+                carried = fooled[i - 1] & ~fooled[i]
+                fooled[i] |= carried
+                norm[i] = torch.where(carried, norm[i - 1], norm[i])
         if spec.sweep_param and spec.sweep is not None:
             settings[spec.sweep_param] = list(spec.sweep)
         settings["seed"] = int(spec.params.get("seed", self.seed))
-        return SpecOutcome(spec, protocol, n, values, fooled, cand, norm, target_hit, stage_counts, seconds,
-                           settings, cumulative=alive is not None, examples=examples, stage_stats=stage_stats)
+        return SpecOutcome(spec, protocol, n, values, fooled, cand, norm, st.target_hit, st.stage_counts, seconds,
+                           settings, cumulative=alive is not None, examples=st.examples, stage_stats=st.stage_stats)
+
+    def _run_pass(self, spec: AttackSpec, values: list, cand: torch.Tensor, stage: int | None, st: "_SpecState",
+                  spec_ev: EvalProgress, done: int) -> tuple[int, EvalProgress]:
+        """One pass of a spec (one sweep value of a carried sweep, or every value at once); returns `done` and
+        the pass's end event, for the caller to emit once the pass is saved."""
+        V = len(values)
+        chunk = max(1, self.batch_size)
+        value_t = torch.tensor([0.0 if v is None else v for v in values], device=self.device)
+        if stage is None:
+            v_idx, s_idx = cand.nonzero(as_tuple=True)
+            order = torch.argsort(s_idx, stable=True)  # a sample's values travel in the same chunk
+            v_idx, s_idx = v_idx[order], s_idx[order]
+            pass_ev = replace(spec_ev, attacked=int(cand.sum()))
+        else:
+            todo = cand[stage] & ~st.fooled[:stage].any(0)
+            s_idx = todo.nonzero().squeeze(1)
+            v_idx = torch.full_like(s_idx, stage)
+            done += int((cand[stage] & ~todo).sum())  # carried over: fooled at a smaller value
+            pass_ev = replace(spec_ev, value=values[stage], value_index=stage, attacked=int(cand[stage].sum()))
+        rows = int(s_idx.numel())
+        robust = rows  # of this pass's pairs, those not fooled yet (the ones still to attack count)
+        pass_ev = replace(pass_ev, chunks=math.ceil(rows / chunk))
+        for c, lo in enumerate(range(0, rows, chunk)):
+            vi, si = v_idx[lo:lo + chunk], s_idx[lo:lo + chunk]
+            ev = replace(pass_ev, kind="step", chunk=c, rows=int(si.numel()), done=done, robust=robust)
+            robust -= self._attack_chunk(spec, values, value_t, vi, si, st.chunk_no, st.fooled, st.norm,
+                                         st.target_hit, st.stage_counts, st.examples, st.stage_stats, ev)
+            st.chunk_no += 1
+            done += int(si.numel())
+            self._emit(replace(ev, kind="chunk_end", done=done, robust=robust))
+        if stage is not None and stage + 1 < V:  # carry: fooled here => fooled at every larger value
+            nxt = st.fooled[stage] & ~st.fooled[stage + 1]
+            st.fooled[stage + 1] |= nxt
+            st.norm[stage + 1] = torch.where(nxt, st.norm[stage], st.norm[stage + 1])
+        return done, replace(pass_ev, kind="pass_end", rows=0, done=done, robust=robust)
 
     def _emit(self, event: EvalProgress) -> None:
         if self.on_progress is not None:
@@ -301,8 +352,8 @@ class Evaluator:
     def run_protocol(self, protocol: Protocol) -> list[SpecOutcome]:
         alive: dict | None = {} if protocol.cascade else None
         outcomes = []
-        for spec in protocol.specs:
-            out = self.run_spec(spec, protocol.name, alive)
+        for i, spec in enumerate(protocol.specs):
+            out = self.run_spec(spec, protocol.name, alive, key=f"{protocol.name}/{i}/{spec.label}")
             if alive is not None:
                 for i, v in enumerate(out.values):
                     key = (spec.norm, v)

@@ -100,20 +100,22 @@ def evaluate_cell(cell: CellPaths, plan: dict[str, Any], suite: str, device: str
         if find_evaluation(run, ev["key"]) is not None:
             continue
         spec = ev["spec"]
-        print(f"evaluation {ev['name']}: {run.last}", flush=True)
+        journal = cell.root / f"evaluation-{ev['key']}.journal.pt"  # a kill resumes at the last finished pass
+        print(f"evaluation {ev['name']}: {run.last}" + (" (resuming)" if journal.exists() else ""), flush=True)
         display = open_display(False, sys.stdout)
         t0 = time.time()
         try:
             report, outcomes = evaluate_checkpoint(run.last, evaluation_protocols(spec), n=spec.get("n"),
                                                    batch_size=spec.get("batch_size", 500), data_root=data_root,
                                                    device=dev, seed=spec.get("seed", 0), on_progress=display,
-                                                   head=spec.get("head", "softmax"))
+                                                   head=spec.get("head", "softmax"), journal=journal)
         finally:
             if display is not None:
                 display.close()
         report["suite"] = {"suite": suite, "cell": cell.root.name, "model": plan["model"], "seed": plan["seed"],
                            "evaluation": ev["name"], "key": ev["key"], "seconds": time.time() - t0}
         saved = save_evaluation(report, outcomes)
+        journal.unlink(missing_ok=True)
         print(f"evaluation {ev['name']} saved: {saved} ({time.time() - t0:.0f} s)", flush=True)
 
 
@@ -168,7 +170,8 @@ def _run_locked(cell: CellPaths, plan: dict[str, Any], suite: str, device: str, 
         finally:
             signal.signal(signal.SIGTERM, previous)
     except KeyboardInterrupt:
-        mark_job(cell, state="stopped", ended=time.time(), message="stopped during evaluation")
+        mark_job(cell, state="stopped", ended=time.time(), message="stopped during evaluation (a rerun resumes it "
+                                                                   "after its last finished attack pass)")
         return "stopped"
     except Exception as exc:
         message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__

@@ -178,7 +178,8 @@ def _state(st: CellState, job: JobRecord | None, status: Status | None) -> tuple
     if job_state == "running":
         return ("evaluating" if run_state == "finished" else "training"), ""
     if run_state == "finished":
-        return "stopped", f"trained; {st.evaluations_done}/{st.evaluations} evaluations saved"
+        why = job.message if job and job.message else "trained"
+        return "stopped", f"{why}; {st.evaluations_done}/{st.evaluations} evaluations saved"
     if run_state in ("stopped", "stale", "running", "starting") or job_state == "stopped":
         return "stopped", (job.message if job and job.message else "")
     return "pending", ""
