@@ -113,3 +113,13 @@ def test_paper_numbers_are_percentages(name):
     for model, numbers in suite.paper.items():
         for metric, value in numbers.items():
             assert 0.0 <= value <= 100.0, (model, metric, value)
+
+
+@pytest.mark.parametrize("name", [n for n in SUITES if load_suite(n)[0].checks])
+def test_every_check_names_a_metric_the_suite_measures(name):
+    suite, _ = load_suite(name)
+    _, cells = plan_cells(suite)
+    for dataset in {c.config["dataset"] for c in cells}:
+        measured = suite_metric_names(suite, dataset) | {"clean"}
+        for check in suite.checks:
+            assert any(fnmatch.fnmatchcase(m, check.metric) for m in measured), (name, check.metric)

@@ -37,6 +37,12 @@ TINY = {
     },
     "evaluations": [{"name": "weak", "attacks": ["fgsm", "pgd:steps=5"], "eps": [0.1, 0.2]}],
     "paper": {"AT": {"FGSM@0.1": 80.0}},
+    "checks": [{"claim": "AT beats plain", "beats": ["AT", "plain"], "metric": "worst weak@*"},
+               {"order": ["AT", "plain"], "metric": "PGD@0.1"},
+               {"at_least": 0.0, "metric": "clean"},
+               {"at_least": 100.0, "metric": "clean"},
+               {"order": ["AT", "plain"], "metric": "never measured"},
+               {"paper_within": 100.0}],
 }
 
 
@@ -127,7 +133,7 @@ def test_a_bad_suite_file_is_one_clear_line(tmp_path, change, message):
 
 
 def test_a_bad_profile_in_a_suite_names_the_model(tmp_path):
-    path = write_suite(tmp_path, models=[{"name": "x", "profile": "quickstart", "set": {"epochs": -1}}], paper={})
+    path = write_suite(tmp_path, models=[{"name": "x", "profile": "quickstart", "set": {"epochs": -1}}], paper={}, checks=[])
     proc = wb("suite", "run", str(path), "--runs", str(tmp_path / "runs"), check=False)
     assert proc.returncode == 2 and "model x" in proc.stderr and "epochs" in proc.stderr
 
@@ -208,6 +214,19 @@ def test_every_table_value_equals_the_evaluation_file_it_came_from(finished_suit
         assert all(f"/{c['model']}-s{seed}-" in src for seed, src in zip(c["seeds"], c["sources"]))
 
 
+def test_the_papers_claims_are_checked_on_our_numbers(finished_suite):
+    args = ["suite", "table", str(finished_suite["path"]), "--runs", str(finished_suite["runs"])]
+    data = json.loads(wb(*args, "--format", "json", "--columns", "*").stdout)
+    mean = {(c["model"], c["metric"]): c["mean"] for c in data["cells"]}
+    beats = all(mean[("AT", m)] > mean[("plain", m)] for m in ("worst weak@0.1", "worst weak@0.2"))
+    verdicts = [c["holds"] for c in data["checks"]]
+    assert verdicts == [beats, mean[("AT", "PGD@0.1")] > mean[("plain", "PGD@0.1")], True,
+                        all(mean[(m, "clean")] == 1.0 for m in ("AT", "plain")), None, True]
+    assert data["checks"][0]["check"].startswith("AT beats plain")
+    md = wb(*args).stdout
+    assert "The paper's claims on our numbers:" in md and "**open**" in md
+
+
 def test_markdown_csv_and_latex_outputs_parse(finished_suite):
     args = ["suite", "table", str(finished_suite["path"]), "--runs", str(finished_suite["runs"])]
     md = wb(*args).stdout
@@ -243,6 +262,20 @@ def test_chart_in_the_terminal_and_as_png(finished_suite, tmp_path):
               "--width", "70", "--height", "14")
     assert "plain" in proc.stdout and "AT" in proc.stdout and "\x1b[" not in proc.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from workbench.suites.chart import chart_series
+    from workbench.suites.table import build_table
+
+    suite, _ = load_suite(finished_suite["path"])
+    table = build_table(suite, finished_suite["paths"], "tiny", ["*"])
+    series = chart_series(table)
+    for model in ("plain", "AT"):
+        assert [eps for eps, _ in series[model]] == [0.1, 0.2]
+        for eps, y in series[model]:
+            # per seed the lowest robust accuracy of any attack at eps (the worst-case row), averaged over seeds
+            rows = [table.cell(model, m.name) for m in table.metrics if m.eps == eps]
+            per_seed = [min(c.values[i] for c in rows) for i in range(2)]
+            assert y == pytest.approx(100 * sum(per_seed) / 2)
+            assert y == pytest.approx(100 * table.cell(model, f"worst weak@{eps:g}").mean)
 
 
 def test_a_rerun_of_a_finished_suite_does_nothing(finished_suite):
@@ -271,7 +304,7 @@ def test_a_killed_suite_continues_without_redoing_finished_cells(tmp_path):
         {"name": "fast", "profile": "quickstart", "set": {"adv_train.attack": "none"}},
         {"name": "slow", "profile": "quickstart", "set": {"adv_train.attack": "none", "checkpoint_every": 5}},
     ], budgets={"tiny": {"n": 60, "set": {"eval.robust_every": 0},
-                         "models": {"fast": {"epochs": 1}, "slow": {"epochs": 40}}}}, paper={})
+                         "models": {"fast": {"epochs": 1}, "slow": {"epochs": 40}}}}, paper={}, checks=[])
     runs = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "workbench", "suite", "run", str(path), "--runs", str(runs),
                              "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -326,7 +359,7 @@ def test_attack_n_caps_a_preset_attack(tmp_path):
 
 def test_a_collapsed_run_is_marked_not_averaged_and_one_seed_gets_a_wilson_interval(tmp_path):
     # An untrained model (lr ~ 0) predicts near chance: the table must flag it, not report its "robustness".
-    path = write_suite(tmp_path, seeds=[3], paper={}, models=[
+    path = write_suite(tmp_path, seeds=[3], paper={}, checks=[], models=[
         {"name": "trained", "profile": "quickstart", "set": {"adv_train.attack": "none"}},
         {"name": "untrained", "profile": "quickstart", "set": {"adv_train.attack": "none", "optimizer.lr": 1e-12}},
     ], budgets={"tiny": {"epochs": 1, "n": 100, "set": {"eval.robust_every": 0},
@@ -357,7 +390,7 @@ def test_a_collapsed_run_is_marked_not_averaged_and_one_seed_gets_a_wilson_inter
     ({"name": "e", "attacks": ["fgsm"], "eps": [8]}, "larger than the whole [0, 1] pixel range"),
 ])
 def test_a_bad_evaluation_fails_before_any_training(tmp_path, evaluation, message):
-    path = write_suite(tmp_path, evaluations=[evaluation], paper={})
+    path = write_suite(tmp_path, evaluations=[evaluation], paper={}, checks=[])
     proc = wb("suite", "run", str(path), "--runs", str(tmp_path / "runs"), check=False)
     assert proc.returncode == 2 and message in proc.stderr and "evaluation e" in proc.stderr
     assert not (tmp_path / "runs").exists()  # nothing planned, nothing trained
@@ -410,7 +443,7 @@ def test_the_same_label_in_two_evaluations_keeps_both_rows(finished_suite, tmp_p
 
 
 def test_a_suite_stopped_during_an_evaluation_resumes_it(tmp_path):
-    path = write_suite(tmp_path, seeds=[0], paper={}, models=[
+    path = write_suite(tmp_path, seeds=[0], paper={}, checks=[], models=[
         {"name": "m", "profile": "quickstart", "set": {"adv_train.attack": "none"}}],
         budgets={"tiny": {"epochs": 2, "set": {"eval.robust_every": 0}}},
         evaluations=[{"name": "slow", "attacks": ["pgd:steps=200,restarts=2"], "eps": [0.02, 0.04, 0.06, 0.08, 0.1]}])

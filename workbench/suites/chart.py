@@ -1,7 +1,7 @@
 """One chart per suite: robust accuracy vs eps per model, in the terminal (plotext) or as a PNG (matplotlib).
 
-Each model's curve is the worst case over every protocol at each eps (the strongest honest number),
-averaged over its seeds."""
+Each model's curve is, per seed, the worst case over every attack at each eps (the strongest honest
+number), averaged over its seeds."""
 
 from __future__ import annotations
 
@@ -14,16 +14,20 @@ Series = dict[str, list[tuple[float, float]]]  # model -> [(eps, robust accuracy
 
 
 def chart_series(table: SuiteTable) -> Series:
+    """Per model and eps: each seed's worst case over every metric at that eps, averaged over the seeds."""
     series: Series = {}
     for model in table.models:
-        worst: dict[float, float] = {}
+        worst: dict[float, dict[int, float]] = {}  # eps -> seed -> lowest robust accuracy
         for metric in table.metrics:
             cell = table.cell(model, metric.name)
-            if metric.eps is None or cell is None or cell.mean is None:
+            if metric.eps is None or cell is None:
                 continue
-            worst[metric.eps] = min(worst.get(metric.eps, 100.0), 100 * cell.mean)
-        if worst:
-            series[model] = sorted(worst.items())
+            per_seed = worst.setdefault(metric.eps, {})
+            for seed, value in zip(cell.seeds, cell.values):
+                per_seed[seed] = min(per_seed.get(seed, 1.0), value)
+        points = [(eps, 100 * sum(v.values()) / len(v)) for eps, v in sorted(worst.items()) if v]
+        if points:
+            series[model] = points
     return series
 
 

@@ -192,6 +192,7 @@ def table(
     runs_dir: Path = RunsDir,
 ) -> None:
     """The suite's results: mean ± std over seeds (Wilson interval for one), the paper's number beside ours."""
+    from .checks import with_checks
     from .render import FORMATS, render
     from .table import build_table
 
@@ -201,7 +202,7 @@ def table(
     if not paths.cells_of(budget_name):
         raise WorkbenchError(f"suite {suite.name}, budget {budget_name}: not run yet under {runs_dir}")
     wanted = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
-    text = render(build_table(suite, paths, budget_name, wanted), fmt)
+    text = render(with_checks(suite, paths, budget_name, build_table(suite, paths, budget_name, wanted)), fmt)
     if output is not None:
         from ..atomic import atomic_write_text
 

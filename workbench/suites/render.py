@@ -57,6 +57,10 @@ def _rows(table: SuiteTable, pm: str = " ± ") -> list[list[str]]:
     return rows
 
 
+def check_lines(table: SuiteTable) -> list[str]:
+    return [f"- {c.text}: **{c.verdict}** ({c.detail})." for c in table.checks]
+
+
 def notes(table: SuiteTable) -> list[str]:
     out = [f"Suite {table.suite}, budget {table.budget}, seeds {', '.join(map(str, table.seeds))}. "
            "Robust accuracy (%): mean ± std over seeds, or [95% Wilson interval] with one seed; "
@@ -79,7 +83,8 @@ def markdown(table: SuiteTable) -> str:
     lines = ["| " + " | ".join(title for title, _ in cols) + " |",
              "|" + "|".join("---" if i == 0 else "---:" for i in range(len(cols))) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in _rows(table)]
-    return "\n".join(lines) + "\n\n" + "\n".join(notes(table)) + "\n"
+    checks = ["", "The paper's claims on our numbers:", *check_lines(table)] if table.checks else []
+    return "\n".join(lines) + "\n\n" + "\n".join(notes(table) + checks) + "\n"
 
 
 @FORMATS.register("csv")
@@ -123,7 +128,7 @@ def latex(table: SuiteTable) -> str:
         cells = [latex_escape(row[0])] + [c if "$" in c else latex_escape(c) for c in row[1:]]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines) + "\n" + "".join(f"% {n}\n" for n in notes(table))
+    return "\n".join(lines) + "\n" + "".join(f"% {n}\n" for n in notes(table) + check_lines(table))
 
 
 @FORMATS.register("json")
@@ -133,6 +138,7 @@ def as_json(table: SuiteTable) -> str:
         "metrics": [{"name": m.name, "eps": m.eps, "protocol": m.protocol} for m in table.metrics],
         "cells": [c.to_json() for c in table.cells.values()],
         "collapsed": table.collapsed, "missing": table.missing, "incomplete": table.incomplete,
+        "checks": [c.to_json() for c in table.checks],
     }, indent=1)
 
 

@@ -98,6 +98,34 @@ class Evaluation(Strict):
         return self
 
 
+class Check(Strict):
+    """One of the paper's claims, checked against our table: an order of models on a metric, one model
+    beating another, a floor every model reaches, or our numbers within some points of the paper's."""
+
+    claim: str = Field("", description="what the paper says, in words")
+    order: Union[list[str], None] = Field(None, description="models from best to worst on `metric`")
+    beats: Union[list[str], None] = Field(None, description="[A, B]: A above B on every `metric` match")
+    at_least: Union[float, None] = Field(None, description="every model (or `models`) at or above this % on `metric`")
+    paper_within: Union[float, None] = Field(None, description="our numbers within this many points of the paper's")
+    metric: str = Field("*", description="a metric name or glob (fnmatch)")
+    models: Union[list[str], None] = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Check":
+        kinds = [k for k in ("order", "beats", "at_least", "paper_within") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a check is one of order, beats, at_least, paper_within"
+                             + (f" (got {', '.join(kinds)})" if kinds else ""))
+        if self.beats is not None and len(self.beats) != 2:
+            raise ValueError("beats: give two models, [better, worse]")
+        if self.order is not None and len(self.order) < 2:
+            raise ValueError("order: give at least two models")
+        return self
+
+    def named_models(self) -> list[str]:
+        return [*(self.order or []), *(self.beats or []), *(self.models or [])]
+
+
 class SlurmSettings(Strict):
     partition: Union[str, None] = None
     gpus: NonNegInt = 0
@@ -121,6 +149,7 @@ class Suite(Strict):
     table: Union[list[str], None] = Field(
         None, description="default columns of `suite table`: metric names or globs (e.g. 'FGSM fixed@*'); "
                           "null: clean, the metrics the paper reports, and every protocol's worst case")
+    checks: list[Check] = Field(default_factory=list, description="the paper's claims, checked under the table")
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v, "suite name")))
@@ -148,6 +177,10 @@ class Suite(Strict):
             for key in budget.evaluation_n:
                 if key not in evaluations:
                     raise ValueError(f"budgets.{budget_name}.evaluation_n: {key!r} is not an evaluation")
+        for i, check in enumerate(self.checks):
+            for key in check.named_models():
+                if key not in names:
+                    raise ValueError(f"checks[{i}]: {key!r} is not a model of the suite")
         for key in self.paper:
             if key not in names:
                 raise ValueError(f"paper: {key!r} is not a model of the suite ({', '.join(names)})")

@@ -87,6 +87,7 @@ class SuiteTable:
     collapsed: dict[str, list[int]]  # model -> seeds whose run collapsed
     missing: dict[str, list[int]]  # model -> seeds with no finished evaluation yet
     incomplete: dict[str, list[int]] = field(default_factory=dict)  # model -> seeds with some evaluations missing
+    checks: list = field(default_factory=list)  # the suite's claims, checked (checks.CheckResult)
 
     def cell(self, model: str, metric: str) -> "TableCell | None":
         return self.cells.get((model, metric))
