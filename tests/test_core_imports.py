@@ -2,35 +2,63 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import subprocess
 import sys
 
-CORE = ["workbench", "workbench.cli", "workbench.runs", "workbench.runs.evals", "workbench.runs.tail",
-        "workbench.config", "workbench.training", "workbench.evaluation", "workbench.data", "workbench.models",
-        "workbench.checkpoint", "attacks", "defenses"]
+
+def _walk(package: str) -> list[str]:
+    """`package` and every module under it, found on disk (pkgutil), so a new module is checked at once.
+    `__main__` is left out: importing it runs the command line."""
+    root = importlib.import_module(package)
+    found = [package] + [m.name for m in pkgutil.walk_packages(root.__path__, package + ".")]
+    return [name for name in found if name.rsplit(".", 1)[-1] != "__main__"]
 
 
-def _modules_after(imports: list[str]) -> set[str]:
-    code = "import sys\n" + "".join(f"import {m}\n" for m in imports) + "print('\\n'.join(sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    return set(out.split())
+TUI = _walk("workbench.tui")
+# The core is the complement: every workbench module outside workbench.tui, and the attack and defense packages.
+CORE = [m for m in _walk("workbench") if m not in TUI] + _walk("attacks") + _walk("defenses")
+
+# Imports `argv` in order in a fresh interpreter; prints each module that was new after each import, so a
+# failure names the import that brought a module in.
+_IMPORTER = """
+import importlib, sys
+for name in sys.argv[1:]:
+    before = set(sys.modules)
+    importlib.import_module(name)
+    for new in sorted(set(sys.modules) - before):
+        print(name, new)
+"""
+
+
+def _modules_after(imports: list[str]) -> dict[str, str]:
+    """{module loaded: the import in `imports` that loaded it}, from a fresh interpreter."""
+    out = subprocess.run([sys.executable, "-c", _IMPORTER, *imports], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    return {new: by for by, new in (line.split() for line in out.stdout.splitlines())}
+
+
+def test_the_walk_finds_every_kind_of_module():
+    assert {"workbench.tui.app", "workbench.tui.screens.runs", "workbench.tui.model.format",
+            "workbench.tui.widgets.keyed_table", "workbench.tui.backend"} <= set(TUI)
+    assert {"workbench.cli", "workbench.runs.evals", "workbench.training", "attacks.pgd", "defenses.pcl"} <= set(CORE)
+    assert not any(m.startswith("workbench.tui") for m in CORE)
 
 
 def test_core_never_imports_textual():
     loaded = _modules_after(CORE)
-    assert "textual" not in loaded
-    assert not any(m.startswith(("textual.", "textual_plotext")) for m in loaded)
+    textual = {m: by for m, by in loaded.items() if m == "textual" or m.startswith(("textual.", "textual_plotext"))}
+    assert not textual, f"imported by: {sorted(set(textual.values()))}"
 
 
-def test_cli_runs_and_tui_entry_do_not_import_torch():
-    # `workbench tui` paints before torch is needed; the CLI's listing paths stay fast too.
-    # Every screen module too: they are imported on the UI thread when a screen opens.
-    loaded = _modules_after(["workbench.cli", "workbench.runs", "workbench.runs.evals", "workbench.tui",
-                             "workbench.tui.app", "workbench.tui.screens.runs", "workbench.tui.screens.monitor",
-                             "workbench.tui.screens.attack", "workbench.tui.screens.compare",
-                             "workbench.tui.screens.new_run", "workbench.tui.screens.help",
-                             "workbench.tui.screens.suites", "workbench.tui.model.suites"])
-    assert "torch" not in loaded
+def test_cli_runs_and_every_tui_module_import_without_torch():
+    # `workbench tui` paints before torch is needed; the CLI's listing paths stay fast too. Every module
+    # of workbench/tui too: screens are imported on the UI thread when they open; the backend process
+    # imports torch only when it runs, not when it is imported.
+    loaded = _modules_after(["workbench.cli", "workbench.runs", "workbench.runs.evals", *TUI])
+    assert "torch" not in loaded, f"torch imported by {loaded.get('torch')}"
 
 
 # Runs in its own interpreter: pytest itself imports torch, so sys.modules of the test process proves nothing.

@@ -122,10 +122,11 @@ def _train(profile, set_, out_dir, device, resume, detach, devices, amp, channel
     message = status.message if status else state
     if state == "failed":
         raise TrainingFailed(message)
-    best = run.best if run.best.exists() else run.last
-    if state == "stopped":
+    if state == "stopped":  # the resume state is last.pt (best.pt is the best model so far)
         print(f"{message}: workbench train --resume {run.root}", flush=True)
-    print(f"{state}: checkpoint {best}", flush=True)
+        print(f"stopped: resume state in {run.last}", flush=True)
+        return
+    print(f"{state}: checkpoint {run.best if run.best.exists() else run.last}", flush=True)
 
 
 def _check_devices(devices: int, device) -> None:
@@ -521,6 +522,36 @@ def list_defenses() -> None:
     out.print(table)
 
 
+def _runs_listing(summaries, width: int) -> list:
+    """What `workbench runs` prints, at most `width` wide with every cell and header on one line (the run
+    name is what users copy): the columns that matter first, then the setup as wide as the width allows
+    (a caption says where the rest is); under a terminal too narrow even for that, a block per run."""
+    from rich.measure import Measurement
+    from rich.text import Text
+
+    heads = (("run (name-started)", "left"), ("state", "left"), ("epoch", "right"), ("clean", "right"),
+             ("robust", "right"))
+    cells = [(s.name, s.state, f"{s.epoch}/{s.epochs}", _pct(s.best_clean), _pct(s.best_robust)) for s in summaries]
+    setups = [f"{s.dataset}/{s.model}/{s.defense}" for s in summaries]
+    choices = (("data/model/defense", setups, None),
+               ("defense", [s.defense for s in summaries], "dataset and model: a wider terminal, or --json"),
+               ("", [], "dataset/model/defense: a wider terminal, or --json"))
+    for setup_head, setup, caption in choices:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True, caption=caption)
+        for head, justify in heads + (((setup_head, "left"),) if setup else ()):
+            table.add_column(head, justify=justify, no_wrap=True, min_width=len(head))
+        for i, row in enumerate(cells):
+            # Text, not markup: names and values come from files, and a stray "[/x]" must not end the listing.
+            table.add_row(*(Text(v) for v in row + ((setup[i],) if setup else ())))
+        if Measurement.get(out, out.options.update_width(10_000), table).maximum <= width:
+            return [table]
+    blocks = []
+    for (name, state, epoch, clean, robust), setup_cell in zip(cells, setups):
+        blocks += [Text(name, style="bold"),
+                   Text(f"  {state} · epoch={epoch} · clean={clean} · robust={robust} · {setup_cell}")]
+    return blocks
+
+
 @app.command()
 def runs(
     runs_dir: Path = typer.Option(Path("runs"), "--runs", help="Folder that holds run folders."),
@@ -547,23 +578,14 @@ def runs(
     if not summaries:
         out.print(f"no runs in {runs_dir}")
         return
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("run (name-started)", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column("epoch", justify="right", no_wrap=True)
-    table.add_column("data/model/defense", overflow="fold", min_width=12)
-    table.add_column("clean", justify="right", no_wrap=True)
-    table.add_column("robust", justify="right", no_wrap=True)
-    for s in summaries:
-        # Text, not markup: names and values come from files, and a stray "[/x]" must not end the listing.
-        table.add_row(*(Text(v) for v in (s.name, s.state, f"{s.epoch}/{s.epochs}",
-                                          f"{s.dataset}/{s.model}/{s.defense}")),
-                      _pct(s.best_clean), _pct(s.best_robust))
-    out.print(table)
-    for s in summaries:
-        if s.state in ("failed", "unreadable") and s.message:
-            out.print(Text.assemble((s.name, "red"), f": {s.message}"), highlight=False, overflow="ellipsis",
-                      no_wrap=True)
+    for part in _runs_listing(summaries, out.width):
+        out.print(part, highlight=False)
+    problems = [s for s in summaries if s.state in ("failed", "unreadable") and s.message]
+    if problems:
+        out.print()
+    for s in problems:
+        out.print(Text.assemble((s.name, "red"), f": {s.message}"), highlight=False, overflow="ellipsis",
+                  no_wrap=True)
 
 
 @app.command()
@@ -575,21 +597,51 @@ def stop(run: Path = typer.Argument(..., help="Run folder to stop.")) -> None:
     print(f"{run}: {state}")
 
 
+def _profile_lines(rows: list[tuple[str, str, str, str, str]], width: int) -> list:
+    """The profiles listing, never wider than `width`: name, dataset, model and defense whole (the name is
+    what users copy), the description cut to the rest of the line, or on a line of its own under a
+    narrow terminal."""
+    from rich.text import Text
+
+    heads = ("profile", "dataset", "model", "defense")
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(heads)]
+    fixed = sum(widths) + 2 * len(widths)
+    inline = width - fixed >= 30  # room for a useful part of the description beside the columns
+
+    def line(cells, description: str, style: str = "") -> Text:
+        text = Text("  ".join(c.ljust(w) for c, w in zip(cells, widths)) + "  ", style=style)
+        if inline:
+            text.append(description)
+        text.truncate(width, overflow="ellipsis")
+        text.rstrip()
+        return text
+
+    lines = [line(heads, "description", "bold")]
+    for *cells, description in rows:
+        lines.append(line(cells, description))
+        if not inline and description:
+            below = Text("    " + description, style="dim")
+            below.truncate(width, overflow="ellipsis")
+            lines.append(below)
+    rule = Text("─" * max(text.cell_len for text in lines), style="dim")
+    return lines[:1] + [rule] + lines[1:]
+
+
 @app.command()
 def profiles() -> None:
     """List the bundled profiles."""
     from .config import list_profiles, read_yaml
 
-    table = Table()
-    for col in ("profile", "dataset", "model", "defense", "description"):
-        table.add_column(col)
+    rows = []
     for name, path in list_profiles().items():
         data = read_yaml(path) or {}
         model = data.get("model", "")
         defense = data.get("defense", "softmax")
-        table.add_row(name, str(data.get("dataset", "")), str(model.get("name") if isinstance(model, dict) else model),
-                      str(defense.get("name") if isinstance(defense, dict) else defense), data.get("description", ""))
-    out.print(table)
+        rows.append((name, str(data.get("dataset", "")), str(model.get("name") if isinstance(model, dict) else model),
+                     str(defense.get("name") if isinstance(defense, dict) else defense),
+                     " ".join(str(data.get("description", "")).split())))  # one line, whatever the YAML held
+    for line in _profile_lines(rows, out.width):
+        out.print(line, no_wrap=True, overflow="ellipsis", highlight=False)
 
 
 @app.command()

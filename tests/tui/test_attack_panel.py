@@ -196,7 +196,7 @@ def test_examples_file_loads_as_plain_images():
     assert len(examples) == 16
     first = examples[0]
     assert first.group == ("custom", "FGSM", 0.05) and len(first.clean) == 8 and len(first.clean[0]) == 8
-    assert first.caption() == "#0 true 3 · clean 3 (0.99) · adv 3 (0.96)"
+    assert first.caption() == "#0 robust 3 → 3, 0.96 · clean 3 (0.99)"
     assert examples[3].fooled  # true 9, adversarial 3
 
 
@@ -220,10 +220,10 @@ async def test_past_evaluation_is_listed_and_reopens_with_table_chart_and_galler
         await wait_until(pilot, lambda: history.row_count == 1, what="one past evaluation")
         row = cells(history)[0]
         assert row[2:] == ["FGSM,PGD", "0.05,0.1", "98.5%", "83.5%", "best.pt"] and "finished" in row[1]
-        assert app.focused is history
-        await pilot.press("enter")
+        # Reopened: the Results tab shows the latest evaluation (enter on a history row opens any other).
         await wait_until(pilot, lambda: screen.examples_ready, what="the examples")
         table = screen.query_one("#report-table", DataTable)
+        assert app.focused is table
         assert cells(table)[0][:3] == ["clean", "-", "98.5%"]
         assert [r[0] for r in cells(table)] == ["clean", "FGSM", "FGSM", "PGD", "PGD", "worst case", "worst case"]
         assert screen.query_one(LineChart).points == 6
@@ -232,7 +232,7 @@ async def test_past_evaluation_is_listed_and_reopens_with_table_chart_and_galler
         await pilot.press("3", "right_square_bracket")
         assert gallery.current_label == "FGSM eps 0.1"
         text = as_text(gallery.render())
-        assert "#0 true 3 · clean 3 (0.99) · adv 3 (0.89)" in text and "perturbation" in text
+        assert "#0 robust 3 → 3, 0.89 · clean 3 (0.99)" in text and "perturbation" in text
         assert text.count("▀") == 4 * 3 * (8 * 2) * (8 * 2 // 2)  # 4 examples x 3 images of 8x8 at scale 2
 
 

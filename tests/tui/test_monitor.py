@@ -143,7 +143,7 @@ async def test_charts_gain_points_as_metrics_lines_are_appended(fixed_runs):
         app.open_monitor(root)
         await wait_until(pilot, lambda: shown(app), what="the monitor's first data")
         before = charts(app).points
-        assert before == 2 + 2 + 4  # epoch loss 2, clean 2 (robust null), steps 4
+        assert before == 2 + 2 + 2 + 2 + 4  # epoch loss, clean (robust null), train acc, lr: 2 each; steps 4
         step = {"kind": "step", "epoch": 3, "batch": 10, "step": 56, "train_loss": 0.8, "train_acc": 0.7,
                 "lr": 0.003, "time": 1795417122.1}
         with open(root / "metrics.jsonl", "a") as fh:
@@ -168,8 +168,8 @@ async def test_charts_gain_points_as_metrics_lines_are_appended(fixed_runs):
         assert charts(app).points == before + 1
         with open(root / "metrics.jsonl", "a") as fh:
             fh.write(text[40:])
-        await wait_until(pilot, lambda: charts(app).points >= before + 1 + 3, what="the completed epoch line")
-        assert charts(app).points == before + 4  # loss, clean, robust: counted once
+        await wait_until(pilot, lambda: charts(app).points >= before + 1 + 5, what="the completed epoch line")
+        assert charts(app).points == before + 6  # loss, clean, robust, train acc, lr: counted once
         screen = app.screen
         assert screen.history.epoch_series("test_robust_acc") == ([3.0], [0.5])
 
@@ -193,7 +193,7 @@ async def test_a_long_run_is_downsampled_to_the_chart_width(fixed_runs):
         assert (xs[0], xs[-1]) == (20.0, 20_023.0) and 7.5 in ys
         # The lowest epoch loss is in the loss chart's legend.
         loss = app.screen.query_one("#chart-loss", LineChart)
-        assert list(loss.series) == [f"train · min {RECORDS[2]['train_loss']:.3g} (ep 1)"]
+        assert list(loss.series) == [f"min {RECORDS[2]['train_loss']:.3g} (ep 1)"]
 
 
 async def test_a_rewritten_metrics_file_replaces_what_the_charts_show(fixed_runs):
@@ -207,7 +207,7 @@ async def test_a_rewritten_metrics_file_replaces_what_the_charts_show(fixed_runs
         tmp = root / "metrics.jsonl.tmp"
         tmp.write_text("".join(line(r) for r in RECORDS if r["epoch"] <= 1))
         os.replace(tmp, root / "metrics.jsonl")
-        await wait_until(pilot, lambda: charts(app).points == 1 + 1 + 2, what="the rewritten stream")
+        await wait_until(pilot, lambda: charts(app).points == 1 + 1 + 1 + 1 + 2, what="the rewritten stream")
         assert app.screen.history.epoch_series("train_loss")[0] == [1.0]
 
 
@@ -219,8 +219,8 @@ async def test_status_line_shows_progress_eta_and_device(fixed_runs):
         await wait_until(pilot, lambda: shown(app), what="the monitor's first data")
         text = str(app.screen.query_one("#monitor-status", Static).render())
         # Completed epochs, as the runs table counts them; the batch is within the epoch in progress.
-        assert "running" in text and "4/15 epochs done" in text and "batch 11/23 of the next" in text
-        assert "device cpu" in text
+        assert "running" in text and "4/15 epochs done" in text and "batch 11/23" in text
+        assert text.endswith(" · cpu")  # at 100 columns the device goes without its label
         assert "ETA " in text and "ETA -" not in text
         assert "best clean 93.9% (ep 3)" in text  # the highest so far, and where
         bar = app.screen.query_one("#progress-epoch", ProgressBar)
@@ -350,10 +350,18 @@ async def test_stop_and_resume_a_real_run(tmp_path):
             screen = app.screen
             await pilot.press("s")
             # This notice comes once the trainer has checkpointed and exited.
-            await wait_until(pilot, lambda: any(n.message.endswith(": stopped") for n in app._notifications),
+            # It says where the resume state is (last.pt; best.pt is the best model, not where training goes on).
+            await wait_until(pilot, lambda: notified(app, "resume state: checkpoints/last.pt · r resumes"),
                              timeout=60, what="the stopped notice")
+            notice = next(n.message for n in app._notifications if "resume state" in n.message)
+            assert notice.startswith(f"{run.name}: stopped by SIGTERM") and "best.pt" not in notice
+            assert f"workbench train --resume {run}" in notice
             assert status_of().state == "stopped" and not pid_alive(status_of().pid)
+            assert (run / "checkpoints" / "last.pt").is_file()
             await wait_until(pilot, lambda: screen.state == "stopped", what="the monitor's stopped state")
+            hint = screen.query_one("#monitor-hint", Static)
+            await wait_until(pilot, lambda: hint.display, what="the resume hint")
+            assert "resume state: checkpoints/last.pt · r resumes" in str(hint.render())
             stopped_at = status_of().step
 
             await pilot.press("r")

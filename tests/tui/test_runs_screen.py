@@ -33,7 +33,7 @@ async def test_lists_every_run_newest_first_with_state_and_accuracy(fixed_runs):
         assert [Path(k).name for k in keys] == [STOPPED, FAILED, FINISHED]
         finished = table.get_row(str(fixed_runs / FINISHED))
         assert "finished" in str(finished[2]) and finished[3] == "15/15" and finished[4] == "97.8%"
-        assert "82.2%" == finished[5] and finished[6] == "digits/tiny/softmax"
+        assert "82.2%" == finished[5] and finished[7] == "digits/tiny/softmax"
 
 
 async def test_failed_run_shows_its_error_line(fixed_runs):
@@ -105,7 +105,7 @@ async def test_a_run_with_broken_files_is_listed_without_crashing(fixed_runs):
         table = app.screen.query_one(DataTable)
         assert table.row_count == 4
         row = table.get_row(str(broken))
-        assert row[3] == "0/0" and row[4] == "-" and row[6] == "?/?/?"
+        assert row[3] == "0/0" and row[4] == "-" and row[7] == "?/?/?"
 
 
 # -- unreadable run folders ------------------------------------------------------------------
@@ -216,7 +216,7 @@ async def test_markup_in_a_run_s_files_is_shown_as_text(fixed_runs):
         table = app.screen.query_one(DataTable)
         row = table.get_row(str(odd))
         assert table.row_count == 4 and Text.from_markup(row[1]).plain == odd.name
-        assert Text.from_markup(row[7]).plain == "[/]"
+        assert Text.from_markup(row[8]).plain == "[/]"
 
 
 async def test_the_monitor_opens_on_a_broken_run_and_says_why(fixed_runs):

@@ -1,12 +1,15 @@
 """Past and running evaluations of a checkpoint's evals/ folder -> rows of the panel's history list.
 
 Running jobs come first (they are what a reopened panel re-attaches to), then jobs that failed,
-crashed or were cancelled (their reports never appeared), then the saved reports, newest first.
+crashed or were cancelled (their reports never appeared), then the saved reports, newest first
+(an audit report has no `created`: the time in its file name stands for it).
 A finished job is not listed twice: its report stands for it.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,28 @@ class HistoryItem:
     path: Path
     state: str
     cells: tuple[str, ...]
+    checkpoint: str = ""  # a report's checkpoint file name ("" for a job or when the report does not say)
+    when: float = 0.0  # a report's time (0: unknown)
+
+
+_STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")  # "<stem>-YYYYmmdd-HHMMSS[-N]", as reserve_name makes it
+
+
+def report_time(r: ReportSummary) -> float:
+    """When a report was saved: its `created` field; else (an audit has none) the local time stamped in its
+    file name by `reserve_name`; else the file's modification time; 0 when none is readable."""
+    if r.created:
+        return r.created
+    match = _STAMP.search(Path(r.path).stem)
+    if match:
+        try:
+            return time.mktime(time.strptime(match.group(1), "%Y%m%d-%H%M%S"))
+        except (ValueError, OverflowError):
+            pass
+    try:
+        return Path(r.path).stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _eps_text(eps: list[float]) -> str:
@@ -57,9 +82,10 @@ def history_items(reports: list[ReportSummary], jobs: list[tuple[EvalJob, str]],
         attacks = progress or _attacks_from_args(job.args, flags or {})
         items.append(HistoryItem(f"job:{job.path}", "job", Path(job.path), state, (
             age(job.started, now), state_markup(state), attacks, eps, "-", "-", Path(job.checkpoint).name)))
-    for r in reports:
+    timed = sorted(((report_time(r), r) for r in reports), key=lambda tr: (tr[0], tr[1].path.name), reverse=True)
+    for when, r in timed:
         worst = min((v for v in r.worst.values() if isinstance(v, (int, float))), default=None)
         items.append(HistoryItem(f"report:{r.path}", "report", r.path, "finished", (
-            age(r.created, now), state_markup("finished"), ",".join(r.attacks) or "-", _eps_text(r.eps) or "-",
-            pct(r.clean_accuracy), pct(worst), Path(r.checkpoint).name or "-")))
+            age(when, now), state_markup("finished"), ",".join(r.attacks) or "-", _eps_text(r.eps) or "-",
+            pct(r.clean_accuracy), pct(worst), Path(r.checkpoint).name or "-"), Path(r.checkpoint).name, when))
     return items

@@ -39,8 +39,9 @@ class Example:
         return self.protocol, self.attack, self.value
 
     def caption(self) -> str:
-        return (f"#{self.sample} true {self.true} · clean {self.clean_pred} ({self.clean_conf:.2f})"
-                f" · adv {self.adv_pred} ({self.adv_conf:.2f})")
+        """'#3 fooled 9 → 3, 0.96 · clean 9 (0.99)': true class → adversarial class, adversarial confidence."""
+        return (f"#{self.sample} {'fooled' if self.fooled else 'robust'} {self.true} → {self.adv_pred},"
+                f" {self.adv_conf:.2f} · clean {self.clean_pred} ({self.clean_conf:.2f})")
 
 
 def _pixels(t: Any) -> Pixels:
@@ -108,6 +109,15 @@ def example_from_json(data: dict[str, Any]) -> Example:
 def groups(examples: list[Example]) -> list[tuple[str, str, float | None]]:
     """(protocol, attack, eps) in file order (the order the attacks ran)."""
     return list(dict.fromkeys(e.group for e in examples))
+
+
+FILTERS = ("all", "fooled", "robust")  # what the gallery shows of a group; "all" lists the fooled first
+
+
+def select(examples: list[Example], which: str = "all") -> list[Example]:
+    """The examples `which` asks for, fooled before robust (file order within each)."""
+    keep = [e for e in examples if which == "all" or e.fooled == (which == "fooled")]
+    return sorted(keep, key=lambda e: not e.fooled)
 
 
 def group_label(group: tuple[str, str, float | None], several_protocols: bool = False) -> str:

@@ -21,6 +21,29 @@ def duration(seconds: float | None) -> str:
     return f"{s // 86400}d{(s % 86400) // 3600}h"
 
 
+def compact_duration(seconds: float | None) -> str:
+    """At most 5 characters, so a narrow column never cuts it: 45s, 42m, 3h05m, 23h, 2d, >999d."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "-"
+    s = int(seconds)  # floor: 59.7 s is not yet a minute
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 10 * 3600:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    if s < 86400:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d" if s < 1000 * 86400 else ">999d"
+
+
+def since(then: float | None, now: float) -> str:
+    """The compact time from `then` to `now` ("-" when unknown; a clock ahead of `now` reads 0s)."""
+    if not then:
+        return "-"
+    return compact_duration(max(0.0, now - then))
+
+
 def age(then: float | None, now: float) -> str:
     if not then:
         return "-"

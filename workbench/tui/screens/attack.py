@@ -83,6 +83,7 @@ class AttackScreen(Screen):
         Binding("4", "tab('history')", "History"),
         Binding("left_square_bracket", "gallery(-1)", "Prev examples", key_display="[", show=False),
         Binding("right_square_bracket", "gallery(1)", "Next examples", key_display="]", show=False),
+        Binding("f", "gallery_filter", "Filter examples (fooled/robust/all)", show=False),
         Binding("ctrl+o", "focus_options", "Options", key_display="^o", show=False),
         Binding("escape", "back", "Back"),
     ]
@@ -116,6 +117,7 @@ class AttackScreen(Screen):
         self._run_when_ready = False
         self.examples_ready = False
         self._attached_once = False
+        self._background_report: Path | None = None  # opened without switching to the Results tab
 
     def _evals_for(self, text: str) -> Path | None:
         if text and Path(text).is_file():
@@ -207,6 +209,16 @@ class AttackScreen(Screen):
                 self.action_tab("results")
             elif not new:
                 self.action_tab("results")
+            elif self.report_path is None and (latest := self._latest_report(message.items)) is not None:
+                # Reopened: the Results tab shows the checkpoint's latest evaluation; when a failed, crashed
+                # or cancelled job heads the history, that stays in view and the report loads behind it.
+                self._background_report = latest.path if message.items[0].kind == "job" else None
+                self.open_report(latest.path)
+
+    def _latest_report(self, items: list[HistoryItem]) -> HistoryItem | None:
+        """The newest saved report of the checkpoint in the form (items come newest first)."""
+        name = Path(self.query_one(AttackOptions).checkpoint_text()).name
+        return next((i for i in items if i.kind == "report" and i.checkpoint == name), None)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id != "history-table":
@@ -314,6 +326,9 @@ class AttackScreen(Screen):
             gallery.set_examples([], "loading examples…")
             self._read_examples(message.path, examples)
         # Show the results, without taking the focus from an option being edited meanwhile.
+        if message.path == self._background_report:
+            self._background_report = None
+            return
         typing = self.focused is not None and self.query_one(AttackOptions) in self.focused.ancestors_with_self
         self.action_tab("results", focus=not typing)
 
@@ -367,6 +382,10 @@ class AttackScreen(Screen):
 
     def action_gallery(self, delta: int) -> None:
         self.query_one(ExampleGallery).step(delta)
+        self.query_one(TabbedContent).active = "gallery"
+
+    def action_gallery_filter(self) -> None:
+        self.query_one(ExampleGallery).cycle_filter()
         self.query_one(TabbedContent).active = "gallery"
 
     def action_focus_options(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.content import Content
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Static
@@ -20,12 +21,13 @@ class HelpScreen(ModalScreen[None]):
         self.under = under
 
     def compose(self) -> ComposeResult:
-        lines = [f"[b]{type(self.under).__name__.removesuffix('Screen')} screen[/b]", ""]
+        # Content, not markup: a key such as "[" (or a description with brackets) is text, never a tag.
+        lines = [Content.styled(f"{type(self.under).__name__.removesuffix('Screen')} screen", "bold"), Content("")]
         for binding in self.under.BINDINGS:
             b = binding if isinstance(binding, Binding) else Binding(*binding)
             if b.description:
-                lines.append(f"  [b]{(b.key_display or b.key):<14}[/b] {b.description}")
-        lines += ["", "[b]Everywhere[/b]", ""]
-        lines += [f"  [b]{key:<14}[/b] {what}" for key, what in _GLOBAL]
+                lines.append(Content.assemble("  ", (f"{b.key_display or b.key:<14}", "bold"), " ", b.description))
+        lines += [Content(""), Content.styled("Everywhere", "bold"), Content("")]
+        lines += [Content.assemble("  ", (f"{key:<14}", "bold"), " ", what) for key, what in _GLOBAL]
         with VerticalScroll(id="help-box"):
-            yield Static("\n".join(lines), id="help-text")
+            yield Static(Content("\n").join(lines), id="help-text")

@@ -1,5 +1,7 @@
 """Run monitor: live charts, progress and ETA, the config and the log of one run; stop and resume.
 
+`m` maximises the focused chart (tab moves the focus between charts); `m` or escape restores it.
+
 A thread worker tails the run's files (metrics.jsonl, status.json, train.log) and posts what
 changed; the screen only draws. It holds no pipe to the trainer: closing the screen or the app
 leaves training running, and opening it again re-attaches from the files.
@@ -13,7 +15,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from rich.markup import escape
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -30,8 +31,9 @@ from ...runs.files import open_regular
 from ...runs.layout import read_config
 from ...runs.tail import JsonlTail, tail_lines
 from ..model.files import file_signature
-from ..model.format import duration, state_markup
-from ..model.history import History, Progress, best_accuracy, best_text, eta_seconds, progress
+from ..model.history import History, eta_seconds, progress
+from ..model.monitor_text import cadence_text, resume_hint, status_line, stop_notice
+from ..widgets.line_chart import LineChart
 from ..widgets.run_charts import RunCharts
 
 LOG_LINES = 200
@@ -53,22 +55,7 @@ class RunUpdate(Message):
     log: list[str] | None = None
     config: str | None = None
     problem: str = ""  # why the run's status or config cannot be used ("" when they can)
-
-
-def status_line(state: str, status: Status | None, pos: Progress, history: History, eta: float | None) -> str:
-    """One line (it wraps to two at 80 columns) of where the run stands.
-
-    Epochs count completed ones, as the runs table does; the batch is within the epoch in progress.
-    """
-    parts = [state_markup(escape(state)), f"{pos.epoch}/{pos.epochs or '?'} epochs done"]
-    if state in ("running", "starting") and pos.batches:
-        parts.append(f"batch {pos.batch}/{pos.batches} of the next")
-    parts.append(f"device {escape(status.device)}" if status and status.device else "device ?")
-    parts.append(f"best clean {best_text(best_accuracy(history, status, 'clean'))} · "
-                 f"robust {best_text(best_accuracy(history, status, 'robust'))}")
-    if state in ("running", "starting"):
-        parts.append(f"ETA {duration(eta)}")
-    return " · ".join(parts)
+    cadence: str | None = None  # how often accuracy is measured (from config.yaml; with the first update)
 
 
 def config_text(path: Path) -> str:
@@ -106,6 +93,7 @@ class MonitorScreen(Screen):
         Binding("s", "stop", "Stop"),
         Binding("r", "resume", "Resume"),
         Binding("a", "attack", "Attack"),
+        Binding("m", "maximize_chart", "Max chart"),
         Binding("1", "tab('charts')", "Charts tab", show=False),
         Binding("2", "tab('config')", "Config tab", show=False),
         Binding("3", "tab('log')", "Log tab", show=False),
@@ -114,7 +102,8 @@ class MonitorScreen(Screen):
 
     DEFAULT_CSS = """
     MonitorScreen #monitor-error { color: $error; text-style: bold; padding: 0 1; height: auto; display: none; }
-    MonitorScreen #monitor-status { padding: 0 1; height: auto; max-height: 2; }
+    MonitorScreen #monitor-status { padding: 0 1; height: 1; }
+    MonitorScreen #monitor-hint { color: $warning; padding: 0 1; height: 1; display: none; }
     MonitorScreen #monitor-progress { height: 1; padding: 0 1; }
     MonitorScreen #monitor-progress Label { width: auto; padding: 0 1 0 0; }
     MonitorScreen #monitor-progress ProgressBar { width: 1fr; padding: 0 1 0 0; }
@@ -141,6 +130,7 @@ class MonitorScreen(Screen):
         yield Header()
         yield Static("", id="monitor-error", markup=False)
         yield Static("loading…", id="monitor-status")
+        yield Static("", id="monitor-hint", markup=False)
         with Horizontal(id="monitor-progress"):
             yield Label("epoch")
             # No percentage label: the status line has the numbers, and a label whose width follows its
@@ -183,19 +173,23 @@ class MonitorScreen(Screen):
                 log_sig = sig
                 log = tail_lines(self.run.log, LOG_LINES) if sig is not None else []
             config = config_text(self.run.config) if first else None
+            cadence = cadence_text(read_config(self.run.config)[0]) if first else None
             if first or records or reset or log is not None or (status, state, problem) != seen_status:
                 seen_status = (status, state, problem)
-                self.post_message(RunUpdate(records, reset, status, state, log, config, problem))
+                self.post_message(RunUpdate(records, reset, status, state, log, config, problem, cadence))
             first = False
             # `cancelled_event` wakes the wait at once when the screen or the app closes.
             if worker.cancelled_event.wait(self.app.poll_seconds):
                 break
 
     def on_run_update(self, message: RunUpdate) -> None:
+        self.status, self.state, self.problem = message.status, message.state, message.problem
         if message.records or message.reset:
             self.history.apply(message.records, message.reset)
-            self.query_one(RunCharts).show(self.history)  # one redraw per message, however many lines
-        self.status, self.state, self.problem = message.status, message.state, message.problem
+            # One redraw per message, however many lines; the x axis spans the run's epochs.
+            self.query_one(RunCharts).show(self.history, progress(self.history, self.status).epochs)
+        if message.cadence is not None:
+            self.query_one(RunCharts).set_cadence(message.cadence)
         if message.log is not None:
             self._show_log(message.log)
         if message.config is not None:
@@ -203,11 +197,21 @@ class MonitorScreen(Screen):
         self._show_status()
 
     # -- drawing -------------------------------------------------------------------------------
+    def on_resize(self) -> None:
+        if self.status is not None or self.history:
+            self._show_status()  # the status line is fitted to the width
+
     def _show_status(self) -> None:
         pos = progress(self.history, self.status)
         eta = eta_seconds(self.history, self.status, self.state)
-        self.query_one("#monitor-status", Static).update(
-            status_line(self.state, self.status, pos, self.history, eta))
+        width = max(20, (self.size.width or self.app.size.width) - 2)  # the line's padding: 1 cell each side
+        line = self.query_one("#monitor-status", Static)
+        line.update(status_line(self.state, self.status, pos, self.history, eta, width))
+        full = status_line(self.state, self.status, pos, self.history, eta)
+        line.tooltip = full if full != line.content else None  # what the width left out, on hover
+        hint = self.query_one("#monitor-hint", Static)
+        hint.update(resume_hint(self.state, self.run.last, self.run.root) if self.run.is_run() else "")
+        hint.display = bool(hint.content)
         self.query_one("#progress-epoch", ProgressBar).update(total=pos.batches or 1, progress=pos.batch)
         overall = self.query_one("#progress-run", ProgressBar)
         overall.update(total=pos.epochs or 1, progress=pos.epoch + pos.epoch_fraction)
@@ -244,6 +248,17 @@ class MonitorScreen(Screen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+    def action_maximize_chart(self) -> None:
+        """Toggle the focused chart (the accuracy chart when none has the focus) full-screen."""
+        if self.maximized is not None:
+            self.minimize()
+            return
+        self.query_one(TabbedContent).active = "charts"
+        focused = self.focused
+        chart = focused if isinstance(focused, LineChart) else self.query_one(RunCharts).charts[0]
+        chart.focus()
+        self.maximize(chart, container=False)
 
     def action_attack(self) -> None:
         self.app.open_attack(self.run.root)
@@ -289,4 +304,7 @@ class MonitorScreen(Screen):
                 notify(f"{name} (pid {pid}) has not stopped after {STOP_PATIENCE_SECONDS:.0f} s; it stops at its "
                        "next batch (an evaluation in progress finishes first)", severity="warning")
         final = Status.read(self.run.status)
-        notify(f"{name}: {effective_state(final) if final else 'stopped'}")
+        state = effective_state(final) if final else "stopped"
+        # The trainer's own last log line names best.pt (the best model); a resume continues from last.pt.
+        notify(stop_notice(name, state, final.message if final else "", self.run.last, self.run.root),
+               timeout=20)

@@ -26,13 +26,17 @@ class AttackOptions(VerticalScroll):
     """Scrolling column of compact one-line fields."""
 
     DEFAULT_CSS = """
-    AttackOptions { width: 32; height: 1fr; border-right: vkey $panel; padding: 0 1 0 0; overflow-x: hidden; }
+    AttackOptions { width: 35%; min-width: 32; max-width: 64; height: 1fr; border-right: vkey $panel;
+                    padding: 0 1 0 0; overflow-x: hidden; }
     AttackOptions .section { color: $accent; text-style: bold; margin-top: 1; }
     AttackOptions .field { height: 1; }
     AttackOptions .field Label { width: 11; color: $text-muted; }
     AttackOptions .field Input, AttackOptions .field Select { width: 1fr; }
     AttackOptions Checkbox { height: 1; border: none; padding: 0; }
     AttackOptions Checkbox:focus { border: none; }
+    /* Checkbox's own hooks (.toggle--button, .-on): unchecked an empty box, checked a bold X on green. */
+    AttackOptions Checkbox > .toggle--button { color: $panel; background: $panel; }
+    AttackOptions Checkbox.-on > .toggle--button { color: $text; background: $success; text-style: bold; }
     AttackOptions #ckpt-select { margin-bottom: 0; }
     AttackOptions #run-button { margin-top: 1; width: 100%; }
     AttackOptions #hint { color: $text-muted; height: auto; margin-top: 1; }

@@ -70,11 +70,14 @@ class HalfBlockImage:
 
 
 def image_row(images: Sequence[Pixels], titles: Sequence[str] = (), caption: Text | str = "", *, scale: int = 1,
-              gap: int = 2) -> Table:
-    """Images side by side, each under a short title, with a caption line below them all."""
+              gap: int = 2, widths: Sequence[int] = ()) -> Table:
+    """Images side by side, each under a short title, with a caption line below them all.
+
+    `widths`: each column's width; rows stacked with the same widths line up whether or not they have titles."""
     grid = Table.grid(padding=(0, gap, 0, 0))
-    for _ in images:
-        grid.add_column(no_wrap=True)
+    for i, _ in enumerate(images):
+        width = widths[i] if i < len(widths) else None
+        grid.add_column(no_wrap=True, min_width=width, max_width=width)
     if titles:
         grid.add_row(*(Text(t, style="dim", overflow="ellipsis", no_wrap=True) for t in titles))
     grid.add_row(*(HalfBlockImage(img, scale) for img in images))

@@ -161,7 +161,9 @@ class JobView(Vertical):
             return
         bar.display = False
         if state == "finished":
-            line.update(f"{state_markup('finished')} {name} · report {escape(Path(job.report or '').name)}")
+            # The report's own name: the job file's was stamped at launch, the report's when it was saved.
+            saved = escape(Path(job.report).name) if job.report else f"{name} (no report named)"
+            line.update(f"{state_markup('finished')} {saved}")
             self._detail("")
         elif state == "cancelled" or (state == "crashed" and Path(job.path) in self.cancelled):
             # A process signalled before it could record the cancel (still loading) dies without a word.
