@@ -488,8 +488,11 @@ async def test_real_pgd_evaluation_on_a_quickstart_checkpoint(quickstart_dir):
         screen.query_one("#n", Input).value = "100"
         screen.query_one("#save-examples", Input).value = "2"
         screen.query_one("#device", Select).value = "cpu"
+        # The panel opens on the checkpoint's latest evaluation (other tests may have saved some): wait for a new one.
+        before = screen.report_path
         await pilot.press("ctrl+r")
-        await wait_until(pilot, lambda: screen.report is not None, timeout=120, what="the evaluation's report")
+        await wait_until(pilot, lambda: screen.report is not None and screen.report_path != before, timeout=120,
+                         what="the evaluation's report")
         rows = {r[0]: r for r in cells(screen.query_one("#report-table", DataTable))}
         clean, pgd = float(rows["clean"][2].rstrip("%")), float(rows["PGD"][2].rstrip("%"))
         assert rows["PGD"][1] == "0.1" and pgd < clean
