@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from rich.color import Color
 from rich.console import Console
-from textual.widgets import Checkbox, DataTable, Input, ProgressBar, Select, Static
+from textual.widgets import Checkbox, DataTable, Input, ProgressBar, Select, Static, TabbedContent
 
 from workbench.tui.app import WorkbenchApp
 from workbench.tui.model import report_view
@@ -223,7 +223,7 @@ async def test_past_evaluation_is_listed_and_reopens_with_table_chart_and_galler
         # Reopened: the Results tab shows the latest evaluation (enter on a history row opens any other).
         await wait_until(pilot, lambda: screen.examples_ready, what="the examples")
         table = screen.query_one("#report-table", DataTable)
-        assert app.focused is table
+        assert screen.query_one(TabbedContent).active == "results"
         assert cells(table)[0][:3] == ["clean", "-", "98.5%"]
         assert [r[0] for r in cells(table)] == ["clean", "FGSM", "FGSM", "PGD", "PGD", "worst case", "worst case"]
         assert screen.query_one(LineChart).points == 6

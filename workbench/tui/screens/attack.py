@@ -370,15 +370,24 @@ class AttackScreen(Screen):
 
     # -- navigation ---------------------------------------------------------------------------
     def action_tab(self, name: str, focus: bool = True) -> None:
-        self.query_one(TabbedContent).active = name
+        tabs = self.query_one(TabbedContent)
+        switching = tabs.active != name
+        tabs.active = name
         if not focus:
             return
         target = {"results": "#report-table", "chart": "#attack-tabs", "gallery": "#gallery-scroll",
                   "history": "#history-table"}[name]
         widget = self.query_one(target)
         if name == "chart":
-            widget = self.query_one(TabbedContent).query_one("Tabs")
+            widget = tabs.query_one("Tabs")
+        if switching:  # a widget of a pane not shown yet cannot take the focus: take it once the pane is shown
+            self._focus_when_shown = widget
         widget.focus()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        widget, self._focus_when_shown = getattr(self, "_focus_when_shown", None), None
+        if widget is not None and self.focused is not widget:
+            widget.focus()
 
     def action_gallery(self, delta: int) -> None:
         self.query_one(ExampleGallery).step(delta)
