@@ -7,7 +7,7 @@ One torchrun start (process group, imports) serves every defense the test compar
 
 import sys
 
-from workbench.training.distributed import close_process_group, init_from_env
+from workbench.training.distributed import close_process_group, exit_rank, init_from_env
 from workbench.training.session import run_training
 
 ranks = init_from_env("cpu")
@@ -20,3 +20,4 @@ try:
     clean = True
 finally:
     close_process_group(clean)
+exit_rank(0)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..errors import WorkbenchError
-from .distributed import close_process_group
+from .distributed import close_process_group, exit_rank
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,4 +39,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_rank(main())
