@@ -78,6 +78,15 @@ def thread_env(threads: int) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1"}
 
 
+def report_ended(cell: CellPaths, ctx: RunContext) -> str:
+    """One line for a cell whose worker ended (its state, why, the log when it failed); returns the state."""
+    st = cell_state(cell, ctx.budget)
+    state = st.state if st else "failed"
+    ctx.echo(f"{state:6s} {cell.root.name}" + (f": {st.message}" if st and st.message else "")
+             + (f" (log: {cell.log})" if state == "failed" else ""))
+    return state
+
+
 class LocalExecutor:
     """At most `jobs` cell workers at once, each in its own session with its share of the cores.
 
@@ -116,12 +125,9 @@ class LocalExecutor:
                     if code is None:
                         continue
                     del running[key]
-                    st = cell_state(cell, ctx.budget)
-                    state = st.state if st else "failed"
+                    state = report_ended(cell, ctx)
                     failed += state == "failed"
                     stopped += state not in ("done", "failed")
-                    ctx.echo(f"{state:6s} {key}" + (f": {st.message}" if st and st.message else "")
-                             + (f" (log: {cell.log})" if state == "failed" else ""))
                 if self.stopping and not running:
                     break
                 self._report_progress(running, ctx)

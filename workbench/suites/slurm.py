@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import WorkbenchError
-from .executors import EXECUTORS, RunContext, split_cores, usable_cores
+from .executors import EXECUTORS, RunContext, report_ended, split_cores, usable_cores
 from .layout import CellPaths
 from .state import JobRecord, cell_state, mark_job
 
@@ -302,12 +302,9 @@ class SlurmExecutor:
                         continue
                     del running[key]
                     _settle(cell, job, self.name)
-                    st = cell_state(cell, ctx.budget)
-                    state = st.state if st else "failed"
+                    state = report_ended(cell, ctx)
                     failed += state == "failed"
                     stopped += state not in ("done", "failed")
-                    ctx.echo(f"{state:6s} {key}" + (f": {st.message}" if st and st.message else "")
-                             + (f" (log: {cell.log})" if state == "failed" else ""))
                 if self.stopping and not running:
                     break
                 time.sleep(ctx.poll_seconds)
