@@ -21,24 +21,23 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Label, Log, ProgressBar, Static, TabbedContent, TabPane
+from textual.widgets import Footer, Header, Label, ProgressBar, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from ...errors import WorkbenchError
 from ...runs import RunPaths, Status, effective_state, pid_alive, resume_detached
 from ...runs.control import request_stop
-from ...runs.files import open_regular
 from ...runs.layout import read_config
 from ...runs.tail import JsonlTail, tail_lines
 from ..model.files import file_signature
 from ..model.history import History, eta_seconds, progress
 from ..model.monitor_text import cadence_text, resume_hint, status_line, stop_notice
 from ..widgets.line_chart import LineChart
+from ..model.run_text import config_text
 from ..widgets.run_charts import RunCharts
+from ..widgets.run_text_views import ConfigView, WrappedLog
 
 LOG_LINES = 200
-# The config tab shows this much of config.yaml at most (a resolved config is a few KB).
-CONFIG_BYTES = 256 * 1024
 STOP_POLL_SECONDS = 0.2
 # After this long, say why the trainer has not exited yet (and keep waiting).
 STOP_PATIENCE_SECONDS = 120.0
@@ -56,21 +55,6 @@ class RunUpdate(Message):
     config: str | None = None
     problem: str = ""  # why the run's status or config cannot be used ("" when they can)
     cadence: str | None = None  # how often accuracy is measured (from config.yaml; with the first update)
-
-
-def config_text(path: Path) -> str:
-    """config.yaml as the config tab shows it: at most CONFIG_BYTES, undecodable bytes replaced."""
-    try:
-        with open_regular(path) as fh:
-            raw = fh.read(CONFIG_BYTES + 1)
-    except OSError as exc:
-        return f"# cannot read {path}: {exc.strerror or exc}"
-    except WorkbenchError as exc:
-        return f"# cannot read {path}: {exc}"
-    text = raw[:CONFIG_BYTES].decode("utf-8", errors="replace")
-    if len(raw) > CONFIG_BYTES:
-        text += f"\n# ... (cut: {path.name} is larger than {CONFIG_BYTES >> 10} KiB)"
-    return text
 
 
 def _problem(run: RunPaths, status_problem: str) -> str:
@@ -143,9 +127,9 @@ class MonitorScreen(Screen):
                 yield RunCharts(id="monitor-charts")
             with TabPane("2 Config", id="config"):
                 with VerticalScroll():
-                    yield Static("", id="monitor-config")
+                    yield ConfigView(id="monitor-config")
             with TabPane("3 Log", id="log"):
-                yield Log(max_lines=LOG_LINES * 2, id="monitor-log")
+                yield WrappedLog(max_lines=LOG_LINES * 8, id="monitor-log")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -232,15 +216,11 @@ class MonitorScreen(Screen):
         if lines == self.log_lines:
             return
         self.log_lines = lines
-        log = self.query_one("#monitor-log", Log)
-        log.clear()
-        log.write_lines(lines or [f"(no {self.run.log.name} yet: a run started in the foreground logs to its "
-                                  "terminal)"])
+        self.query_one("#monitor-log", WrappedLog).show_lines(
+            lines or [f"(no {self.run.log.name} yet: a run started in the foreground logs to its terminal)"])
 
     def _show_config(self, text: str) -> None:
-        from rich.syntax import Syntax  # rich is Textual's own dependency; the highlighter costs nothing until used
-
-        self.query_one("#monitor-config", Static).update(Syntax(text, "yaml", theme="ansi_dark", word_wrap=True))
+        self.query_one("#monitor-config", ConfigView).show_text(text)
 
     # -- actions -------------------------------------------------------------------------------
     def action_tab(self, tab: str) -> None:
