@@ -251,12 +251,29 @@ def cpu_only(monkeypatch):
     backend_client.close_shared()  # the next test's backend sees the GPU again
 
 
-def test_new_run_snapshot_quickstart(fixed_runs, cpu_only, snap_compare):
-    async def run_before(pilot) -> None:
-        app = pilot.app
-        screen = await open_form(app, pilot)
-        await edit(pilot, screen, "#profile", "quickstart")
-        assert screen.state == "valid"
+async def quickstart_form(pilot) -> None:
+    screen = await open_form(pilot.app, pilot)
+    await edit(pilot, screen, "#profile", "quickstart")
+    assert screen.state == "valid"
 
+
+def test_new_run_snapshot_quickstart(fixed_runs, cpu_only, snap_compare):
     assert snap_compare(WorkbenchApp(fixed_runs, clock=lambda: FIXED_NOW), terminal_size=(100, 32),
-                        run_before=run_before)
+                        run_before=quickstart_form)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)], ids=["80x24", "120x36"])
+def test_new_run_form_snapshot(fixed_runs, cpu_only, snap_compare, size):
+    assert snap_compare(WorkbenchApp(fixed_runs, clock=lambda: FIXED_NOW), terminal_size=size,
+                        run_before=quickstart_form)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)], ids=["80x24", "120x36"])
+def test_save_profile_dialog_snapshot(fixed_runs, cpu_only, snap_compare, size):
+    async def run_before(pilot) -> None:
+        await quickstart_form(pilot)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, SaveProfileScreen), what="the save dialog")
+        await pilot.pause(0.2)
+
+    assert snap_compare(WorkbenchApp(fixed_runs, clock=lambda: FIXED_NOW), terminal_size=size, run_before=run_before)

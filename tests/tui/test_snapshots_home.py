@@ -26,3 +26,24 @@ def test_runs_screen_sorted_and_filtered_at_80x24_snapshot(fixed_runs, snap_comp
 def test_help_screen_snapshot(fixed_runs, snap_compare):
     assert snap_compare(WorkbenchApp(fixed_runs, clock=lambda: FIXED_NOW), terminal_size=(100, 32),
                         press=["question_mark"])
+
+
+def test_help_screen_at_80x24_snapshot(fixed_runs, snap_compare):
+    assert snap_compare(WorkbenchApp(fixed_runs, clock=lambda: FIXED_NOW), terminal_size=(80, 24),
+                        press=["question_mark"])
+
+
+def test_help_screen_at_120x36_snapshot(fixed_runs, snap_compare):
+    assert snap_compare(WorkbenchApp(fixed_runs, clock=lambda: FIXED_NOW), terminal_size=(120, 36),
+                        press=["question_mark"])
+
+
+def test_delete_confirmation_at_80x24_snapshot(fixed_runs, snap_compare):
+    # The modal names the run and what goes with it; the runs list stays visible behind it.
+    assert snap_compare(WorkbenchApp(fixed_runs, clock=lambda: FIXED_NOW), terminal_size=(80, 24),
+                        press=["down", "d"])
+
+
+def test_delete_confirmation_at_120x36_snapshot(fixed_runs, snap_compare):
+    assert snap_compare(WorkbenchApp(fixed_runs, clock=lambda: FIXED_NOW), terminal_size=(120, 36),
+                        press=["down", "d"])

@@ -280,7 +280,7 @@ async def test_table_shows_the_models_and_the_reports_numbers(suite_runs):
             assert str(table.get_row("clean")[i]).startswith(f"{100 * clean:.1f} ± ")
             assert str(table.get_row("FGSM@0.1")[i]).startswith(f"{100 * fgsm:.1f} ± ")
             xs, ys = screen.query_one("#suite-chart").series[model]
-            assert xs == [0.1, 0.2] and ys[0] == pytest.approx(100 * fgsm)
+            assert xs == [0.1, 0.2] and ys[0] == pytest.approx(fgsm)
         assert not screen.query_one("#suites-list").display  # the table tab takes the list's rows
         await pilot.press("t")
         assert screen.query_one("#suites-list").display and screen.focused.id == "suite-grid"
@@ -369,3 +369,27 @@ def test_suite_table_at_120x36_snapshot(suite_runs, snap_compare):
         await pilot.pause(0.3)  # let the layout settle before the screenshot
 
     assert snap_compare(app_for(suite_runs), terminal_size=(120, 36), run_before=open_it)
+
+
+def test_suites_screen_at_120x36_snapshot(suite_runs, snap_compare):
+    pin(suite_runs)
+
+    async def open_it(pilot):
+        screen = await open_suites(pilot)
+        await wait_until(pilot, lambda: laid_out(screen.query_one("#suite-grid", DataTable)), what="the grid")
+        await pilot.pause(0.2)
+
+    assert snap_compare(app_for(suite_runs), terminal_size=(120, 36), run_before=open_it)
+
+
+def test_suite_table_at_80x24_snapshot(suite_runs, snap_compare):
+    pin(suite_runs)
+
+    async def open_it(pilot):
+        screen = await open_suites(pilot)
+        await pilot.press("t")
+        await wait_until(pilot, lambda: laid_out(screen.query_one("#suite-table", DataTable)), timeout=30,
+                         what="the suite's table")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app_for(suite_runs), terminal_size=(80, 24), run_before=open_it)

@@ -159,8 +159,8 @@ def load_grid(paths: SuitePaths, budget: str | None = None) -> SuiteGrid | None:
 @dataclass(frozen=True)
 class TableView:
     """The suite's table turned for a terminal: one row per metric, one column per model (and its paper
-    number where the suite gives one), plus the chart's series (robust % vs eps, worst case, seed mean), and
-    the notes on collapsed and missing cells."""
+    number where the suite gives one), the chart's series (robust accuracy as a fraction vs eps, worst case,
+    seed mean), and the notes on collapsed and missing cells."""
 
     suite: str
     budget: str
@@ -192,7 +192,8 @@ def table_view(paths: SuitePaths, budget: str) -> TableView:
             if model in papers:
                 row.append(paper_text(table.cell(model, metric.name)))
         rows.append(tuple(row))
-    series = {model: ([x for x, _ in pts], [y for _, y in pts]) for model, pts in chart_series(table).items()}
+    # Fractions, as every chart of the TUI draws accuracy (its percent ticks are of 0..1).
+    series = {model: ([x for x, _ in pts], [y / 100 for _, y in pts]) for model, pts in chart_series(table).items()}
     # The first note is the legend of `suite table`; the screen has its own short one.
     return TableView(table.suite, budget, tuple(columns), tuple(rows), series, tuple(notes(table)[1:]))
 

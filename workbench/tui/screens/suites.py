@@ -101,8 +101,8 @@ class SuitesScreen(Screen):
             with TabPane("2 Table", id="table"):
                 with Container(id="suite-table-pane"):
                     yield DataTable(id="suite-table", cursor_type="row", zebra_stripes=True)
-                    yield LineChart("robust accuracy vs eps (worst case, mean over seeds)", "eps", "%",
-                                    ylim=(0.0, 100.0), id="suite-chart")
+                    yield LineChart("robust acc. vs eps (worst case, seed mean)", "eps", ylim=(0.0, 1.0),
+                                    legend="header", yticks="percent", id="suite-chart")
                 yield Static("", id="suite-notes", markup=False)
         yield Footer()
 
