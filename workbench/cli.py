@@ -690,11 +690,13 @@ def tui(runs_dir: Path = typer.Option(Path("runs"), "--runs", help="Folder that 
 
 
 from .export.command import register as register_export  # noqa: E402  (torch-free; commands import lazily)
+from .compare.command import register as register_compare  # noqa: E402  (torch-free)
 from .suites.command import list_suites_command, suite_app  # noqa: E402
 
 app.add_typer(suite_app, name="suite")
 app.command(name="suites")(list_suites_command)
 register_export(app)
+register_compare(app)
 
 
 def _is_usage_error(exc: BaseException) -> bool:

@@ -1,4 +1,5 @@
-"""Compare: overlaid curves of several runs, robust accuracy vs eps from their evaluations, config differences."""
+"""Compare: overlaid curves of several runs, robust accuracy vs eps from their evaluations, config differences,
+the robust accuracy table per attack × eps (with its export), and snapshots at 80×24 and 120×36."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from textual.widgets import DataTable, Static
 
+from workbench.compare.table import build_compare_table
+from workbench.stats import wilson_interval
+from workbench.suites.render import render
 from workbench.tui.app import WorkbenchApp
-from workbench.tui.model.compare import MISSING, RunFollower, config_diff, curves_from_report, flatten, short_names
+from workbench.tui.model.compare import (MISSING, RunFollower, config_diff, curves_from_report, epoch_span,
+                                         export_stem, flatten, robust_rows, robust_table, short_names)
 from workbench.tui.screens.compare import CompareScreen
 from workbench.tui.widgets.line_chart import LineChart
 
@@ -54,7 +60,35 @@ def epoch_record(epoch: int) -> dict:
 
 
 def cell(app: WorkbenchApp, row: str, column: int) -> str:
-    return str(app.screen.query_one(DataTable).get_row(row)[column])
+    return str(app.screen.query_one("#compare-table", DataTable).get_row(row)[column])
+
+
+def evaluate(run: Path, scale: float) -> None:
+    """Save a report on `run`'s last.pt: the fixed one's, robust accuracies scaled, Wilson intervals anew."""
+    report = json.loads((DATA / "report.json").read_text())
+    report["checkpoint"] = str(run / "checkpoints" / "last.pt")
+    for entry in report["results"] + report["worst_case"]:
+        entry["robust_accuracy"] = round(entry["robust_accuracy"] * scale, 3)
+        entry["ci95"] = list(wilson_interval(round(entry["robust_accuracy"] * entry["n"]), entry["n"]))
+    (run / "evals" / "last-20261123-073000.json").write_text(json.dumps(report))
+
+
+def drawn(c: LineChart) -> list[str]:
+    """The chart as it shows on screen, one string per row."""
+    return c.render().plain.splitlines()
+
+
+async def open_compare(pilot, runs: list[Path]) -> None:
+    pilot.app.open_compare(runs)
+    await wait_until(pilot, lambda: loaded(pilot.app), what="the runs")
+    await wait_until(pilot, lambda: chart(pilot.app, "cmp-eps").size.width > 0, what="the charts' layout")
+    await pilot.pause(0.1)
+
+
+# What the fixed runs' one evaluation (tests/tui/data/quickstart/report.json) holds: value [Wilson 95%].
+REPORT_ROWS = [("clean", ["98.5 [95.7-99.5]"]), ("FGSM@0.05", ["95.5 [91.7-97.6]"]), ("PGD@0.05", ["95.5 [91.7-97.6]"]),
+               ("worst custom@0.05", ["95.5 [91.7-97.6]"]), ("FGSM@0.1", ["84.0 [78.3-88.4]"]),
+               ("PGD@0.1", ["83.5 [77.7-88.0]"]), ("worst custom@0.1", ["83.5 [77.7-88.0]"])]
 
 
 # -- the pure model ----------------------------------------------------------------------------
@@ -101,6 +135,27 @@ def test_follower_reads_only_what_changed(fixed_runs):
     assert gone.refresh() is True and gone.view().error == f"{fixed_runs / 'missing'}: no such folder"
 
 
+def test_robust_rows_are_the_reports_numbers_per_metric_and_run(fixed_runs):
+    views = []
+    for run in (FINISHED, STOPPED):
+        follower = RunFollower(fixed_runs / run)
+        follower.refresh()
+        views.append(follower.view())
+    table = robust_table(views)
+    assert table.models == [FINISHED]  # the stopped run has no evaluation: a note, not a column of dashes
+    assert robust_rows(table) == REPORT_ROWS
+    assert table.cell(FINISHED, "PGD@0.1").ci95 == tuple(json.loads((DATA / "report.json").read_text())
+                                                         ["results"][3]["ci95"])
+    assert epoch_span(views) == (1.0, 15.0)  # the whole schedule, though one run stopped at epoch 6
+    evaluate(fixed_runs / STOPPED, 0.5)
+    follower = RunFollower(fixed_runs / STOPPED)
+    follower.refresh()
+    table = robust_table([views[0], follower.view()])
+    assert table.models == [FINISHED, STOPPED]
+    assert dict(robust_rows(table))["PGD@0.1"] == ["83.5 [77.7-88.0]", "41.7 [34.9-48.4]"]
+    assert "ccn-20261123-072000: last.pt (1 report)" in table.framing.notes[1]
+
+
 def test_legend_names_drop_the_time_stamp_only_while_they_stay_apart():
     assert short_names([FINISHED, STOPPED]) == ["quickstart", "ccn"]
     assert short_names(["a-20260101-000000", "a-20260102-000000"]) == ["a-20260101-000000", "a-20260102-000000"]
@@ -123,7 +178,7 @@ async def test_overlays_one_series_per_run_and_lists_differing_keys(fixed_runs):
         notes = str(app.screen.query_one("#compare-notes", Static).render())
         assert "no evaluation" in notes and STOPPED in notes
 
-        table = app.screen.query_one(DataTable)
+        table = app.screen.query_one("#compare-table", DataTable)
         keys = [row.value for row in table.rows]
         assert "optimizer.lr" in keys and "name" in keys
         assert "epochs" not in [k for k in keys if not k.startswith("summary:")]  # same in both: not a difference
@@ -159,7 +214,7 @@ async def test_the_table_keeps_its_cursor_while_a_run_trains_and_rebuilds_when_r
         app.open_compare([fixed_runs / FINISHED, fixed_runs / STOPPED])
         await wait_until(pilot, lambda: loaded(app), what="the runs")
         await pilot.press("2")
-        table = app.screen.query_one(DataTable)
+        table = app.screen.query_one("#compare-table", DataTable)
         table.focus()
         await pilot.press("down", "down", "down", "down", "down")
         assert table.cursor_row == 5
@@ -192,10 +247,90 @@ def test_every_binding_is_described():
     assert all(b.description for b in CompareScreen.BINDINGS)
 
 
-def test_compare_snapshot(fixed_runs, snap_compare):
-    async def open_it(pilot):
-        pilot.app.open_compare([fixed_runs / FINISHED, fixed_runs / STOPPED])
-        await wait_until(pilot, lambda: loaded(pilot.app), what="the runs")
-        await pilot.pause(0.2)
+async def test_charts_keep_legends_off_the_data_and_mark_sparse_points(fixed_runs):
+    app = app_for(fixed_runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_compare(pilot, [fixed_runs / FINISHED, fixed_runs / STOPPED])
+        for chart_id, title in (("cmp-clean", "clean accuracy"), ("cmp-robust", "robust accuracy"),
+                                ("cmp-loss", "train loss"), ("cmp-eps", "robust acc vs eps")):
+            first, *plot = drawn(chart(app, chart_id))
+            assert first.startswith(title) and "quickstart" in first  # title and legend on the first line
+            assert not any("quickstart" in row for row in plot)  # and not on the data
+        # Robust accuracy is measured every 5 epochs: markers; clean accuracy every epoch: a line.
+        assert chart(app, "cmp-robust").marked == {"quickstart", "ccn"} and not chart(app, "cmp-clean").marked
+        assert chart(app, "cmp-eps").marked == {"quickstart"}
+        assert drawn(chart(app, "cmp-clean"))[-1].split() == ["1", "5", "10", "15"]  # whole epochs, the whole run
 
-    assert snap_compare(app_for(fixed_runs), terminal_size=(100, 32), run_before=open_it)
+
+async def test_m_maximises_the_focused_chart_and_restores_it(fixed_runs):
+    app = app_for(fixed_runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_compare(pilot, [fixed_runs / FINISHED, fixed_runs / STOPPED])
+        screen = app.screen
+        await pilot.press("3", "m")  # from another tab: back to the curves, the clean accuracy chart
+        assert screen.maximized is chart(app, "cmp-clean")
+        await pilot.press("m")
+        assert screen.maximized is None
+        chart(app, "cmp-eps").focus()
+        await pilot.press("m")
+        await pilot.pause(0.1)
+        assert screen.maximized is chart(app, "cmp-eps") and chart(app, "cmp-eps").size.width == 80
+        await pilot.press("escape")
+        assert screen.maximized is None and isinstance(app.screen, CompareScreen)
+
+
+async def test_robust_tab_shows_each_metric_with_its_interval_and_x_exports_it(fixed_runs):
+    app = app_for(fixed_runs)
+    runs = [fixed_runs / FINISHED, fixed_runs / STOPPED]
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_compare(pilot, runs)
+        await pilot.press("3")
+        table = app.screen.query_one("#compare-robust", DataTable)
+        assert table.display and [str(c.label) for c in table.columns.values()] == ["metric", "quickstart"]
+        assert [(str(r[0]), [str(c) for c in r[1:]]) for r in map(table.get_row_at, range(table.row_count))] \
+            == REPORT_ROWS
+        caption = str(app.screen.query_one("#robust-caption", Static).render())
+        assert "[95% interval]" in caption and "quickstart: best.pt (1 report)" in caption
+        await pilot.press("x")
+        folder = fixed_runs / "compare"
+        stem = export_stem(FIXED_NOW)
+        files = {suffix: folder / f"{stem}{suffix}" for suffix in (".md", ".csv", ".tex", ".json")}
+        await wait_until(pilot, lambda: all(f.is_file() for f in files.values()), what="the exported files")
+        # The same table as `workbench compare` prints: a run without evaluations is in the notes.
+        expected = build_compare_table(runs)
+        for (suffix, path), fmt in zip(files.items(), ("md", "csv", "latex", "json")):
+            assert path.read_bytes().decode() == render(expected, fmt), suffix
+        assert json.loads(files[".json"].read_text())["cells"][0]["ci95"] == [0.9568335194437211, 0.9948858548155076]
+        await wait_until(pilot, lambda: any(f"{folder / stem}.{{csv,json,tex,md}}" in str(n.message)
+                                            for n in app._notifications), what="the notification")
+        await pilot.press("x")  # a second export in the same second keeps the first
+        await wait_until(pilot, lambda: (folder / f"{stem}-1.md").is_file(), what="the second export")
+
+
+async def test_export_without_evaluations_says_so(fixed_runs):
+    app = app_for(fixed_runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_compare(pilot, [fixed_runs / FAILED, fixed_runs / STOPPED])
+        await pilot.press("x")
+        await wait_until(pilot, lambda: any("no evaluations" in str(n.message) for n in app._notifications),
+                         what="the warning")
+        assert not (fixed_runs / "compare").exists()
+
+
+def _open_it(fixed_runs, keys=()):
+    async def run_before(pilot):
+        await open_compare(pilot, [fixed_runs / FINISHED, fixed_runs / STOPPED])
+        await pilot.press(*keys)
+        await pilot.pause(0.2)
+    return run_before
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)], ids=["80x24", "120x36"])
+def test_compare_curves_snapshot(fixed_runs, snap_compare, size):
+    assert snap_compare(app_for(fixed_runs), terminal_size=size, run_before=_open_it(fixed_runs))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)], ids=["80x24", "120x36"])
+def test_compare_robust_tab_snapshot(fixed_runs, snap_compare, size):
+    evaluate(fixed_runs / STOPPED, 0.8)  # two runs evaluated: a column each
+    assert snap_compare(app_for(fixed_runs), terminal_size=size, run_before=_open_it(fixed_runs, ["3"]))

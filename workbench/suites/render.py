@@ -1,4 +1,6 @@
-"""A suite table as markdown, CSV, LaTeX (booktabs) or JSON; one column per metric, the paper's beside it."""
+"""A suite table as markdown, CSV, LaTeX (booktabs) or JSON; one column per metric, the paper's beside it.
+
+The same for any table in that shape with a `framing` (runs compared: `workbench compare`)."""
 
 from __future__ import annotations
 
@@ -33,9 +35,13 @@ def paper_text(cell: TableCell | None) -> str:
     return "" if cell is None or cell.paper is None else f"{cell.paper:g}"
 
 
+def row_title(table: SuiteTable) -> str:
+    return table.framing.row if table.framing else "model"
+
+
 def _header(table: SuiteTable) -> list[tuple[str, str | None]]:
     """(column title, metric) pairs: each metric, then 'paper' where the paper reports it."""
-    cols: list[tuple[str, str | None]] = [("model", None)]
+    cols: list[tuple[str, str | None]] = [(row_title(table), None)]
     for metric in table.metrics:
         cols.append((metric.name, metric.name))
         if table.has_paper(metric.name):
@@ -62,9 +68,10 @@ def check_lines(table: SuiteTable) -> list[str]:
 
 
 def notes(table: SuiteTable) -> list[str]:
-    out = [f"Suite {table.suite}, budget {table.budget}, seeds {', '.join(map(str, table.seeds))}. "
-           "Robust accuracy (%): mean ± std over seeds, or [95% Wilson interval] with one seed; "
-           "'paper' is the paper's number; 'worst strong' is the strong protocol's worst case."]
+    out = list(table.framing.notes) if table.framing else [
+        f"Suite {table.suite}, budget {table.budget}, seeds {', '.join(map(str, table.seeds))}. "
+        "Robust accuracy (%): mean ± std over seeds, or [95% Wilson interval] with one seed; "
+        "'paper' is the paper's number; 'worst strong' is the strong protocol's worst case."]
     if any(c.values and c.missing_seeds for c in table.cells.values()):
         out.append("† some seeds not evaluated yet: the number is over the seeds that are (see the CSV/JSON "
                    "missing_seeds).")
@@ -92,7 +99,7 @@ def as_csv(table: SuiteTable) -> str:
     """Long format, one row per model and metric: what a plotting script wants."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["model", "metric", "eps", "mean", "std", "ci95_low", "ci95_high", "seeds", "n", "paper",
+    w.writerow([row_title(table), "metric", "eps", "mean", "std", "ci95_low", "ci95_high", "seeds", "n", "paper",
                 "collapsed_seeds", "missing_seeds"])
     for model in table.models:
         for metric in table.metrics:
@@ -133,8 +140,10 @@ def latex(table: SuiteTable) -> str:
 
 @FORMATS.register("json")
 def as_json(table: SuiteTable) -> str:
+    head = ({**table.framing.about, "notes": notes(table)} if table.framing
+            else {"suite": table.suite, "budget": table.budget})
     return json.dumps({
-        "suite": table.suite, "budget": table.budget, "seeds": table.seeds, "models": table.models,
+        **head, "seeds": table.seeds, "models": table.models,
         "metrics": [{"name": m.name, "eps": m.eps, "protocol": m.protocol} for m in table.metrics],
         "cells": [c.to_json() for c in table.cells.values()],
         "collapsed": table.collapsed, "missing": table.missing, "incomplete": table.incomplete,

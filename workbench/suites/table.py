@@ -18,14 +18,16 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import WorkbenchError
 from ..stats import wilson_interval
 from ..runs.files import load_json
 from .layout import SuitePaths
-from .spec import Suite
 from .state import cell_state
+
+if TYPE_CHECKING:  # the schema brings pydantic: tables of plain runs (`workbench compare`, the TUI) need none
+    from .spec import Suite
 
 COLLAPSE_FACTOR = 2.0  # clean accuracy below this many times chance: the model predicts (nearly) one class
 
@@ -77,6 +79,16 @@ class TableCell:
 
 
 @dataclass
+class Framing:
+    """How a table that is not a suite's presents itself (runs compared, say): the title of its rows, the
+    lines under it (in place of the suite's), and the fields that open its JSON (in place of suite and budget)."""
+
+    row: str
+    notes: list[str]
+    about: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class SuiteTable:
     suite: str
     budget: str
@@ -88,6 +100,7 @@ class SuiteTable:
     missing: dict[str, list[int]]  # model -> seeds with no finished evaluation yet
     incomplete: dict[str, list[int]] = field(default_factory=dict)  # model -> seeds with some evaluations missing
     checks: list = field(default_factory=list)  # the suite's claims, checked (checks.CheckResult)
+    framing: Framing | None = None  # None: a suite's table
 
     def cell(self, model: str, metric: str) -> "TableCell | None":
         return self.cells.get((model, metric))
@@ -166,9 +179,19 @@ def default_columns(suite: Suite, metrics: list[Metric]) -> list[Metric]:
     if wanted:
         chosen = [m for m in metrics if m.name in wanted or m.name == "clean"] + worst
     else:
-        chosen = [m for m in metrics if m.protocol != "strong" or m.name.startswith("worst ")]
+        chosen = plain_columns(metrics)
+    return by_eps(chosen)
+
+
+def plain_columns(metrics: list[Metric]) -> list[Metric]:
+    """Every metric but the strong protocol's stages (its worst case sums them up)."""
+    return [m for m in metrics if m.protocol != "strong" or m.name.startswith("worst ")]
+
+
+def by_eps(metrics: list[Metric]) -> list[Metric]:
+    """Each metric once: clean first, then grouped by eps, each protocol's worst case after its attacks."""
     seen: set[str] = set()
-    unique = [m for m in chosen if not (m.name in seen or seen.add(m.name))]
+    unique = [m for m in metrics if not (m.name in seen or seen.add(m.name))]
     return sorted(unique, key=lambda m: (m.name != "clean", m.eps is not None, m.eps or 0.0,
                                          m.name.startswith("worst "), m.order))
 
@@ -178,6 +201,16 @@ def pick_columns(patterns: list[str], metrics: list[Metric]) -> list[Metric]:
     for pattern in patterns:
         out += [m for m in metrics if fnmatch.fnmatchcase(m.name, pattern) and m not in out]
     return out
+
+
+def chosen_columns(patterns: list[str], metrics: list[Metric]) -> list[Metric]:
+    """`--columns`: the metrics the names or globs match, in their order; an error when there are metrics
+    and they match none."""
+    chosen = pick_columns(patterns, metrics)
+    if not chosen and metrics:
+        raise WorkbenchError(f"--columns {','.join(patterns)} matches no metric; metrics: "
+                             + ", ".join(m.name for m in metrics[:12]) + (" ..." if len(metrics) > 12 else ""))
+    return chosen
 
 
 def build_table(suite: Suite, paths: SuitePaths, budget: str, columns: list[str] | None = None) -> SuiteTable:
@@ -204,10 +237,7 @@ def build_table(suite: Suite, paths: SuitePaths, budget: str, columns: list[str]
         if clean is not None and clean.value < COLLAPSE_FACTOR / max(2, st.num_classes):
             collapsed.setdefault(st.model, []).append(st.seed)
     ordered = sorted(all_metrics.values(), key=lambda m: m.order)
-    chosen = pick_columns(columns, ordered) if columns else default_columns(suite, ordered)
-    if columns and not chosen and ordered:
-        raise WorkbenchError(f"--columns {','.join(columns)} matches no metric; metrics: "
-                             + ", ".join(m.name for m in ordered[:12]) + (" ..." if len(ordered) > 12 else ""))
+    chosen = chosen_columns(columns, ordered) if columns else default_columns(suite, ordered)
     models = [m.name for m in suite.models]
     cells: dict[tuple[str, str], "TableCell"] = {}
     for model in models:

@@ -1,20 +1,26 @@
 """What the Compare screen shows of several runs (pure: no textual).
 
-Config differences as flattened dotted keys, training curves through History, and robust
-accuracy against eps from each run's latest saved evaluation report.
+Config differences as flattened dotted keys, training curves through History, robust
+accuracy against eps from each run's latest saved evaluation report, and the table of robust
+accuracy per attack × eps (workbench.compare.table, as `workbench compare` prints it).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from ...runs import RunPaths, Status, effective_state, read_json
+from ...compare.table import (RunEvaluation, RunRef, compare_table, row_names, run_evaluation,
+                                  source_text)
 from ...runs.evals import as_number, list_reports
 from ...runs.tail import JsonlTail
+from ...suites.render import cell_text
+from ...suites.table import SuiteTable
 from .files import file_signature
 from .history import Best, History, Series, best_accuracy
 
@@ -140,6 +146,7 @@ class RunView:
     status: Status | None
     evals: EvalCurves | None
     error: str = ""  # why the run could not be read (then nothing else is filled)
+    robust: RunEvaluation | None = None  # every saved report on its newest evaluated checkpoint, merged
 
     def best(self, kind: str) -> Best | None:
         return best_accuracy(self.history, self.status, kind)
@@ -163,6 +170,7 @@ class RunFollower:
         self.status: Status | None = None
         self.state = "unknown"
         self.evals: EvalCurves | None = None
+        self.robust: RunEvaluation | None = None
         self._seen: dict[str, Any] = {}
 
     def _changed(self, name: str, path: Path) -> bool:
@@ -191,6 +199,7 @@ class RunFollower:
             changed = True
         if self._changed("evals", self.run.evals):
             self.evals = latest_eval_curves(self.run.root)
+            self.robust = run_evaluation(RunRef(self.run.root))
             changed = True
         return changed
 
@@ -213,4 +222,40 @@ class RunFollower:
         if self.error:
             return RunView(self.path, self.path.name, {}, History(), "unknown", None, None, self.error)
         return RunView(self.run.root, self.run.root.name, dict(self.config), History(self.history.epochs.values()),
-                       self.state, self.status, self.evals)
+                       self.state, self.status, self.evals, robust=self.robust)
+
+
+# -- the curves and the robust table -----------------------------------------------------------
+
+def epoch_span(views: list[RunView]) -> tuple[float, float] | None:
+    """The x range of the per-epoch charts: every run's whole schedule, so a run's first robust point sits
+    where it belongs (None until some run is past its first epoch)."""
+    last = max((max(v.history.epochs, default=0) for v in views), default=0)
+    planned = max((e for e in (as_number(v.config.get("epochs")) for v in views) if e is not None), default=0)
+    span = max(last, int(planned))
+    return (1.0, float(span)) if span > 1 else None
+
+
+def robust_table(views: list[RunView]) -> SuiteTable:
+    """Robust accuracy per attack × eps of the readable runs, rows named by run folder (as the CLI's)."""
+    refs = [RunRef(v.path) for v in views]
+    return compare_table([(name, ref, v.robust) for name, ref, v in zip(row_names(refs), refs, views)])
+
+
+def robust_caption(views: list[RunView], names: Mapping[str, str]) -> str:
+    """The line over the robust table: what its numbers are, and which checkpoint each run's come from."""
+    sources = "; ".join(f"{names.get(v.name, v.name)}: {source_text(v.robust)}" for v in views if v.robust)
+    return f"robust accuracy % [95% interval] · {sources or 'no evaluations yet'} · x: export"
+
+
+def robust_rows(table: SuiteTable) -> list[tuple[str, list[str]]]:
+    """The table turned for a narrow screen: one row per metric, one column per run (value [interval])."""
+    return [(m.name, [cell_text(table.cell(run, m.name)) for run in table.models]) for m in table.metrics]
+
+
+EXPORT_FOLDER = "compare"  # under the runs folder: a folder without run files is no run to the listing
+
+
+def export_stem(now: float) -> str:
+    """The file name, less its suffix, of a table exported at `now`."""
+    return "compare-" + time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
