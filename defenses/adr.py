@@ -35,11 +35,22 @@ each step projected onto the eps ball and [0, 1]:
 - "trades": start x + init_std * N(0, 1), signed steps on the summed KL(h(x) || h(x')).
 Every term is logged (unweighted) in `LossOutput.parts`, plus `adv_acc`, the training accuracy on
 x_a. Evaluation attacks the plain CE (`attack_loss` is None), as the paper does.
+
+Issue 19: at the paper's lambda 1 on SmallCNN the ADR terms grow z (stop-gradient LC) or kill its
+ReLUs (full gradient) within a few dozen steps, and the run collapses to one class. Labelled variants
+beside the paper's setting, each a parameter or a profile key:
+- `warmup_epochs`: plain ADV (CE(x) + CE(x_a), every lambda 0) for the first k epochs, phase "adv",
+  then the ADR terms, phase "adr" (a function of the epoch, so a resumed run replays it);
+- smaller lambdas; `model.feature_norm` (small_cnn: BN or LayerNorm before z); the run's `grad_clip`.
+Feature health: the mean |z| and the fraction of z entries exactly 0 (dead ReLUs) of the clean pass
+are logged every epoch (`loss_z_mean_abs`, `loss_z_dead_frac`), and `check_epoch` stops a run whose
+z runs away, dies, or whose clean accuracy stays at chance, with the reason (`health_*` thresholds).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import torch
@@ -56,6 +67,8 @@ from .trades import kl_divergence
 
 Distance = Literal["mean_l1", "l1", "l2", "linf"]
 _P = {"mean_l1": 1.0, "l1": 1.0, "l2": 2.0, "linf": float("inf")}
+TERMS = ("lc", "gb", "conf", "smt")  # the ADR terms, each weighted by its lam_*
+Z_ABS, Z_DEAD = "z_mean_abs", "z_dead_frac"  # logged parts (epoch records: loss_z_mean_abs, loss_z_dead_frac)
 
 
 class ADRParams(BaseModel):
@@ -88,6 +101,18 @@ class ADRParams(BaseModel):
         "adv_clean", description="GB pairs: all B^2 (adversarial i, clean j) incl. i=j (code), or clean pairs (paper)")
     confidence: Literal["adversarial", "both"] = Field(
         "adversarial", description="entropy of the adversarial prediction (code) or of clean and adversarial (paper)")
+    warmup_epochs: Annotated[int, Field(ge=0)] = Field(
+        0, description="epochs of plain ADV (every ADR term off, phase 'adv') before the ADR terms start "
+                       "(0: from the start, the paper)")
+    # Feature health (check_epoch): defaults that a healthy ADV run does not reach; null switches a rule off.
+    health_max_growth: Annotated[float, Field(gt=1)] | None = Field(
+        10.0, description="stop when an epoch's mean |z| exceeds this many times the run's first epoch's "
+                          "(the last 'adv' epoch's after a warm-up): features running away")
+    health_max_dead: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        0.99, description="stop when this fraction of z's entries is exactly 0 over an epoch: dead ReLUs "
+                          "(ADV itself sparsifies z: 0.31 -> 0.56 in its first 240 MNIST steps)")
+    health_chance_epochs: Annotated[int, Field(gt=0)] | None = Field(
+        3, description="stop after this many epochs in a row at chance clean accuracy (below 1.5 / classes)")
 
     @property
     def ce_adv_weight(self) -> float:
@@ -136,6 +161,53 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(1)
 
 
+# -- feature health ----------------------------------------------------------------------------------------------------
+def feature_stats(z: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mean |z| and the fraction of z's entries exactly 0 (a dead ReLU's output), logged per batch."""
+    z = z.detach().float()
+    return {Z_ABS: z.abs().mean(), Z_DEAD: (z == 0).float().mean()}
+
+
+def clean_accuracy(record: dict) -> float:
+    # ADR's training accuracy is on the clean half (its logits are the clean pass's): the fallback when the
+    # epoch has no test clean accuracy.
+    acc = record.get("test_clean_acc")
+    return record["train_acc"] if acc is None else acc
+
+
+def dead_features(record: dict, history: Sequence[dict], p: ADRParams, k: int) -> str | None:
+    dead = record.get(f"loss_{Z_DEAD}")
+    if p.health_max_dead is None or dead is None or dead <= p.health_max_dead:
+        return None
+    return f"features died: {dead:.1%} of z is exactly 0 (dead ReLUs; defense.health_max_dead {p.health_max_dead:g})"
+
+
+def runaway_features(record: dict, history: Sequence[dict], p: ADRParams, k: int) -> str | None:
+    # Growth is measured from the last epoch of an earlier phase (the ADV warm-up), else the run's first epoch.
+    earlier = [r for r in history if r.get("phase") != record.get("phase")]
+    base = earlier[-1] if earlier else (history[0] if history else None)
+    key = f"loss_{Z_ABS}"
+    if p.health_max_growth is None or base is None or not base.get(key) or record.get(key) is None:
+        return None
+    now, ref = record[key], base[key]
+    if now <= p.health_max_growth * ref:
+        return None
+    return (f"features ran away: mean |z| {now:.3g}, {now / ref:.1f}x its {ref:.3g} in epoch {base['epoch']} "
+            f"(defense.health_max_growth {p.health_max_growth:g})")
+
+
+def chance_predictions(record: dict, history: Sequence[dict], p: ADRParams, k: int) -> str | None:
+    n = p.health_chance_epochs
+    recent = [*history, record][-n:] if n else []
+    if not n or len(recent) < n or any(clean_accuracy(r) >= 1.5 / k for r in recent):
+        return None
+    return (f"predictions collapsed: clean accuracy at chance ({clean_accuracy(record):.1%}) for {n} epoch(s) "
+            f"in a row (defense.health_chance_epochs {n})")
+
+
+HEALTH_RULES = (dead_features, runaway_features, chance_predictions)
+
+
 @register_defense
 class ADR(Defense):
     name = "adr"
@@ -151,6 +223,30 @@ class ADR(Defense):
         if self.params.tap not in taps:
             raise WorkbenchError(f"unknown tap {self.params.tap!r}; this model's taps are: {', '.join(taps)}")
         return model
+
+    # -- phases and health ----------------------------------------------------------------------------------------
+    def check_config(self, cfg) -> None:
+        super().check_config(cfg)
+        if self.params.warmup_epochs >= cfg.epochs:
+            raise WorkbenchError(f"warmup_epochs {self.params.warmup_epochs} leaves no ADR epoch in a run of "
+                                 f"{cfg.epochs} epochs")
+
+    def phase(self, epoch: int, epochs: int, history: Sequence[dict] = ()) -> str:
+        return "adv" if epoch < self.params.warmup_epochs else "adr"
+
+    def weights(self, phase: str = "adr") -> dict[str, float]:
+        """The lambda of each ADR term in a phase: all 0 in the ADV warm-up."""
+        return {k: 0.0 if phase == "adv" else getattr(self.params, f"lam_{k}") for k in TERMS}
+
+    def check_epoch(self, record: dict, history: list[dict]) -> str | None:
+        # Issue 19: at lambda 1 z ran away or died within an epoch and the model predicted one class; stop then
+        # rather than train a broken model for 100 epochs.
+        for rule in HEALTH_RULES:
+            reason = rule(record, history, self.params, self.num_classes)
+            if reason is not None:
+                return (f"ADR stopped in epoch {record['epoch']}, {reason}: try defense.warmup_epochs, smaller "
+                        "lambdas, model.feature_norm or grad_clip; last.pt, if any, is the epoch before")
+        return None
 
     # -- the adversary ---------------------------------------------------------------------------------------------
     def craft(self, model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -180,11 +276,13 @@ class ADR(Defense):
 
     # -- the loss --------------------------------------------------------------------------------------------------
     def terms(self, logits: torch.Tensor, z: torch.Tensor, logits_adv: torch.Tensor, z_adv: torch.Tensor,
-              y: torch.Tensor, rank_sizes: tuple[int, ...] | None = None) -> dict[str, torch.Tensor]:
+              y: torch.Tensor, rank_sizes: tuple[int, ...] | None = None,
+              weights: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
         """Every term of the ADR objective (unweighted), from the clean and adversarial forward passes.
-        Terms whose weight is 0 are computed without a graph (they are only logged). Under DDP the global term's
-        second index runs over the whole batch (`rank_sizes`: every rank's share), as in one process."""
-        p = self.params
+        Terms whose weight (`weights`, default the lambdas) is 0 are computed without a graph (they are only
+        logged). Under DDP the global term's second index runs over the whole batch (`rank_sizes`: every rank's
+        share), as in one process."""
+        p, w = self.params, weights or self.weights()
         z, z_adv = z.flatten(1), z_adv.flatten(1)
         anchor_z = z.detach() if p.detach_clean else z
         anchor_logits = logits.detach() if p.detach_clean else logits
@@ -198,26 +296,26 @@ class ADR(Defense):
         }
         if p.adversary == "trades":
             out["kl"] = kl_divergence(logits_adv, logits).mean()  # TRADES' own term: both sides trained
-        with maybe_grad(p.lam_lc):
+        with maybe_grad(w["lc"]):
             out["lc"] = local_compactness(anchor_z, z_adv, p.distance)
-        with maybe_grad(p.lam_gb):
+        with maybe_grad(w["gb"]):
             peers_z, _ = collective.gather_rows(anchor_z, rank_sizes)
             peers_y, _ = collective.gather_rows(y, rank_sizes)
             rows = z_adv if p.global_pairs == "adv_clean" else z
             out["gb"] = global_compactness(rows, y, peers_z, peers_y, p.alpha, p.distance)
-        with maybe_grad(p.lam_conf):
+        with maybe_grad(w["conf"]):
             conf = entropy(logits_adv).mean()
             out["conf"] = conf + entropy(logits).mean() if p.confidence == "both" else conf
-        with maybe_grad(p.lam_smt):
+        with maybe_grad(w["smt"]):
             out["smt"] = kl_divergence(logits_adv, anchor_logits).mean()
         return out
 
-    def combine(self, t: dict[str, torch.Tensor]) -> torch.Tensor:
+    def combine(self, t: dict[str, torch.Tensor], weights: dict[str, float] | None = None) -> torch.Tensor:
         p = self.params
         loss = p.ce_clean * t["ce_clean"] + p.ce_adv_weight * t["ce_adv"]
         if "kl" in t:
             loss = loss + p.beta * t["kl"]
-        for key, lam in (("lc", p.lam_lc), ("gb", p.lam_gb), ("conf", p.lam_conf), ("smt", p.lam_smt)):
+        for key, lam in (weights or self.weights()).items():
             if lam > 0:
                 loss = loss + lam * t[key]
         return loss
@@ -228,7 +326,9 @@ class ADR(Defense):
         # Two passes rather than one on the concatenation: batch-norm statistics stay per input kind.
         logits, feats = model(x, taps=[tap])
         logits_adv, feats_adv = model(x_adv, taps=[tap])
-        t = self.terms(logits, feats[tap], logits_adv, feats_adv[tap], y, ctx.rank_sizes)
+        weights = self.weights(self.batch_phase(ctx))
+        t = self.terms(logits, feats[tap], logits_adv, feats_adv[tap], y, ctx.rank_sizes, weights)
         parts = {k: v.detach() for k, v in t.items()}
         parts["adv_acc"] = (logits_adv.detach().argmax(1) == y).float().mean()
-        return LossOutput(self.combine(t), logits, parts)
+        parts.update(feature_stats(feats[tap]))
+        return LossOutput(self.combine(t, weights), logits, parts)

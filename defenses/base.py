@@ -9,7 +9,7 @@ The trainer treats every defense alike through this interface.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -35,6 +35,9 @@ class BatchContext:
     # Under DDP: every rank's number of rows in this step's training batch (this rank holds one share of the
     # global batch). Losses over pairs of the batch gather the other ranks' rows with it; None: one process.
     rank_sizes: tuple[int, ...] | None = None
+    # The epoch's phase as the trainer decided it (`Defense.phase` with the run's epoch records); None outside
+    # a run: the defense decides from the epoch alone.
+    phase: str | None = None
 
 
 @dataclass
@@ -102,13 +105,21 @@ class Defense(ABC):
         if self.crafts_adversarial and cfg.adv_train.enabled:
             raise WorkbenchError(f"defense {self.name!r} crafts its own adversarial examples; set adv_train.attack: none")
 
-    def phase(self, epoch: int, epochs: int) -> str:
-        """The training phase of 0-based `epoch` (e.g. "warmup" then "pc"); logged in every epoch record."""
+    def phase(self, epoch: int, epochs: int, history: Sequence[dict] = ()) -> str:
+        """The training phase of 0-based `epoch` (e.g. "warmup" then "pc"); logged in every epoch record.
+        `history` holds the run's epoch records so far; a phase may depend only on the records of the epochs
+        before `epoch` (a gate on the warm-up's accuracy), so a resumed run, whose checkpoint carries them,
+        replays the same phases."""
         return "main"
 
-    def reset_optimizer_at(self, epoch: int, epochs: int) -> bool:
+    def batch_phase(self, ctx: BatchContext) -> str:
+        """The phase of the batch's epoch: the trainer's decision, or from the epoch alone outside a run."""
+        return ctx.phase if ctx.phase is not None else self.phase(ctx.epoch, ctx.epochs)
+
+    def reset_optimizer_at(self, epoch: int, epochs: int, history: Sequence[dict] = ()) -> bool:
         """True if the optimizer state starts fresh at the beginning of `epoch` (a new phase, as the papers'
-        phase-2 scripts do). Must be a function of the epoch only, so resuming replays it."""
+        phase-2 scripts do). A function of the epoch and the earlier epochs' records, as `phase`, so resuming
+        replays it."""
         return False
 
     def check_epoch(self, record: dict, history: list[dict]) -> str | None:

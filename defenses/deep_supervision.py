@@ -10,12 +10,16 @@ classifier, and every output of the classifier is independent of the branches.
 `DeeplySupervised` is the shared base of `pcl` and the `ds_*` variants: CE on the final logits
 (or a linear probe, for losses that train the representation alone), plus tau * sum over heads
 of a per-sample head loss, after `warmup_epochs` of CE alone. Subclasses give the head loss.
+With `warmup_until_clean`, the warm-up lasts at least `warmup_epochs` and ends after the first of its
+epochs whose test clean accuracy reached that value, at the latest at `warmup_max_epochs` (issue 19:
+the papers warm up to convergence; a fixed short warm-up let PCL drag a weak model to chance).
 """
 
 from __future__ import annotations
 
 import itertools
 from abc import abstractmethod
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import torch
@@ -86,11 +90,19 @@ class DSParams(BaseModel):
     warmup_epochs: Annotated[int, Field(ge=0)] | None = Field(
         0, description="CE-only epochs before the head losses start (null: a quarter of the run)")
     reset_optimizer: bool = Field(False, description="fresh optimizer state when the head losses start")
+    warmup_until_clean: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None, description="gate: after warmup_epochs, the warm-up goes on until an epoch's test clean accuracy "
+                          "reaches this (null: off)")
+    warmup_max_epochs: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="gate: the head losses start at this epoch even if the accuracy was not reached "
+                          "(null: the run's last epoch)")
 
     @model_validator(mode="after")
     def _some_heads(self):
         if not self.heads:
             raise ValueError("heads: at least one head is needed")
+        if self.warmup_max_epochs is not None and self.warmup_until_clean is None:
+            raise ValueError("warmup_max_epochs caps the gate: set warmup_until_clean too")
         return self
 
 
@@ -191,20 +203,42 @@ class DeeplySupervised(Defense):
 
     # -- phases -----------------------------------------------------------------------------------------
     def warmup(self, epochs: int) -> int:
+        """The warm-up's length, or its minimum when gated."""
         w = self.params.warmup_epochs
         return epochs // 4 if w is None else w
 
+    def warmup_cap(self, epochs: int) -> int:
+        """The first epoch of the head losses at the latest."""
+        p = self.params
+        if p.warmup_until_clean is None:
+            return self.warmup(epochs)
+        return min(p.warmup_max_epochs or epochs - 1, epochs - 1)
+
     def check_config(self, cfg) -> None:
         super().check_config(cfg)
-        if self.warmup(cfg.epochs) >= cfg.epochs:
-            raise WorkbenchError(f"warmup_epochs {self.warmup(cfg.epochs)} leaves no epoch for the {self.name} "
-                                 f"loss in a run of {cfg.epochs} epochs")
+        w, p = self.warmup(cfg.epochs), self.params
+        if w >= cfg.epochs:
+            raise WorkbenchError(f"warmup_epochs {w} leaves no epoch for the {self.name} loss in a run of "
+                                 f"{cfg.epochs} epochs")
+        if p.warmup_until_clean is not None and not cfg.eval.clean_every:
+            raise WorkbenchError("warmup_until_clean reads the test clean accuracy: set eval.clean_every >= 1")
+        if p.warmup_max_epochs is not None and p.warmup_max_epochs < w:
+            raise WorkbenchError(f"warmup_max_epochs {p.warmup_max_epochs} is below warmup_epochs {w}")
 
-    def phase(self, epoch: int, epochs: int) -> str:
-        return "warmup" if epoch < self.warmup(epochs) else self.name
+    def phase(self, epoch: int, epochs: int, history: Sequence[dict] = ()) -> str:
+        # Gated: the head losses start after the first warm-up epoch (from warmup_epochs on) whose record reached
+        # the accuracy. Only records of epochs before `epoch` are read, so a resumed run decides alike.
+        if epoch < self.warmup(epochs):
+            return "warmup"
+        if epoch >= self.warmup_cap(epochs):
+            return self.name
+        target, first = self.params.warmup_until_clean, self.warmup(epochs)
+        reached = any(first <= r["epoch"] <= epoch and (r.get("test_clean_acc") or 0.0) >= target for r in history)
+        return self.name if reached else "warmup"
 
-    def reset_optimizer_at(self, epoch: int, epochs: int) -> bool:
-        return self.params.reset_optimizer and 0 < epoch == self.warmup(epochs)
+    def reset_optimizer_at(self, epoch: int, epochs: int, history: Sequence[dict] = ()) -> bool:
+        return (self.params.reset_optimizer and epoch > 0 and self.phase(epoch - 1, epochs, history) == "warmup"
+                and self.phase(epoch, epochs, history) != "warmup")
 
     def check_epoch(self, record: dict, history: list[dict]) -> str | None:
         # SPEC 1.8: switched on too early, the pull toward class prototypes can drag a model to chance; stop
@@ -267,7 +301,7 @@ class DeeplySupervised(Defense):
         return ce, total, parts, (logits, feats)
 
     def training_loss(self, model, x, y, ctx: BatchContext) -> LossOutput:
-        if self.phase(ctx.epoch, ctx.epochs) == "warmup":
+        if self.batch_phase(ctx) == "warmup":
             self._batch = None
             logits = model(x)  # CE end to end, as the papers' softmax warm-up
             return LossOutput(F.cross_entropy(logits, y), logits)

@@ -12,6 +12,7 @@ The switch from CE starts a fresh optimizer state, as the authors' phase-2 noteb
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import torch
@@ -70,10 +71,10 @@ class PCLoss(Defense):
             raise WorkbenchError(f"warmup_epochs {self.warmup(cfg.epochs)} leaves no PC-LC epoch in a run of "
                                  f"{cfg.epochs} epochs (use null for half the run)")
 
-    def phase(self, epoch: int, epochs: int) -> str:
+    def phase(self, epoch: int, epochs: int, history: Sequence[dict] = ()) -> str:
         return "warmup" if epoch < self.warmup(epochs) else "pc_lc"
 
-    def reset_optimizer_at(self, epoch: int, epochs: int) -> bool:
+    def reset_optimizer_at(self, epoch: int, epochs: int, history: Sequence[dict] = ()) -> bool:
         return self.params.reset_optimizer and 0 < epoch == self.warmup(epochs)
 
     def per_sample(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,7 +83,7 @@ class PCLoss(Defense):
 
     def training_loss(self, model, x, y, ctx: BatchContext) -> LossOutput:
         logits = model(x)
-        if self.phase(ctx.epoch, ctx.epochs) == "warmup":
+        if self.batch_phase(ctx) == "warmup":
             return LossOutput(F.cross_entropy(logits, y), logits)
         pc, lc = self.per_sample(logits, y)
         pc, lc = pc.mean(), lc.mean()

@@ -394,3 +394,103 @@ def test_adversarial_training_can_start_after_the_warmup(tmp_path):
     for _ in range(batches):
         torch.rand(1, generator=g)
     assert torch.equal(read_checkpoint(run.last)["rng"]["adversary"]["eps_generator"], g.get_state())
+
+
+# -- the warm-up gate (issue 19): PCL starts once the CE warm-up is accurate enough ------------------------------------
+GATED_RUN = [*PCL_RUN[:-2], "defense.warmup_epochs=2", "defense.warmup_until_clean=0.85",
+             "schedule={name: multistep, milestones: [1], gamma: 0.5, per_phase: true}"]
+
+
+def gated(**params):
+    return create_defense("pcl", {"warmup_epochs": 2, "warmup_until_clean": 0.9, **params}, 10)
+
+
+def records(*accs):
+    return [{"epoch": i + 1, "phase": "warmup", "test_clean_acc": a} for i, a in enumerate(accs)]
+
+
+def test_gate_starts_pcl_after_the_first_warmup_epoch_that_reached_the_accuracy():
+    d, epochs = gated(), 10
+    history = records(0.95, 0.8, 0.85, 0.92, 0.5)  # epoch 1 is above it but inside the minimum of 2 epochs
+    assert [d.phase(e, epochs, history) for e in range(7)] == ["warmup"] * 4 + ["pcl"] * 3
+    assert [e for e in range(1, 7) if d.reset_optimizer_at(e, epochs, history)] == [4]
+    # Each epoch's phase reads only the records before it: the same answers with the history cut there.
+    assert all(d.phase(e, epochs, history[:e]) == d.phase(e, epochs, history) for e in range(7))
+    # Not reached: the warm-up runs to warmup_max_epochs, or to the run's last epoch, which PCL always gets.
+    low = records(*[0.5] * 9)
+    assert [d.phase(e, epochs, low) for e in range(10)] == ["warmup"] * 9 + ["pcl"]
+    assert [gated(warmup_max_epochs=3).phase(e, epochs, low) for e in range(5)] == ["warmup"] * 3 + ["pcl"] * 2
+    # An epoch without a test clean accuracy (eval.clean_every > 1) does not open the gate.
+    assert gated().phase(3, epochs, [*records(0.5), {"epoch": 2, "phase": "warmup", "test_clean_acc": None}]) \
+        == "warmup"
+    # Without the gate: warmup_epochs exactly, whatever the records say.
+    plain = create_defense("pcl", {"warmup_epochs": 2}, 10)
+    assert [plain.phase(e, epochs, low) for e in range(4)] == ["warmup", "warmup", "pcl", "pcl"]
+    assert [e for e in range(1, 4) if plain.reset_optimizer_at(e, epochs)] == [2]
+
+
+def test_gate_settings_are_checked():
+    from pydantic import ValidationError
+
+    from workbench.errors import WorkbenchError
+
+    with pytest.raises(ValidationError, match="warmup_until_clean"):
+        create_defense("pcl", {"warmup_max_epochs": 5}, 10)
+    for sets, text in ((["defense.warmup_max_epochs=1"], "below warmup_epochs"),
+                       (["eval.clean_every=0"], "eval.clean_every")):
+        with pytest.raises(WorkbenchError, match=text):
+            load_profile("quickstart", [*GATED_RUN, *sets])
+
+
+def test_gated_run_and_its_resume_after_the_gate_fired_agree(tmp_path):
+    """The gate extends the warm-up past its minimum (1 epoch, ~76% clean) until it reaches 85% (~88% after 2);
+    stopped in the first PCL epoch and resumed, the run replays the same phases and weights."""
+    from workbench.training import Trainer
+    from workbench.training.reporting import SilentReporter
+    from workbench.training.session import load_run_config
+
+    overrides = [*GATED_RUN, "defense.warmup_epochs=1"]
+    cfg, path = load_profile("quickstart", overrides)
+    straight = prepare_run(cfg, tmp_path / "a", path)
+    assert run_training(straight.root, device="cpu") == "finished"
+    recs = [r for r in read_metrics(straight.metrics) if r["kind"] == "epoch"]
+    assert recs[0]["test_clean_acc"] < 0.85 <= recs[1]["test_clean_acc"]
+    assert [r["phase"] for r in recs] == ["warmup", "warmup", "pcl", "pcl"]
+
+    split = prepare_run(cfg, tmp_path / "b", path)
+
+    class StopAt(SilentReporter):
+        def batch(self, epoch, batch):
+            if (epoch, batch) == (2, 3):
+                trainer.stop.signum = signal.SIGTERM
+
+    trainer = Trainer(load_run_config(split), split, torch.device("cpu"), reporter=StopAt())
+    assert trainer.train() == "stopped"
+    assert run_training(split.root, device="cpu") == "finished"
+    assert [r["phase"] for r in read_metrics(split.metrics) if r["kind"] == "epoch"] == [r["phase"] for r in recs]
+    a, b = read_checkpoint(straight.last), read_checkpoint(split.last)
+    for part in ("state_dict", "auxiliary"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    steps = {int(s["step"]) for s in a["optimizer"]["state"].values()}
+    assert steps == {2 * recs[0]["step"]}  # Adam restarted when the gate opened (after epoch 2), not at epoch 1
+
+
+def test_authors_training_attack_never_goes_past_20_over_255():
+    """pcl_pgd_authors_mnist: 10 fixed steps of 2/255 from the clean image, so the eps drawn from U[0.1, 0.5] never
+    binds: two draws give the same examples. The paper-text profile goes further, from a random start."""
+    from workbench.training.adversarial import AdversarialBatcher
+
+    x, y = load_data("digits", "test")
+    x, y = x[:64], y[:64]
+    torch.manual_seed(0)
+    model = create_model("tiny", 1, 10, 8).eval()
+    authors = AdversarialBatcher(load_profile("pcl_pgd_authors_mnist")[0].adv_train, model, seed=0)
+    first, _, mask = authors.make_batch(x, y)
+    second, _, _ = authors.make_batch(x, y)
+    assert authors.attack.random_start is False and authors.attack.step_size == pytest.approx(2 / 255, rel=1e-5)
+    delta = (first[mask] - x).abs().max().item()
+    assert 2 / 255 < delta <= 20 / 255 + 1e-6 and torch.equal(first, second)
+    paper = AdversarialBatcher(load_profile("pcl_pgd_mnist")[0].adv_train, model, seed=0)
+    x_paper, _, mask = paper.make_batch(x, y)
+    assert (x_paper[mask] - x).abs().max().item() > 0.1

@@ -212,7 +212,8 @@ def test_tiny_model_reduces_the_adr_loss(adversary):
         opt.step()
         losses.append(out.loss.item())
         parts.append(out.parts)
-    want = {"ce_clean", "ce_adv", "lc", "gb", "conf", "smt", "adv_acc"} | ({"kl"} if adversary == "trades" else set())
+    want = {"ce_clean", "ce_adv", "lc", "gb", "conf", "smt", "adv_acc", "z_mean_abs", "z_dead_frac"} | (
+        {"kl"} if adversary == "trades" else set())
     assert set(parts[0]) == want
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.7 * first, (first, last)
@@ -229,6 +230,60 @@ def test_trainer_logs_every_term(tmp_path):
     for k in ("ce_clean", "ce_adv", "lc", "gb", "conf", "smt", "adv_acc"):
         assert math.isfinite(record[f"loss_{k}"]), k
     assert record["test_clean_acc"] > 0.3
+
+
+# -- the ADV warm-up (issue 19) ---------------------------------------------------------------------------------------
+def grads_of(defense, model, x, y, ctx):
+    torch.manual_seed(1)  # the same random start for both defenses
+    model.zero_grad()
+    out = defense.training_loss(model, x, y, ctx)
+    out.loss.backward()
+    return out, [p.grad.clone() for p in model.parameters()]
+
+
+def test_warmup_trains_plain_adv_then_the_adr_terms():
+    """During the warm-up the ADR terms are logged but weigh 0: the loss and every gradient are ADV's."""
+    torch.manual_seed(0)
+    model = create_model("tiny", 1, 10, 8).train()
+    x, y = digits_batch(32)
+    adr = create_defense("adr", {**QUICK, "warmup_epochs": 2}, 10)
+    adv = create_defense("adr", {**QUICK, "lam_lc": 0.0, "lam_gb": 0.0, "lam_smt": 0.0}, 10)
+    assert [adr.phase(e, 4) for e in range(4)] == ["adv", "adv", "adr", "adr"]
+    assert adv.phase(0, 4) == "adr" and create_defense("adr", {}, 10).phase(0, 1) == "adr"
+
+    ctx = BatchContext(epoch=1, epochs=4, step=0)
+    warm, warm_grads = grads_of(adr, model, x, y, ctx)
+    plain, plain_grads = grads_of(adv, model, x, y, ctx)
+    assert all(warm.parts[k] > 0 for k in ("lc", "smt"))  # still logged
+    assert warm.loss.item() == pytest.approx((warm.parts["ce_clean"] + warm.parts["ce_adv"]).item(), rel=1e-6)
+    assert all(torch.allclose(a, b) for a, b in zip(warm_grads, plain_grads))
+
+    on, on_grads = grads_of(adr, model, x, y, BatchContext(epoch=2, epochs=4, step=0))
+    t = on.parts
+    want = t["ce_clean"] + t["ce_adv"] + t["lc"] + t["gb"] + t["smt"]
+    assert on.loss.item() == pytest.approx(want.item(), rel=1e-5)
+    assert any(not torch.allclose(a, b) for a, b in zip(on_grads, plain_grads))
+    # The trainer's phase (decided with the run's records) wins over the epoch's.
+    forced, _ = grads_of(adr, model, x, y, BatchContext(epoch=2, epochs=4, step=0, phase="adv"))
+    assert forced.loss.item() == pytest.approx((forced.parts["ce_clean"] + forced.parts["ce_adv"]).item(), rel=1e-6)
+
+
+def test_warmup_run_logs_its_phases_and_the_feature_health(tmp_path):
+    cfg, path = load_profile("quickstart", ["epochs=3", "eval.robust_every=0", "adv_train.attack=none",
+                                            "defense=adr", "defense.steps=2", "defense.eps=0.1",
+                                            "defense.step_size=0.05", "defense.warmup_epochs=1"])
+    run = prepare_run(cfg, tmp_path / "adr", path)
+    assert run_training(run.root, device="cpu") == "finished"  # the health defaults leave a healthy run alone
+    records = [r for r in read_metrics(run.metrics) if r["kind"] == "epoch"]
+    assert [r["phase"] for r in records] == ["adv", "adr", "adr"]
+    for r in records:
+        assert r["loss_z_mean_abs"] > 0 and 0 < r["loss_z_dead_frac"] < 1  # tiny's z is post-ReLU
+    assert records[-1]["test_clean_acc"] > 0.5
+
+
+def test_warmup_must_leave_an_adr_epoch():
+    with pytest.raises(WorkbenchError, match="warmup_epochs 3 leaves no ADR epoch"):
+        load_profile("adr_adv_mnist", ["epochs=3", "defense.warmup_epochs=3"])
 
 
 # -- config -----------------------------------------------------------------------------------------------------------
@@ -252,6 +307,33 @@ def test_profiles_load_with_the_papers_settings(name):
     else:
         assert (cfg.model.name, p.tap, p.eps, p.steps, p.step_size) == ("small_cnn", "features", 0.3, 20, 0.01)
         assert (cfg.optimizer.lr, cfg.schedule.milestones, cfg.epochs) == (0.01, [55, 75, 90], 100)
+
+
+# Issue 19's variants of ADR-ADV: each differs from adr_adv_mnist in the named keys only.
+VARIANTS = {
+    "adr_adv_warmup_mnist": {"defense.params.warmup_epochs": 10},
+    "adr_adv_lam01_mnist": {"defense.params.lam_lc": 0.1, "defense.params.lam_gb": 0.1,
+                            "defense.params.lam_smt": 0.1},
+    "adr_adv_bn_mnist": {"model.options.feature_norm": "batch"},
+    "adr_adv_ln_mnist": {"model.options.feature_norm": "layer"},
+    "adr_adv_clip_mnist": {"grad_clip": 5.0},
+}
+
+
+def flat(data, prefix=""):
+    out = {}
+    for k, v in data.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_variant_profiles_differ_from_the_papers_setting_in_their_keys_only(name):
+    paper = flat(load_profile("adr_adv_mnist")[0].model_dump(mode="json"))
+    variant = flat(load_profile(name)[0].model_dump(mode="json"))
+    changed = {k: variant.get(k) for k in paper.keys() | variant.keys()
+               if paper.get(k) != variant.get(k) and k not in ("name", "description")}
+    assert changed == VARIANTS[name]
 
 
 def test_unknown_tap_is_a_one_line_error_naming_the_taps():

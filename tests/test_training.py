@@ -239,3 +239,26 @@ def test_resume_on_another_device_reseeds_instead_of_crashing(tmp_path, capsys):
     save_checkpoint({k: v for k, v in data.items() if k not in ("format", "version")}, run.last)
     assert run_training(run.root, device="cpu") == "finished"
     assert "reseeded" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_grad_clip_bounds_the_global_gradient_norm_of_every_step(tmp_path, clip):
+    """`grad_clip` (issue 19's ADR variant): every update sees a global gradient norm of at most the clip."""
+    sets = [*FAST, "epochs=1", "data.train_subset=256", *([f"grad_clip={clip}"] if clip else [])]
+    cfg, path = load_profile("quickstart", sets)
+    run = prepare_run(cfg, tmp_path / "r", path)
+    trainer = Trainer(load_run_config(run), run, torch.device("cpu"))
+    norms, step = [], trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        grads = [p.grad for p in trainer.params if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    assert trainer.train() == "finished"
+    assert len(norms) == 4  # 256 / 64
+    if clip is None:
+        assert min(norms) > 0.05  # so the clip below binds on every step
+    else:
+        assert max(norms) <= clip * (1 + 1e-4)

@@ -503,7 +503,7 @@ class Trainer:
         self.model.train()
         while self.position.epoch < cfg.epochs:
             epoch = self.position.epoch
-            if self.position.batch == 0 and self.defense.reset_optimizer_at(epoch, cfg.epochs):
+            if self.position.batch == 0 and self.defense.reset_optimizer_at(epoch, cfg.epochs, self.history):
                 # A new training phase starts with a fresh optimizer state (the papers' phase-2 scripts).
                 self.optimizer = build_optimizer(self.params, cfg.optimizer)
             stopped = self._train_epoch(epoch, metrics)
@@ -524,16 +524,16 @@ class Trainer:
         self.data_generator.set_state(self.epoch_start_state)
         self._epoch_clock = time.perf_counter()
         last_status = time.time()
-        adversarial = cfg.adv_train.phases == "all" or (
-            self.defense.phase(epoch, cfg.epochs) == self.defense.phase(cfg.epochs - 1, cfg.epochs))
+        phase = self.phase(epoch)
+        adversarial = cfg.adv_train.phases == "all" or phase == self.final_phase()
+        start, length = self.schedule_span(epoch)  # the history changes only between epochs
         for x, y in self.loader.epoch(self.data_generator, start=self.position.batch):
-            start, length = self.schedule_span(epoch)
             t = epoch - start + self.position.batch / batches
             lr = self.base_lr * lr_factor(cfg.schedule, t, length, dt=1.0 / batches)
             set_lr(self.optimizer, lr)
             clean_sizes = self.loader.batch_sizes(self.position.batch)
             global_n = sum(self.adversary.output_size(n) if adversarial else n for n in clean_sizes)
-            self._step(x, y, {"epoch": epoch, "epochs": cfg.epochs, "step": self.position.step,
+            self._step(x, y, {"epoch": epoch, "epochs": cfg.epochs, "step": self.position.step, "phase": phase,
                               "clean_sizes": clean_sizes}, adversarial, global_n)
             self.position.batch += 1
             self.position.step += 1
@@ -595,7 +595,7 @@ class Trainer:
                   "robust_eps": cfg.eval.eps if evals["test_robust_acc"] is not None else None,
                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": train_seconds,
                   "eval_seconds": evals["eval_seconds"], "time": time.time(),
-                  "phase": self.defense.phase(epoch, cfg.epochs),
+                  "phase": self.phase(epoch),
                   **{f"loss_{k}": float(v) / seen for k, v in totals.parts.items()},
                   **self.defense.epoch_metrics(self.model)}
         if self.ranks.enabled:
@@ -613,7 +613,7 @@ class Trainer:
         self.history.append(record)
         key = self.best_key()
         # Only the defense's last phase competes for best.pt: a PC-LC run's best must not be a warm-up (CE) model.
-        final_phase = record["phase"] == self.defense.phase(cfg.epochs - 1, cfg.epochs)
+        final_phase = record["phase"] == self.final_phase()
         improved = final_phase and record.get(key) is not None and (
             self.best_value is None or record[key] > self.best_value)
         if improved:
@@ -630,12 +630,19 @@ class Trainer:
         self.write_status("running")
         return None
 
+    def phase(self, epoch: int) -> str:
+        """The defense's phase of `epoch`, decided from the epoch records so far (restored on resume)."""
+        return self.defense.phase(epoch, self.cfg.epochs, self.history)
+
+    def final_phase(self) -> str:
+        return self.phase(self.cfg.epochs - 1)
+
     def schedule_span(self, epoch: int) -> tuple[int, int]:
         """(first epoch, length) of the stretch the lr schedule spans: the run, or the defense's phase."""
         epochs = self.cfg.epochs
         if not self.cfg.schedule.per_phase:
             return 0, epochs
-        phases = [self.defense.phase(e, epochs) for e in range(epochs)]
+        phases = [self.phase(e) for e in range(epochs)]  # later epochs: as far as the history tells
         start = epoch
         while start > 0 and phases[start - 1] == phases[epoch]:
             start -= 1
