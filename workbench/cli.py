@@ -265,7 +265,7 @@ def attack(
     head: str = typer.Option("softmax", "--head",
                              help="softmax | prototype: nearest class prototype of the last supervised feature (pcl, ds_*)."),
     targeted: bool = typer.Option(False, "--targeted", help="Targeted mode toward a random other class."),
-    save_examples: int = typer.Option(0, "--save-examples", min=0, help="Save K clean/adversarial pairs per attack and eps."),
+    save_examples: int = typer.Option(0, "--save-examples", min=0, help="Save up to K fooled and K robust clean/adversarial pairs per attack and eps."),
     n: Optional[int] = typer.Option(None, "--n", help="Evaluate the first N test samples (default: all)."),
     batch_size: int = typer.Option(500, "--batch-size", min=1),
     seed: int = typer.Option(0, "--seed", help="Seed of the attacks' randomness."),

@@ -223,7 +223,8 @@ async def test_past_evaluation_is_listed_and_reopens_with_table_chart_and_galler
         # Reopened: the panel loads the latest evaluation by itself (enter on a history row opens any other).
         await wait_until(pilot, lambda: screen.examples_ready, what="the examples")
         assert screen.report_path is not None and screen.report_path.name == "best-20261123-065854.json"
-        await pilot.press("1")  # in front already, unless a job heads the history (then History stays in front)
+        # In front by itself (History stays in front only when a job heads it). It once came back behind History
+        # now and then: the screen's automatic first focus, landing late in the History pane, re-activated it.
         assert screen.query_one(TabbedContent).active == "results"
         table = screen.query_one("#report-table", DataTable)
         assert cells(table)[0][:3] == ["clean", "-", "98.5%"]
@@ -503,7 +504,9 @@ async def test_real_pgd_evaluation_on_a_quickstart_checkpoint(quickstart_dir):
         assert "finished" in job_line(screen)
         await wait_until(pilot, lambda: screen.examples_ready, timeout=20, what="the examples")
         gallery = screen.query_one(ExampleGallery)
-        assert gallery.current_label == "PGD eps 0.1" and len(gallery.shown) == 2  # --save-examples 2
+        # --save-examples 2: up to 2 fooled and 2 robust pairs at the eps
+        assert gallery.current_label == "PGD eps 0.1" and 2 <= len(gallery.shown) <= 4
+        assert sum(e.fooled for e in gallery.shown) <= 2 and sum(not e.fooled for e in gallery.shown) <= 2
         history = screen.query_one("#history-table", DataTable)
         await wait_until(pilot, lambda: any(k.value == f"report:{screen.report_path}" for k in history.rows),
                          what="the new report in the history")
@@ -521,3 +524,16 @@ def test_attack_panel_snapshot_past_evaluation_reopened(fixed_runs, snap_compare
         await pilot.pause(0.2)
 
     assert snap_compare(app_for(fixed_runs), terminal_size=(100, 32), run_before=reopen)
+
+
+@pytest.mark.parametrize("tab", ["results", "history"])
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)], ids=["80x24", "120x36"])
+def test_attack_panel_snapshot_form_with_results_or_history(fixed_runs, snap_compare, size, tab):
+    async def reopen(pilot):
+        screen = await open_panel(pilot, fixed_runs / FINISHED)
+        await wait_until(pilot, lambda: screen.examples_ready, what="the latest evaluation")
+        if tab == "history":
+            await pilot.press("4")  # its footer adds r (rerun) and e (settings to form)
+        await pilot.pause(0.2)
+
+    assert snap_compare(app_for(fixed_runs), terminal_size=size, run_before=reopen)

@@ -4,7 +4,8 @@ Results go to the checkpoint's `evals/` folder (the run's `evals/` for a run che
 where the TUI lists them: `<stem>-<time>.json` (the full report), `.csv` (one row per
 attack and eps, then the worst cases, then one row per attack, eps and stage with `stage`,
 `stage_seconds`, `stage_attacked`, `stage_broken` set: empty `stage` on every other row) and, with
-`--save-examples`, `-examples.pt` (tensors only, loadable with `torch.load(weights_only=True)`).
+`--save-examples N`, `-examples.pt` (tensors only, loadable with `torch.load(weights_only=True)`): per
+attack and eps, up to N fooled and N robust clean/adversarial pairs.
 """
 
 from __future__ import annotations
@@ -165,6 +166,11 @@ def evaluate_checkpoint(
         "amp": amp_name(precision.amp),
         "channels_last": precision.channels_last,
         "compile": bool(compile),
+        # What was asked for, beside what ran (results' settings): the TUI's rerun tells a chosen value from an
+        # "auto" one (absent here) and restores the examples count.
+        "save_examples": save_examples,
+        "specs": [{"protocol": p.name, "attack": s.attack, "params": _plain(s.params), "sweep_param": s.sweep_param,
+                   "sweep": s.sweep} for p in protocols for s in p.specs],
         "created": time.time(),
         "provenance": provenance(),
     })
@@ -200,17 +206,23 @@ def report_csv(report: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
+EXAMPLES_VERSION = 2  # 1: the first N pairs per value whatever the outcome; 2: up to N fooled and N robust
+
+
 def examples_payload(outcomes: list[SpecOutcome]) -> dict[str, Any]:
-    """Tensors and plain data only, so the viewer loads it with weights_only=True."""
+    """Tensors and plain data only, so the viewer loads it with weights_only=True. Per attack and value, up
+    to N fooled and N robust pairs (`--save-examples N`), each kind first in sample order; `fooled` is the
+    engine's verdict, `norm` the attack's threat model (what its value bounds)."""
     items = []
     for out in outcomes:
         for ex in out.examples:
             v = out.values[ex["value_index"]]
-            items.append({"protocol": out.protocol, "attack": out.spec.label, "value": v, "sample": ex["sample"],
-                          "true": ex["label"], "clean_pred": ex["clean_pred"], "clean_conf": ex["clean_conf"],
+            items.append({"protocol": out.protocol, "attack": out.spec.label, "norm": out.spec.norm, "value": v,
+                          "sample": ex["sample"], "true": ex["label"], "fooled": ex["fooled"],
+                          "clean_pred": ex["clean_pred"], "clean_conf": ex["clean_conf"],
                           "adv_pred": ex["adv_pred"], "adv_conf": ex["adv_conf"],
                           "clean": ex["clean"].half(), "adversarial": ex["adversarial"].half()})
-    return {"format": "workbench-examples", "version": 1, "examples": items}
+    return {"format": "workbench-examples", "version": EXAMPLES_VERSION, "examples": items}
 
 
 def save_evaluation(report: dict[str, Any], outcomes: list[SpecOutcome] | None = None) -> Path:

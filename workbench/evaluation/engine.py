@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -150,7 +151,9 @@ class Evaluator:
             raise ValueError("sweep must be 'carry' or 'joint'")
         self.sweep = sweep
         self.precision = precision
-        self.journal = journal  # an EvalJournal: resume finished passes, save new ones (see journal.py)
+        # An EvalJournal: resume finished passes, save new ones (see journal.py). Not with examples: they are
+        # not journalled, so a resumed pass would leave its value without any.
+        self.journal = journal if not save_examples else None
         self.model = model
         self.craft_model = craft_model or model
         self.transfer = craft_model is not None
@@ -330,22 +333,33 @@ class Evaluator:
                 if h and name is not None:
                     stage_counts[i][name] = stage_counts[i].get(name, 0) + 1
         if self.save_examples:
-            self._keep_examples(examples, vi, si, xb, res.x_adv, yb)
+            self._keep_examples(examples, vi, si, xb, res.x_adv, yb, hit)
         return int(hit.sum())
 
-    def _keep_examples(self, examples, vi, si, xb, x_adv, yb) -> None:
-        room = self.save_examples * max(1, int(vi.max()) + 1) - len(examples)
-        if room <= 0:
+    def _keep_examples(self, examples, vi, si, xb, x_adv, yb, hit) -> None:
+        """Keep up to `save_examples` fooled and as many robust pairs per sweep value: the first of each kind in
+        sample order (chunks come in sample order, so first come is first kept). Keeping the first N whatever
+        the outcome left a robust model's file without a single fooled sample, the informative ones.
+        In a carry sweep a value's pass attacks only what survived the smaller values, so its fooled
+        examples are the ones it newly fooled."""
+        taken = Counter((ex["value_index"], ex["fooled"]) for ex in examples)
+        rows = []
+        for j, key in enumerate(zip(vi.tolist(), hit.tolist())):
+            if taken[key] < self.save_examples:
+                taken[key] += 1
+                rows.append(j)
+        if not rows:
             return
-        with torch.no_grad():
-            p_clean = self.precision.forward(self.model, xb).softmax(1)
-            p_adv = self.precision.forward(self.model, x_adv).softmax(1)
-        for j in range(min(room, len(yb))):
+        idx = torch.tensor(rows, device=xb.device)
+        with torch.no_grad():  # only the kept rows: after the first chunks most chunks keep none
+            p_clean = self.precision.forward(self.model, xb[idx]).softmax(1).cpu()
+            p_adv = self.precision.forward(self.model, x_adv[idx]).softmax(1).cpu()
+        for k, j in enumerate(rows):
             examples.append({
-                "value_index": int(vi[j]), "sample": int(si[j]), "label": int(yb[j]),
+                "value_index": int(vi[j]), "sample": int(si[j]), "label": int(yb[j]), "fooled": bool(hit[j]),
                 "clean": xb[j].cpu(), "adversarial": x_adv[j].detach().cpu(),
-                "clean_pred": int(p_clean[j].argmax()), "clean_conf": float(p_clean[j].max()),
-                "adv_pred": int(p_adv[j].argmax()), "adv_conf": float(p_adv[j].max()),
+                "clean_pred": int(p_clean[k].argmax()), "clean_conf": float(p_clean[k].max()),
+                "adv_pred": int(p_adv[k].argmax()), "adv_conf": float(p_adv[k].max()),
             })
 
     # -- protocols ------------------------------------------------------------------------------

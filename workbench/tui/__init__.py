@@ -15,5 +15,7 @@ from pathlib import Path
 
 def run_tui(runs_dir: Path) -> None:
     from .app import WorkbenchApp
+    from .widgets.image_grid import probe_graphics
 
+    probe_graphics()  # asks the terminal for Kitty/Sixel support: only possible before Textual reads stdin
     WorkbenchApp(runs_dir).run()

@@ -3,7 +3,8 @@
 Running jobs come first (they are what a reopened panel re-attaches to), then jobs that failed,
 crashed or were cancelled (their reports never appeared), then the saved reports, newest first
 (an audit report has no `created`: the time in its file name stands for it).
-A finished job is not listed twice: its report stands for it.
+A finished job is not listed twice: its report stands for it, and lends it the argument list it
+was launched with (what a rerun repeats exactly).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class HistoryItem:
     cells: tuple[str, ...]
     checkpoint: str = ""  # a report's checkpoint file name ("" for a job or when the report does not say)
     when: float = 0.0  # a report's time (0: unknown)
+    recorded_checkpoint: str = ""  # the checkpoint path as the job or report records it
+    args: list[str] | None = None  # the `workbench attack` arguments it ran with; None: not recorded (a CLI report)
 
 
 _STAMP = re.compile(r"-(\d{8}-\d{6})(?:-\d+)?$")  # "<stem>-YYYYmmdd-HHMMSS[-N]", as reserve_name makes it
@@ -81,11 +84,16 @@ def history_items(reports: list[ReportSummary], jobs: list[tuple[EvalJob, str]],
         progress = f"{job.label} {job.done}/{job.total}" if state in ACTIVE and job.total else ""
         attacks = progress or _attacks_from_args(job.args, flags or {})
         items.append(HistoryItem(f"job:{job.path}", "job", Path(job.path), state, (
-            age(job.started, now), state_markup(state), attacks, eps, "-", "-", Path(job.checkpoint).name)))
+            age(job.started, now), state_markup(state), attacks, eps, "-", "-", Path(job.checkpoint).name),
+            recorded_checkpoint=job.checkpoint, args=list(job.args)))
+    # A report and the job that saved it share the evals/ folder: its file name is enough to match them.
+    launched = {Path(job.report).name: list(job.args) for job, state in jobs
+                if state == "finished" and job.report and job.args}
     timed = sorted(((report_time(r), r) for r in reports), key=lambda tr: (tr[0], tr[1].path.name), reverse=True)
     for when, r in timed:
         worst = min((v for v in r.worst.values() if isinstance(v, (int, float))), default=None)
         items.append(HistoryItem(f"report:{r.path}", "report", r.path, "finished", (
             age(when, now), state_markup("finished"), ",".join(r.attacks) or "-", _eps_text(r.eps) or "-",
-            pct(r.clean_accuracy), pct(worst), Path(r.checkpoint).name or "-"), Path(r.checkpoint).name, when))
+            pct(r.clean_accuracy), pct(worst), Path(r.checkpoint).name or "-"), Path(r.checkpoint).name, when,
+            r.checkpoint, launched.get(r.path.name)))
     return items

@@ -2,7 +2,8 @@
 
 `load_examples` imports torch: the TUI's backend process runs it and sends `example_to_json` (pixels as
 base64 float32, exact and compact), rebuilt by `example_from_json`; everything else is pure and works on
-nested lists, so the gallery never touches a tensor.
+nested lists, so the gallery never touches a tensor: grouping, the fooled-first order, and the numbers of
+the zoomed view (the perturbation's norms and how much its picture is amplified).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Example:
     adv_conf: float
     clean: Pixels
     adversarial: Pixels
+    norm: str = ""  # the attack's threat model ("linf", "l2"); version 1 files do not say
 
     @property
     def fooled(self) -> bool:
@@ -50,6 +52,9 @@ def _pixels(t: Any) -> Pixels:
     return t[0].tolist() if t.shape[0] == 1 else t[:3].permute(1, 2, 0).tolist()
 
 
+VERSIONS = (1, 2)  # 1: the first N pairs per eps; 2: up to N fooled and N robust, with the attack's norm
+
+
 def load_examples(path: str | Path) -> list[Example]:
     """Read an examples file written by `workbench attack --save-examples` (tensors only)."""
     import torch
@@ -57,6 +62,9 @@ def load_examples(path: str | Path) -> list[Example]:
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != "workbench-examples":
         raise ValueError(f"{path}: not a workbench examples file")
+    if payload.get("version", 1) not in VERSIONS:  # a newer writer: its fields may mean something else
+        raise ValueError(f"{path}: examples file version {payload.get('version')!r}, this reader knows "
+                         f"{', '.join(map(str, VERSIONS))}")
     out = []
     for e in payload.get("examples", []):
         value = e.get("value")
@@ -65,7 +73,8 @@ def load_examples(path: str | Path) -> list[Example]:
                            sample=int(e.get("sample", -1)), true=int(e.get("true", -1)),
                            clean_pred=int(e.get("clean_pred", -1)), clean_conf=float(e.get("clean_conf", 0.0)),
                            adv_pred=int(e.get("adv_pred", -1)), adv_conf=float(e.get("adv_conf", 0.0)),
-                           clean=_pixels(e["clean"]), adversarial=_pixels(e["adversarial"])))
+                           clean=_pixels(e["clean"]), adversarial=_pixels(e["adversarial"]),
+                           norm=str(e.get("norm") or "")))
     return out
 
 
@@ -102,7 +111,7 @@ def example_to_json(e: Example) -> dict[str, Any]:
 
 
 def example_from_json(data: dict[str, Any]) -> Example:
-    values = {f.name: data[f.name] for f in fields(Example) if f.name not in _PIXEL_FIELDS}
+    values = {f.name: data[f.name] for f in fields(Example) if f.name not in _PIXEL_FIELDS and f.name in data}
     return Example(**values, **{name: pixels_from_json(data[name]) for name in _PIXEL_FIELDS})
 
 
@@ -138,3 +147,43 @@ def amplified_perturbation(clean: Pixels, adversarial: Pixels) -> list[list[Any]
     scale = 2 * peak if peak > 0 else 1.0
     gray = bool(clean) and bool(clean[0]) and isinstance(clean[0][0], (int, float))
     return [[(px[0] / scale + 0.5) if gray else [v / scale + 0.5 for v in px] for px in row] for row in diffs]
+
+
+# -- the zoomed view of one example -------------------------------------------------------------
+def perturbation_norms(e: Example) -> tuple[float, float]:
+    """(L-inf, L2) of adversarial - clean over every pixel and channel. The file keeps float16 images,
+    so these carry its rounding (about 1e-3 at 1.0)."""
+    diffs = [a - c for ra, rc in zip(e.adversarial, e.clean) for pa, pc in zip(ra, rc)
+             for a, c in zip(_flat(pa), _flat(pc))]
+    return max((abs(d) for d in diffs), default=0.0), sum(d * d for d in diffs) ** 0.5
+
+
+def amplification(e: Example) -> float | None:
+    """How much `amplified_perturbation` enlarges the change (None: no change to enlarge)."""
+    linf, _ = perturbation_norms(e)
+    return 1 / (2 * linf) if linf > 0 else None
+
+
+NORM_NAMES = {"linf": "L∞", "l2": "L2", "l1": "L1"}
+
+
+def _eps_text(e: Example) -> str:
+    if e.value is None:
+        return "unbounded (a minimum-norm attack)"
+    norm = NORM_NAMES.get(e.norm, e.norm)
+    return f"{e.value:g}" + (f" ({norm})" if norm else "") + (f" = {e.value * 255:.3g}/255" if e.norm == "linf" else "")
+
+
+def zoom_facts(e: Example) -> list[tuple[str, str, str]]:
+    """(name, value, style) lines under the zoomed images: what the model said and how large the change was."""
+    linf, l2 = perturbation_norms(e)
+    gain = amplification(e)
+    verdict = ("fooled", "bold red") if e.fooled else ("robust", "green")
+    return [
+        ("label", str(e.true), "bold"),
+        ("clean", f"{e.clean_pred} ({e.clean_conf:.2f})", ""),
+        ("adversarial", f"{e.adv_pred} ({e.adv_conf:.2f}) · {verdict[0]}", verdict[1]),
+        ("eps", f"{_eps_text(e)} · {e.attack}" + (f" ({e.protocol})" if e.protocol else ""), ""),
+        ("perturbation", f"L∞ {linf:.4f} = {linf * 255:.3g}/255 · L2 {l2:.4f}", ""),
+        ("shown", f"×{gain:.3g} to the full range; mid-gray is no change" if gain else "no change at all", "dim"),
+    ]

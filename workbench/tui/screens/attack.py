@@ -4,11 +4,15 @@ The evaluation is a detached process (workbench.runs.evals.launch_evaluation) th
 job file; this screen only polls that file, the saved report and the examples file, all from
 thread workers. Leaving the screen or the app leaves the evaluation running; opening the panel
 on the same checkpoint again re-attaches to it.
+
+The form starts with the settings last launched from the panel (model/remembered_form.py); on the
+History tab, `r` reruns the evaluation under the cursor with its settings and `e` only puts them in
+the form (model/past_settings.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +32,8 @@ from ...runs import read_json
 from ...runs.evals import (
     ACTIVE_STATES, EvalJob, evals_dir_for, launch_evaluation, list_jobs, list_reports, resolve_checkpoint,
 )
-from ..model import report_view
-from ..model.attack_form import FormError, build_args
+from ..model import past_settings, remembered_form, report_view
+from ..model.attack_form import PRESETS, AttackForm, FormError, build_args
 from ..model.backend_client import shared
 from ..model.eval_history import HistoryItem, history_items
 from ..widgets.attack_options import AttackOptions
@@ -65,6 +69,16 @@ class CatalogLoaded(Message):
     catalog: tuple
     presets: dict[str, str]
     error: str = ""  # why there is no catalog (one line)
+    remembered: AttackForm | None = None  # the settings last launched from the panel, fitted to the catalog
+    dropped: list[str] = field(default_factory=list)  # what of them the catalog no longer has
+
+
+@dataclass
+class PastSettingsRead(Message):
+    item: HistoryItem
+    settings: past_settings.PastSettings | None
+    launch: bool
+    error: str = ""
 
 
 def _run_checkpoints(target: Path | None) -> list[Path]:
@@ -77,6 +91,11 @@ class AttackScreen(Screen):
     BINDINGS = [
         Binding("ctrl+r,f5", "run", "Run", key_display="^r", priority=True),
         Binding("ctrl+t", "cancel", "Cancel eval", key_display="^t", priority=True),
+        # On the History tab only (check_action); before the tab keys, which the tabs' titles show anyway.
+        Binding("r", "rerun(True)", "Rerun", tooltip="History: run the evaluation under the cursor again, with its "
+                "settings (they only fill the form when some could not be restored)"),
+        Binding("e", "rerun(False)", "Fill form", tooltip="History: put the settings of the evaluation under "
+                "the cursor in the form, to change them before ^r"),
         Binding("1", "tab('results')", "Results"),
         Binding("2", "tab('chart')", "Chart"),
         Binding("3", "tab('gallery')", "Gallery"),
@@ -87,6 +106,10 @@ class AttackScreen(Screen):
         Binding("ctrl+o", "focus_options", "Options", key_display="^o", show=False),
         Binding("escape", "back", "Back"),
     ]
+
+    # No focus at first: the first look at the history decides which tab is in front and focuses it. (An
+    # automatic focus inside a pane, coming late, brought that pane back in front of the Results tab.)
+    AUTO_FOCUS = ""
 
     DEFAULT_CSS = """
     AttackScreen #attack-body { height: 1fr; }
@@ -118,6 +141,7 @@ class AttackScreen(Screen):
         self.examples_ready = False
         self._attached_once = False
         self._background_report: Path | None = None  # opened without switching to the Results tab
+        self._pristine: AttackForm | None = None  # the form's fields before the user could touch them
 
     def _evals_for(self, text: str) -> Path | None:
         if text and Path(text).is_file():
@@ -156,7 +180,7 @@ class AttackScreen(Screen):
     def on_mount(self) -> None:
         self.sub_title = f"attack · {self.target}" if self.target is not None else "attack"
         self.query_one("#history-note").display = False
-        self.query_one("#history-table", DataTable).focus()
+        self._pristine = self._plain_fields()
         self.watch_history()
         self.load_catalog()
 
@@ -204,21 +228,33 @@ class AttackScreen(Screen):
                      "Choose a checkpoint (a .pt file) to see its evaluations.")
         if not self._attached_once:
             self._attached_once = True
-            if message.running:  # reopened while an evaluation runs: follow it again
-                self.query_one(JobView).attach(message.running[0].path)
-                self.action_tab("results")
-            elif not new:
-                self.action_tab("results")
-            elif self.report_path is None and (latest := self._latest_report(message.items)) is not None:
-                # Reopened: the Results tab shows the checkpoint's latest evaluation; when a failed, crashed
-                # or cancelled job heads the history, that stays in view and the report loads behind it.
-                self._background_report = latest.path if message.items[0].kind == "job" else None
+            self._first_view(message)
+
+    def _first_view(self, message: HistoryLoaded) -> None:
+        """Which tab the opened panel shows, and the focus in it."""
+        latest = self._latest_report(message.items) if self.report_path is None else None
+        if message.running:  # reopened while an evaluation runs: follow it again
+            self.query_one(JobView).attach(message.running[0].path)
+            self.action_tab("results")
+        elif not message.items:
+            self.action_tab("results")
+        elif latest is not None and message.items[0].kind == "report":
+            self.open_report(latest.path)  # reopened: the Results tab shows the checkpoint's latest evaluation
+        else:
+            # A failed, crashed or cancelled job heads the history: that stays in view, the report loads behind it.
+            self.action_tab("history")
+            if latest is not None:
+                self._background_report = latest.path
                 self.open_report(latest.path)
 
     def _latest_report(self, items: list[HistoryItem]) -> HistoryItem | None:
         """The newest saved report of the checkpoint in the form (items come newest first)."""
         name = Path(self.query_one(AttackOptions).checkpoint_text()).name
         return next((i for i in items if i.kind == "report" and i.checkpoint == name), None)
+
+    def _history_item(self) -> HistoryItem | None:
+        table = self.query_one(HistoryTable)
+        return table.items.get(table.current_key() or "")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id != "history-table":
@@ -254,13 +290,14 @@ class AttackScreen(Screen):
             self._run_when_ready = True
             self.query_one(JobView).show_text("waiting for the list of attacks…")
             return
+        form = options.form()
         try:
-            args = build_args(options.form(), tuple(options.catalog.values()))
+            args = build_args(form, tuple(options.catalog.values()))
         except FormError as exc:
             return self._refuse(str(exc))
         self.query_one(JobView).show_text(f"starting: workbench attack {path.name} {' '.join(args)}")
         self.action_tab("results")
-        self._launch(path, args)
+        self._launch(path, args, form)
 
     def _refuse(self, message: str) -> None:
         self.query_one(JobView).show_error(message)
@@ -271,7 +308,11 @@ class AttackScreen(Screen):
             self.action_run()
 
     @work(thread=True, exit_on_error=False, group="attack-launch")
-    def _launch(self, path: Path, args: list[str]) -> None:
+    def _launch(self, path: Path, args: list[str], form: AttackForm) -> None:
+        try:
+            remembered_form.save(self.app.runs_dir, form)  # the next panel starts from these settings
+        except WorkbenchError as exc:
+            self.app.call_from_thread(self.notify, f"settings not remembered: {exc}", severity="warning")
         try:
             job = launch_evaluation(path, args)
         except Exception as exc:  # noqa: BLE001 - whatever went wrong is a line on the panel
@@ -284,6 +325,54 @@ class AttackScreen(Screen):
 
     def action_cancel(self) -> None:
         self.query_one(JobView).cancel()
+
+    # -- rerunning a past evaluation ---------------------------------------------------------------
+    def action_rerun(self, launch: bool) -> None:
+        """The History row's settings into the form; with `launch`, run them again when all were restored
+        (else the form waits for ^r, with a line on what it lacks)."""
+        item = self._history_item()
+        if item is None:
+            return self._refuse("no evaluation under the cursor")
+        if launch and item.state in ACTIVE_STATES:
+            return self._refuse(f"{item.path.name} is still running: e puts its settings in the form")
+        options = self.query_one(AttackOptions)
+        if not options.catalog:
+            return self._refuse("the list of attacks is not loaded: its settings cannot be shown yet")
+        choices = (self.evals_dir, tuple(options.catalog.values()), tuple(options.presets))
+        if item.args is not None:
+            self._show_past(item, past_settings.from_args(item.args, item.recorded_checkpoint, *choices), launch)
+        else:
+            self._read_past_report(item, launch, choices)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="attack-past")
+    def _read_past_report(self, item: HistoryItem, launch: bool, choices: tuple) -> None:
+        report = read_json(item.path)
+        if report is None:
+            self.post_message(PastSettingsRead(item, None, launch, f"cannot read {item.path.name}"))
+            return
+        try:
+            settings = past_settings.from_report(report, *choices)
+        except Exception as exc:  # noqa: BLE001 - a report nobody foresaw is a line, never a crash
+            error = f"cannot read the settings of {item.path.name}: {exc}"
+            self.post_message(PastSettingsRead(item, None, launch, error))
+            return
+        self.post_message(PastSettingsRead(item, settings, launch))
+
+    def on_past_settings_read(self, message: PastSettingsRead) -> None:
+        if message.settings is None:
+            return self._refuse(message.error)
+        self._show_past(message.item, message.settings, message.launch)
+
+    def _show_past(self, item: HistoryItem, settings: past_settings.PastSettings, launch: bool) -> None:
+        options = self.query_one(AttackOptions)
+        if settings.checkpoint is not None:
+            options.set_checkpoint(settings.checkpoint)
+        options.set_form(settings.form)
+        if launch and settings.complete:
+            return self.action_run()  # its line shows the command; the form shows what runs
+        lacking = f" · not restored: {', '.join(settings.missing)}" if settings.missing else ""
+        self.query_one(JobView).show_text(f"settings of {item.path.name} in the form: ^r runs them{lacking}")
+        self.query_one("#run-button", Button).focus()
 
     def on_job_view_finished(self, message: JobView.Finished) -> None:
         self.watch_history()  # its report is now a past evaluation
@@ -352,21 +441,41 @@ class AttackScreen(Screen):
     def load_catalog(self) -> None:
         try:
             backend = shared()  # the engine's registries (plugins included) live in the backend process
-            self.post_message(CatalogLoaded(backend.attack_catalog(), backend.attack_presets()))
+            catalog, presets = backend.attack_catalog(), backend.attack_presets()
         except Exception as exc:  # noqa: BLE001 - a preset can still run; the panel says why no attacks show
             self.post_message(CatalogLoaded((), {}, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+            return
+        # Read here, off the UI thread: the file is fitted to this catalog (another process may have written it).
+        form, dropped = remembered_form.from_json(remembered_form.load(self.app.runs_dir), catalog,
+                                                  tuple({**PRESETS, **presets}))
+        self.post_message(CatalogLoaded(catalog, presets, remembered=form, dropped=dropped))
 
     async def on_catalog_loaded(self, message: CatalogLoaded) -> None:
         options = self.query_one(AttackOptions)
         if message.catalog:
             await options.set_catalog(message.catalog, message.presets)
             self.attack_flags = {m.flag: m.name for m in message.catalog if m.flag}
+            self._restore_remembered(message.remembered, message.dropped)
         else:
             options.catalog_failed(message.error or "the backend sent none")
         self.catalog_ready = True
         if self._run_when_ready:
             self._run_when_ready = False
             self.action_run()
+
+    def _plain_fields(self) -> AttackForm:
+        """The form without its attacks (they come with the catalog), to see whether it was edited."""
+        return replace(self.query_one(AttackOptions).form(), attacks=[], params={})
+
+    def _restore_remembered(self, form: AttackForm | None, dropped: list[str]) -> None:
+        if form is None:
+            return
+        if self._plain_fields() != self._pristine:
+            self.notify("the last settings were not restored: the form was edited meanwhile", severity="warning")
+            return
+        self.query_one(AttackOptions).set_form(form)
+        if dropped:
+            self.notify(f"last settings restored without {', '.join(dropped)}", severity="warning")
 
     # -- navigation ---------------------------------------------------------------------------
     def action_tab(self, name: str, focus: bool = True) -> None:
@@ -388,6 +497,13 @@ class AttackScreen(Screen):
         widget, self._focus_when_shown = getattr(self, "_focus_when_shown", None), None
         if widget is not None and self.focused is not widget:
             widget.focus()
+        self.refresh_bindings()  # r and e show on the History tab only
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "rerun":
+            tabs = self.query(TabbedContent)
+            return bool(tabs) and tabs.first().active == "history"
+        return True
 
     def action_gallery(self, delta: int) -> None:
         self.query_one(ExampleGallery).step(delta)

@@ -1,8 +1,9 @@
 """The attack panel's options column: checkpoint, attacks, eps, norm, n, preset, parameters.
 
-Only collects text: `form()` returns an `AttackForm`, which `build_args` validates. The attacks and
-their parameters are the engine's metadata (`set_catalog`, once the backend has sent it); a checked
-attack's parameter rows appear under its name, so the column stays short at 80x24.
+Only collects text: `form()` returns an `AttackForm`, which `build_args` validates, and `set_form`
+shows one (remembered, or a past evaluation's). The attacks and their parameters are the engine's
+metadata (`set_catalog`, once the backend has sent it); a checked attack's parameter rows appear
+under its name, so the column stays short at 80x24.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class AttackOptions(VerticalScroll):
         self.initial_path = path
         self.catalog: dict[str, AttackMeta] = {}  # filled by `set_catalog`
         self.presets = dict(PRESETS)
+        # The preset the strong box was last set for: a preset chosen by hand sets it, one set with a form not.
+        self._strong_for = NO_PRESET
 
     @staticmethod
     def _field(label: str, widget: Widget, id: str | None = None) -> Horizontal:
@@ -78,6 +81,7 @@ class AttackOptions(VerticalScroll):
         yield self._field("preset", Select([(NO_PRESET, NO_PRESET)] + [(p, p) for p in PRESETS], value=NO_PRESET,
                                            allow_blank=False, id="preset", compact=True))
         yield Checkbox("strong protocol", id="strong", compact=True)
+        yield Checkbox("adaptive attacks", id="adaptive", compact=True)
         yield self._field("head", Select([(h, h) for h in HEADS], value="softmax", allow_blank=False, id="head",
                                          compact=True))
         yield self._field("examples", Input(DEFAULT_EXAMPLES, placeholder="0", id="save-examples", compact=True))
@@ -146,7 +150,35 @@ class AttackOptions(VerticalScroll):
                     for m in self.catalog.values()},
             eps=self.text("eps"), norm=self.text("norm"), n=self.text("n"),
             preset="" if preset == NO_PRESET else preset, strong=self.query_one("#strong", Checkbox).value,
-            head=self.text("head"), save_examples=self.text("save-examples"), device=self.text("device"))
+            head=self.text("head"), save_examples=self.text("save-examples"), device=self.text("device"),
+            adaptive=self.query_one("#adaptive", Checkbox).value)
+
+    # -- showing a form ----------------------------------------------------------------------
+    def set_form(self, form: AttackForm) -> None:
+        """Show `form` (fitted to the catalog: see `fit_to_catalog`); an attack's blank field is its default."""
+        for name, meta in self.catalog.items():
+            self.query_one(f"#atk-{name}", Checkbox).value = name in form.attacks
+            for p in meta.params:
+                self._set_text(f"param-{name}-{p.name}", form.params.get(name, {}).get(p.name, ""))
+        self._strong_for = form.preset or NO_PRESET  # its Changed message must not reset the strong box
+        for wid, text in (("eps", form.eps), ("norm", form.norm), ("n", form.n), ("preset", form.preset or NO_PRESET),
+                          ("head", form.head), ("save-examples", form.save_examples), ("device", form.device)):
+            self._set_text(wid, text)
+        self.query_one("#strong", Checkbox).value = form.strong
+        self.query_one("#adaptive", Checkbox).value = form.adaptive
+
+    def _set_text(self, id: str, text: str) -> None:
+        widget = self.query_one(f"#{id}")
+        if isinstance(widget, Select):
+            widget.value = text if text else Select.NULL  # an option always: the form was fitted to them
+        else:
+            widget.value = text
+
+    def set_checkpoint(self, path: Path) -> None:
+        """Point the form at `path`, in the list of the run's checkpoints too when it is one of them."""
+        if str(path) in {str(p) for p in self.checkpoints}:
+            self.query_one("#ckpt-select", Select).value = str(path)
+        self.query_one("#ckpt-path", Input).value = str(path)
 
     # -- reactions ---------------------------------------------------------------------------
     def _show_params(self) -> None:
@@ -161,8 +193,9 @@ class AttackOptions(VerticalScroll):
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "ckpt-select" and event.value is not Select.NULL:
             self.query_one("#ckpt-path", Input).value = str(event.value)
-        elif event.select.id == "preset":
+        elif event.select.id == "preset" and event.value != self._strong_for:
             # A paper preset runs the strong protocol beside it unless told not to (as the CLI does).
+            self._strong_for = event.value
             self.query_one("#strong", Checkbox).value = event.value not in (NO_PRESET, "strong")
         self._hint(event.select)
 
@@ -196,6 +229,8 @@ class AttackOptions(VerticalScroll):
             text = "comma-separated, e.g. 0.1,0.2,0.3 or 8/255; blank: the dataset's default"
         elif wid == "strong":
             text = "also run PGD-100x2 CE/CW + AutoAttack: what a robustness claim should survive"
+        elif wid == "adaptive":
+            text = "also attack the defense's own training loss (PGD-100x2, APGD-100); softmax head only"
         elif wid == "ckpt-path":
             text = "any checkpoint file (.pt); its evaluations go to evals/ beside it"
         self.query_one("#hint", Static).update(text)
