@@ -537,3 +537,18 @@ def test_attack_panel_snapshot_form_with_results_or_history(fixed_runs, snap_com
         await pilot.pause(0.2)
 
     assert snap_compare(app_for(fixed_runs), terminal_size=size, run_before=reopen)
+
+
+async def test_m_maximises_the_robust_curve_and_escape_brings_it_back(fixed_runs):
+    app = app_for(fixed_runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_panel(pilot, fixed_runs / FINISHED, catalog=False)
+        await wait_until(pilot, lambda: screen.report_path is not None, what="the latest evaluation")
+        screen.query_one("#report-table", DataTable).focus()
+        await pilot.press("m")
+        chart = screen.query_one("#report-chart", LineChart)
+        assert screen.maximized is chart and screen.query_one(TabbedContent).active == "chart"
+        await pilot.pause(0.2)
+        assert chart.size.width == 80 and chart.points == 6
+        await pilot.press("escape")
+        assert screen.maximized is None and app.screen is screen

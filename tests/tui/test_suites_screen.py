@@ -393,3 +393,19 @@ def test_suite_table_at_80x24_snapshot(suite_runs, snap_compare):
         await pilot.pause(0.3)
 
     assert snap_compare(app_for(suite_runs), terminal_size=(80, 24), run_before=open_it)
+
+
+async def test_m_maximises_the_suite_chart_and_m_brings_it_back(suite_runs):
+    async with app_for(suite_runs).run_test(size=(80, 24)) as pilot:
+        screen = await open_suites(pilot)
+        await wait_until(pilot, lambda: laid_out(screen.query_one("#suite-grid", DataTable)), what="the grid")
+        await pilot.press("m")  # from the cells tab: the table tab comes in front with its chart full-screen
+        chart = screen.query_one("#suite-chart")
+        await wait_until(pilot, lambda: chart.series, timeout=30, what="the chart's series")
+        assert screen.maximized is chart
+        await pilot.pause(0.2)
+        assert chart.size.width == 80 and chart.size.height > 15
+        await pilot.press("m")
+        assert screen.maximized is None
+        await pilot.press("escape")
+        assert not isinstance(pilot.app.screen, SuitesScreen)

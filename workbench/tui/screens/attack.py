@@ -39,7 +39,7 @@ from ..model.eval_history import HistoryItem, history_items
 from ..widgets.attack_options import AttackOptions
 from ..widgets.example_gallery import ExampleGallery
 from ..widgets.history_table import HistoryTable
-from ..widgets.line_chart import LineChart
+from ..widgets.line_chart import LineChart, toggle_maximized_chart
 from ..widgets.job_view import JobView
 
 @dataclass
@@ -103,6 +103,8 @@ class AttackScreen(Screen):
         Binding("left_square_bracket", "gallery(-1)", "Prev examples", key_display="[", show=False),
         Binding("right_square_bracket", "gallery(1)", "Next examples", key_display="]", show=False),
         Binding("f", "gallery_filter", "Filter examples (fooled/robust/all)", show=False),
+        Binding("m", "maximize_chart", "Max chart", tooltip="the robust-vs-eps chart full-screen (again: back)",
+                show=False),
         Binding("ctrl+o", "focus_options", "Options", key_display="^o", show=False),
         Binding("escape", "back", "Back"),
     ]
@@ -516,6 +518,9 @@ class AttackScreen(Screen):
     def action_focus_options(self) -> None:
         boxes = self.query_one("#atk-list").query(Checkbox)
         (boxes.first() if boxes else self.query_one("#ckpt-path")).focus()
+
+    def action_maximize_chart(self) -> None:
+        toggle_maximized_chart(self, self.query_one("#report-chart", LineChart), ("#attack-tabs", "chart"))
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -28,7 +28,7 @@ from ..model.compare import (EXPORT_FOLDER, RunFollower, RunView, config_diff, e
                              robust_caption, robust_rows, robust_table, short_names, show_value)
 from ..model.format import state_markup
 from ..model.history import best_text
-from ..widgets.line_chart import LineChart
+from ..widgets.line_chart import LineChart, toggle_maximized_chart
 from ..widgets.run_charts import sparse
 
 # Shown as their own rows at the top of the table, so not repeated among the differences.
@@ -226,14 +226,7 @@ class CompareScreen(Screen):
 
     def action_maximize_chart(self) -> None:
         """Toggle the focused chart (the clean accuracy chart when none has the focus) full-screen."""
-        if self.maximized is not None:
-            self.minimize()
-            return
-        self.query_one(TabbedContent).active = "curves"
-        focused = self.focused
-        chart = focused if isinstance(focused, LineChart) else self.query_one("#cmp-clean", LineChart)
-        chart.focus()
-        self.maximize(chart, container=False)
+        toggle_maximized_chart(self, self.query_one("#cmp-clean", LineChart), (TabbedContent.__name__, "curves"))
 
     def action_export(self) -> None:
         """The robust table as md, csv, tex and json under the runs folder's compare/."""

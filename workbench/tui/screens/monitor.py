@@ -32,7 +32,7 @@ from ...runs.tail import JsonlTail, tail_lines
 from ..model.files import file_signature
 from ..model.history import History, eta_seconds, progress
 from ..model.monitor_text import cadence_text, resume_hint, status_line, stop_notice
-from ..widgets.line_chart import LineChart
+from ..widgets.line_chart import toggle_maximized_chart
 from ..model.run_text import config_text
 from ..widgets.run_charts import RunCharts
 from ..widgets.run_text_views import ConfigView, WrappedLog
@@ -231,14 +231,7 @@ class MonitorScreen(Screen):
 
     def action_maximize_chart(self) -> None:
         """Toggle the focused chart (the accuracy chart when none has the focus) full-screen."""
-        if self.maximized is not None:
-            self.minimize()
-            return
-        self.query_one(TabbedContent).active = "charts"
-        focused = self.focused
-        chart = focused if isinstance(focused, LineChart) else self.query_one(RunCharts).charts[0]
-        chart.focus()
-        self.maximize(chart, container=False)
+        toggle_maximized_chart(self, self.query_one(RunCharts).charts[0], (TabbedContent.__name__, "charts"))
 
     def action_attack(self) -> None:
         self.app.open_attack(self.run.root)

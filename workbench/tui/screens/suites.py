@@ -23,7 +23,7 @@ from textual.worker import get_current_worker
 from ...suites.layout import SuitePaths
 from ..model.suites import STATE_STYLES, GridCell, SuiteGrid, SuiteRow, TableView, load_grid, suite_rows, table_view
 from ..widgets.keyed_table import KeyedTable
-from ..widgets.line_chart import LineChart
+from ..widgets.line_chart import LineChart, toggle_maximized_chart
 
 COLUMNS = (("suite", 24), ("budgets", 16), ("done", 7), ("failed", 6), ("running", 7))
 REFRESH_SECONDS = 1.0  # the selected suite's cells
@@ -52,6 +52,7 @@ class SuitesScreen(Screen):
         Binding("enter", "open", "Open run"),
         Binding("t", "toggle_table", "Table/cells"),
         Binding("b", "budget", "Budget"),
+        Binding("m", "maximize_chart", "Max chart"),
         Binding("1", "tab('cells')", "Cells tab", show=False),
         Binding("2", "tab('table')", "Table tab", show=False),
         Binding("escape", "back", "Back"),
@@ -317,6 +318,10 @@ class SuitesScreen(Screen):
     def action_tab(self, tab: str) -> None:
         if self.rows:
             self.query_one(TabbedContent).active = tab
+
+    def action_maximize_chart(self) -> None:
+        """The table tab's chart full-screen (the table tab brought in front), or back."""
+        toggle_maximized_chart(self, self.query_one("#suite-chart", LineChart), (TabbedContent.__name__, "table"))
 
     def action_budget(self) -> None:
         grid = self.grid

@@ -164,3 +164,19 @@ class LineChart(PlotextPlot):
 
     def on_blur(self) -> None:
         self.refresh()
+
+
+def toggle_maximized_chart(screen, fallback: LineChart, tab: tuple[str, str] | None = None) -> None:
+    """`m` on any screen with charts: the focused chart (else `fallback`) full-screen, or back if one is.
+
+    `tab` = (TabbedContent selector, pane id) to bring the charts' tab in front first."""
+    if screen.maximized is not None:
+        screen.minimize()
+        return
+    if tab is not None:
+        screen.query_one(tab[0]).active = tab[1]
+    focused = screen.focused
+    chart = focused if isinstance(focused, LineChart) else fallback
+    chart.can_focus = True  # a maximised widget must hold the focus, or escape/m would not reach the screen
+    chart.focus()
+    screen.maximize(chart, container=False)
