@@ -347,52 +347,25 @@ def pin(runs: Path) -> None:
     (suite / "budgets.json").write_text(json.dumps({b: [keys[k] for k in ks] for b, ks in budgets.items()}))
 
 
-def test_suites_screen_at_80x24_snapshot(suite_runs, snap_compare):
+async def _show_grid(pilot):
+    screen = await open_suites(pilot)
+    await wait_until(pilot, lambda: laid_out(screen.query_one("#suite-grid", DataTable)), what="the grid")
+    await pilot.pause(0.2)
+
+
+async def _show_table(pilot):
+    screen = await open_suites(pilot)
+    await pilot.press("t")
+    await wait_until(pilot, lambda: laid_out(screen.query_one("#suite-table", DataTable)), timeout=30,
+                     what="the suite's table")
+    await pilot.pause(0.3)  # let the layout settle before the screenshot
+
+
+@pytest.mark.parametrize("view", [_show_grid, _show_table], ids=["cells", "table"])
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)], ids=["80x24", "120x36"])
+def test_suites_screen_snapshot(suite_runs, snap_compare, size, view):
     pin(suite_runs)
-
-    async def open_it(pilot):
-        screen = await open_suites(pilot)
-        await wait_until(pilot, lambda: laid_out(screen.query_one("#suite-grid", DataTable)), what="the grid")
-        await pilot.pause(0.2)
-
-    assert snap_compare(app_for(suite_runs), terminal_size=(80, 24), run_before=open_it)
-
-
-def test_suite_table_at_120x36_snapshot(suite_runs, snap_compare):
-    pin(suite_runs)
-
-    async def open_it(pilot):
-        screen = await open_suites(pilot)
-        await pilot.press("t")
-        await wait_until(pilot, lambda: laid_out(screen.query_one("#suite-table", DataTable)), timeout=30,
-                         what="the suite's table")
-        await pilot.pause(0.3)  # let the layout settle before the screenshot
-
-    assert snap_compare(app_for(suite_runs), terminal_size=(120, 36), run_before=open_it)
-
-
-def test_suites_screen_at_120x36_snapshot(suite_runs, snap_compare):
-    pin(suite_runs)
-
-    async def open_it(pilot):
-        screen = await open_suites(pilot)
-        await wait_until(pilot, lambda: laid_out(screen.query_one("#suite-grid", DataTable)), what="the grid")
-        await pilot.pause(0.2)
-
-    assert snap_compare(app_for(suite_runs), terminal_size=(120, 36), run_before=open_it)
-
-
-def test_suite_table_at_80x24_snapshot(suite_runs, snap_compare):
-    pin(suite_runs)
-
-    async def open_it(pilot):
-        screen = await open_suites(pilot)
-        await pilot.press("t")
-        await wait_until(pilot, lambda: laid_out(screen.query_one("#suite-table", DataTable)), timeout=30,
-                         what="the suite's table")
-        await pilot.pause(0.3)
-
-    assert snap_compare(app_for(suite_runs), terminal_size=(80, 24), run_before=open_it)
+    assert snap_compare(app_for(suite_runs), terminal_size=size, run_before=view)
 
 
 async def test_m_maximises_the_suite_chart_and_m_brings_it_back(suite_runs):
