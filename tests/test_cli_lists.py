@@ -127,3 +127,16 @@ def test_profiles_at_80_columns_never_cut_a_name_and_keep_one_line_per_descripti
     assert wide[0].split() == ["profile", "dataset", "model", "defense", "description"]
     assert len(wide) == 2 + len(names) and all(len(line) <= 160 for line in wide)
     assert any("digits + tiny CNN" in line for line in wide if line.startswith("quickstart "))
+
+
+def test_attacks_at_80_columns_one_block_per_attack_with_its_name_whole():
+    from attacks import all_meta
+
+    lines = _cli_at(80, "attacks")
+    assert all(len(line) <= 80 for line in lines), max(lines, key=len)
+    heads = [line.split()[0] for line in lines if line and not line.startswith(" ")]
+    names = [m.name for m in all_meta()]
+    assert heads[:len(names)] == names  # then the hint and the presets table
+    pgd = lines.index(next(line for line in lines if line.startswith("pgd ")))
+    assert "--pgd" in lines[pgd] and any("steps=40 (--steps)" in line for line in lines[pgd + 1:pgd + 5])
+    assert any(line.split()[:1] == ["preset"] for line in lines)

@@ -471,6 +471,36 @@ def audit(
     out.print(f"saved: {path}")
 
 
+WIDE_LISTING = 120  # below this many columns, `workbench attacks` prints a block per attack instead of a table
+ATTACK_HINT = "run one with its flag or --attack NAME[:key=value,...]"
+
+
+def _attack_kind(meta) -> str:
+    return "eps-bounded" if meta.bounded else "minimum-norm"
+
+
+def _param_texts(meta) -> list[str]:
+    return [f"{p.name}={p.show()}" + (f" (--{p.option.replace('_', '-')})" if p.option else "") for p in meta.params]
+
+
+def _attack_blocks(metas, width: int) -> list:
+    """`workbench attacks` for a narrow terminal: per attack, a head line (name, flag, norms, kind) whole, then its
+    description and parameters wrapped under it, never wider than `width`."""
+    import textwrap
+
+    from rich.text import Text
+
+    indent = "    "
+    lines = []
+    for m in metas:
+        lines.append(Text.assemble((m.name, "bold"), f"  {m.flag or '-'}  {', '.join(m.norms)}  {_attack_kind(m)}"))
+        body = [m.summary, "parameters: " + (", ".join(_param_texts(m)) or "none")]
+        for paragraph in body:
+            lines += [Text(row, style="dim" if paragraph is not body[0] else "")
+                      for row in textwrap.wrap(paragraph, width, initial_indent=indent, subsequent_indent=indent)]
+    return lines + [Text(""), Text(ATTACK_HINT, style="italic")]
+
+
 @app.command(name="attacks")
 def list_attacks(as_json: bool = typer.Option(False, "--json", help="Print the attacks' metadata and the presets as "
                                                                     "one JSON object.")) -> None:
@@ -488,17 +518,18 @@ def list_attacks(as_json: bool = typer.Option(False, "--json", help="Print the a
                           "presets": {name: {"attacks": [s.label for s in p.specs], "description": p.description}
                                       for name, p in protocols.items()}}))
         return
-    table = Table(box=box.SIMPLE_HEAD, caption="run one with its flag or --attack NAME[:key=value,...]")
-    for col in ("attack", "flag", "norms", "kind", "parameters (default)", "description"):
-        table.add_column(col, overflow="fold")
-    for m in metas:
-        kind = "eps-bounded" if m.bounded else "minimum-norm"
-        params = "\n".join(f"{p.name}={p.show()}" + (f" (--{p.option.replace('_', '-')})" if p.option else "")
-                           for p in m.params)
-        # Text, not markup: a plugin's strings are shown as written.
-        table.add_row(*(Text(v) for v in (m.name, m.flag or "-", ", ".join(m.norms), kind, params or "none",
-                                           m.summary)))
-    out.print(table)
+    if out.width < WIDE_LISTING:
+        for line in _attack_blocks(metas, out.width):
+            out.print(line, no_wrap=True, overflow="ellipsis", highlight=False)
+    else:
+        table = Table(box=box.SIMPLE_HEAD, caption=ATTACK_HINT)
+        for col in ("attack", "flag", "norms", "kind", "parameters (default)", "description"):
+            table.add_column(col, overflow="fold")
+        for m in metas:
+            # Text, not markup: a plugin's strings are shown as written.
+            table.add_row(*(Text(v) for v in (m.name, m.flag or "-", ", ".join(m.norms), _attack_kind(m),
+                                               "\n".join(_param_texts(m)) or "none", m.summary)))
+        out.print(table)
     presets = Table(box=box.SIMPLE_HEAD)
     for col in ("preset", "attacks (MNIST)", "description"):
         presets.add_column(col, overflow="fold")
