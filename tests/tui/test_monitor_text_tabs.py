@@ -34,6 +34,8 @@ def test_config_is_shown_one_key_per_line_within_the_width_and_means_the_same():
 def test_config_that_is_no_mapping_or_was_cut_is_shown_as_it_is(tmp_path):
     assert config_for_display("just: [unclosed", 60) == "just: [unclosed"
     assert config_for_display("- a list\n", 60) == "- a list\n"
+    nested = "[" * 5000  # a broken file nests past the YAML parser's recursion limit
+    assert config_for_display(nested, 60) == nested
     big = tmp_path / "config.yaml"
     big.write_text("name: x\n" + "# padding\n" * (CONFIG_BYTES // 10 + 10))
     text = config_text(big)

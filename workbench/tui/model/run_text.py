@@ -69,7 +69,7 @@ def config_for_display(text: str, width: int) -> str:
         return text
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):  # "[[[[..." nests past the parser's recursion limit
         return text
     if not isinstance(data, dict) or not data:
         return text
@@ -77,7 +77,7 @@ def config_for_display(text: str, width: int) -> str:
     try:
         dumped = yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False, width=width,
                            allow_unicode=True)
-    except yaml.YAMLError:  # a value safe_load made but SafeDumper cannot write: show the file as it is
+    except (yaml.YAMLError, RecursionError):  # a value SafeDumper cannot write: show the file as it is
         return text
     # The emitter breaks a line only once it has passed the width; fold what still overflows, one level
     # deeper than its key (for a plain scalar or a flow list that is still the same YAML).
