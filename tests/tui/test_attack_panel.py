@@ -212,6 +212,18 @@ async def open_panel(pilot, target: Path | None, catalog: bool = True) -> Attack
     return pilot.app.screen
 
 
+async def attack_help_lines(pilot, target: Path) -> list[str]:
+    """Open the attack panel on `target`, press ? and return the help's lines (the help screen stays open)."""
+    from textual.widgets import Static
+
+    from workbench.tui.screens.help import HelpScreen
+
+    await open_panel(pilot, target, catalog=False)
+    await pilot.press("question_mark")
+    assert isinstance(pilot.app.screen, HelpScreen)
+    return str(pilot.app.screen.query_one("#help-text", Static).render()).splitlines()
+
+
 async def test_past_evaluation_is_listed_and_reopens_with_table_chart_and_gallery(fixed_runs):
     app = app_for(fixed_runs)
     async with app.run_test(size=(100, 32)) as pilot:

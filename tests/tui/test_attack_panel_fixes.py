@@ -13,13 +13,12 @@ from typer.testing import CliRunner
 
 from workbench.cli import app as cli
 from workbench.tui.app import WorkbenchApp
-from workbench.tui.screens.help import HelpScreen
 from workbench.tui.widgets.attack_options import AttackOptions
 from workbench.tui.widgets.example_gallery import ExampleGallery
 from workbench.tui.widgets.history_table import HistoryTable
 
 from .fixed_runs import FINISHED
-from .test_attack_panel import app_for, as_text, cells, job_line, open_panel
+from .test_attack_panel import app_for, as_text, attack_help_lines, cells, job_line, open_panel
 from .waiting import wait_until
 
 REPORT_NAME = "best-20261123-065854.json"
@@ -41,10 +40,7 @@ def _cli(*args: str) -> None:
 async def test_attack_help_lists_bracket_keys_as_plain_text(fixed_runs):
     app = app_for(fixed_runs)
     async with app.run_test(size=(100, 40)) as pilot:
-        await open_panel(pilot, fixed_runs / FINISHED, catalog=False)
-        await pilot.press("question_mark")
-        assert isinstance(app.screen, HelpScreen)
-        lines = str(app.screen.query_one("#help-text", Static).render()).splitlines()
+        lines = await attack_help_lines(pilot, fixed_runs / FINISHED)
         assert "[/b]" not in "\n".join(lines)
         assert f"  {'[':<14} Prev examples" in lines and f"  {']':<14} Next examples" in lines
         assert f"  {'f':<14} Filter examples (fooled/robust/all)" in lines

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from textual.widgets import Button, Checkbox, Input, Select, Static, TabbedContent
+from textual.widgets import Button, Checkbox, Input, Select, TabbedContent
 from typer.testing import CliRunner
 
 from workbench.cli import app as cli
@@ -20,12 +20,11 @@ from workbench.tui.model.attack_form import (
     PRESETS, AttackForm, FormError, build_args, fit_to_catalog, form_from_args, load_catalog,
 )
 from workbench.tui.screens import attack
-from workbench.tui.screens.help import HelpScreen
 from workbench.tui.widgets.attack_options import AttackOptions
 from workbench.tui.widgets.history_table import HistoryTable
 
 from .fixed_runs import FINISHED
-from .test_attack_panel import _job_file, app_for, job_line, open_panel
+from .test_attack_panel import _job_file, app_for, attack_help_lines, job_line, open_panel
 from .waiting import wait_until
 
 CATALOG = load_catalog()
@@ -318,10 +317,7 @@ async def test_a_remembered_attack_that_is_gone_is_dropped_with_a_note(fixed_run
 async def test_help_says_what_r_and_e_do(fixed_runs):
     app = app_for(fixed_runs)
     async with app.run_test(size=(140, 40)) as pilot:
-        await open_panel(pilot, fixed_runs / FINISHED, catalog=False)
-        await pilot.press("question_mark")
-        assert isinstance(app.screen, HelpScreen)
-        lines = str(app.screen.query_one("#help-text", Static).render()).splitlines()
+        lines = await attack_help_lines(pilot, fixed_runs / FINISHED)
         assert f"  {'r':<14} History: run the evaluation under the cursor again, with its settings (they only fill " \
                "the form when some could not be restored)" in lines
         assert f"  {'e':<14} History: put the settings of the evaluation under the cursor in the form, to change " \

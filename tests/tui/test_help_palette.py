@@ -46,14 +46,11 @@ async def test_help_on_the_attack_panel_lists_the_gallery_keys_too(fixed_runs):
     from workbench.tui.screens.attack import AttackScreen
     from workbench.tui.widgets.example_gallery import ExampleGallery
 
-    from .test_attack_panel import open_panel
+    from .test_attack_panel import attack_help_lines
 
     app = WorkbenchApp(fixed_runs, clock=lambda: FIXED_NOW)
     async with app.run_test(size=(100, 40)) as pilot:
-        await open_panel(pilot, None, catalog=False)
-        await pilot.press("question_mark")
-        assert isinstance(app.screen, HelpScreen)
-        text = str(app.screen.query_one("#help-text", Static).render())
+        text = "\n".join(await attack_help_lines(pilot, None))
         assert f"In the {ExampleGallery.HELP_TITLE}" in text
         for binding in ExampleGallery.BINDINGS:
             if binding.description:
