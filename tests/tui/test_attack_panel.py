@@ -554,7 +554,8 @@ def test_attack_panel_snapshot_form_with_results_or_history(fixed_runs, snap_com
 async def test_m_maximises_the_robust_curve_and_escape_brings_it_back(fixed_runs):
     app = app_for(fixed_runs)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_panel(pilot, fixed_runs / FINISHED, catalog=False)
+        # With the catalog loaded: one that arrives while the app closes races its checkboxes' mounts.
+        screen = await open_panel(pilot, fixed_runs / FINISHED)
         await wait_until(pilot, lambda: screen.report_path is not None, what="the latest evaluation")
         screen.query_one("#report-table", DataTable).focus()
         await pilot.press("m")
