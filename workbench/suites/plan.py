@@ -144,7 +144,7 @@ def plan_cells(suite: Suite, budget_name: str | None = None) -> tuple[str, list[
     for i, entry in enumerate(suite.models):
         evaluations = [plan_evaluation(ev, budget) for ev in suite.evaluations
                        if ev.models is None or entry.name in ev.models]
-        for seed in suite.seeds:
+        for seed in suite.seeds_of(entry.name, budget):
             try:
                 sets = cell_overrides(suite, i, budget, seed)
                 cfg, path = load_profile(entry.profile, sets)

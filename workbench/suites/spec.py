@@ -19,6 +19,7 @@ from ..config.yamlio import read_yaml
 from ..errors import WorkbenchError
 
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Seeds = Annotated[list[Seed], Field(min_length=1)]
 Overrides = dict[str, Any]  # dotted profile keys -> values, as `--set key=value`
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+/-]*$")
 
@@ -42,6 +43,7 @@ class BudgetModel(Strict):
 
     epochs: Union[PositiveInt, None] = None
     train_subset: Union[PositiveInt, None] = None
+    seeds: Union[Seeds, None] = Field(None, description="this model's seeds under the budget (null: the budget's)")
     set: Overrides = Field(default_factory=dict)
 
 
@@ -53,6 +55,7 @@ class Budget(Strict):
     description: str = ""
     epochs: Union[PositiveInt, None] = Field(None, description="epochs of every model (null: the profile's)")
     train_subset: Union[PositiveInt, None] = Field(None, description="train on the first N images")
+    seeds: Union[Seeds, None] = Field(None, description="seeds of every model (null: the suite's)")
     n: Union[PositiveInt, None] = Field(None, description="at most N test samples in every evaluation")
     evaluation_n: dict[str, PositiveInt] = Field(default_factory=dict,
                                                  description="at most N test samples, per evaluation name")
@@ -165,9 +168,13 @@ class Suite(Strict):
         if self.default_budget is not None and self.default_budget not in self.budgets:
             raise ValueError(f"default_budget {self.default_budget!r} is not one of {', '.join(self.budgets)}")
         for budget_name, budget in self.budgets.items():
-            for key in budget.models:
+            if budget.seeds is not None:
+                _unique([str(s) for s in budget.seeds], f"budgets.{budget_name}.seeds: seed")
+            for key, per_model in budget.models.items():
                 if key not in names:
                     raise ValueError(f"budgets.{budget_name}.models: {key!r} is not a model of the suite")
+                if per_model.seeds is not None:
+                    _unique([str(s) for s in per_model.seeds], f"budgets.{budget_name}.models.{key}.seeds: seed")
         evaluations = {e.name for e in self.evaluations}
         for ev in self.evaluations:
             for key in ev.models or []:
@@ -185,6 +192,14 @@ class Suite(Strict):
             if key not in names:
                 raise ValueError(f"paper: {key!r} is not a model of the suite ({', '.join(names)})")
         return self
+
+    def seeds_of(self, model: str, budget: Budget) -> list[int]:
+        """The seeds a model trains under a budget: the budget's for that model, else the budget's, else the
+        suite's (e.g. a second seed for the cheap models only)."""
+        per_model = budget.models.get(model)
+        if per_model is not None and per_model.seeds is not None:
+            return list(per_model.seeds)
+        return list(budget.seeds if budget.seeds is not None else self.seeds)
 
     def budget(self, name: str | None) -> tuple[str, Budget]:
         name = name or self.default_budget or next(iter(self.budgets))

@@ -239,11 +239,13 @@ def build_table(suite: Suite, paths: SuitePaths, budget: str, columns: list[str]
     ordered = sorted(all_metrics.values(), key=lambda m: m.order)
     chosen = chosen_columns(columns, ordered) if columns else default_columns(suite, ordered)
     models = [m.name for m in suite.models]
+    spec = suite.budgets.get(budget)
+    seeds_of = {model: suite.seeds_of(model, spec) if spec else list(suite.seeds) for model in models}
     cells: dict[tuple[str, str], "TableCell"] = {}
     for model in models:
         for metric in chosen:
             cell = TableCell(model, metric.name, [], [], [], [], paper=suite.paper.get(model, {}).get(metric.name))
-            for seed in suite.seeds:
+            for seed in seeds_of[model]:
                 measure = per_run.get((model, seed), {}).get(metric.name)
                 if measure is None:
                     cell.missing_seeds.append(seed)
@@ -259,7 +261,8 @@ def build_table(suite: Suite, paths: SuitePaths, budget: str, columns: list[str]
             if len(cell.values) != 1:
                 cell.ci95 = None
             cells[(model, metric.name)] = cell
-    return SuiteTable(suite.name, budget, models, chosen, cells, list(suite.seeds), collapsed, missing, incomplete)
+    all_seeds = sorted({seed for seeds in seeds_of.values() for seed in seeds})
+    return SuiteTable(suite.name, budget, models, chosen, cells, all_seeds, collapsed, missing, incomplete)
 
 
 def fmt_pct(value: float | None, digits: int = 1) -> str:
