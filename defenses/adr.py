@@ -43,8 +43,9 @@ beside the paper's setting, each a parameter or a profile key:
   then the ADR terms, phase "adr" (a function of the epoch, so a resumed run replays it);
 - smaller lambdas; `model.feature_norm` (small_cnn: BN or LayerNorm before z); the run's `grad_clip`.
 Feature health: the mean |z| and the fraction of z entries exactly 0 (dead ReLUs) of the clean pass
-are logged every epoch (`loss_z_mean_abs`, `loss_z_dead_frac`), and `check_epoch` stops a run whose
-z runs away, dies, or whose clean accuracy stays at chance, with the reason (`health_*` thresholds).
+are logged in every step and epoch record (`loss_z_mean_abs`, `loss_z_dead_frac`). `check_epoch` stops
+a run whose z runs away, dies, or whose clean accuracy stays at chance, with the reason (`health_*`
+thresholds); `check_step` applies the first two at every log point, so a 1-epoch run is stopped too.
 """
 
 from __future__ import annotations
@@ -175,28 +176,38 @@ def clean_accuracy(record: dict) -> float:
     return record["train_acc"] if acc is None else acc
 
 
-def dead_features(record: dict, history: Sequence[dict], p: ADRParams, k: int) -> str | None:
+def dead_features(record: dict, history: Sequence[dict], p: ADRParams, k: int,
+                  first_window: dict | None = None) -> str | None:
     dead = record.get(f"loss_{Z_DEAD}")
     if p.health_max_dead is None or dead is None or dead <= p.health_max_dead:
         return None
     return f"features died: {dead:.1%} of z is exactly 0 (dead ReLUs; defense.health_max_dead {p.health_max_dead:g})"
 
 
-def runaway_features(record: dict, history: Sequence[dict], p: ADRParams, k: int) -> str | None:
-    # Growth is measured from the last epoch of an earlier phase (the ADV warm-up), else the run's first epoch.
+def feature_base(record: dict, history: Sequence[dict], first_window: dict | None = None) -> dict | None:
+    """The record mean |z| growth is measured from: the last epoch of an earlier phase (the ADV warm-up), else
+    the run's first epoch, else (within the first epoch, for the step check) the run's first step record."""
     earlier = [r for r in history if r.get("phase") != record.get("phase")]
-    base = earlier[-1] if earlier else (history[0] if history else None)
-    key = f"loss_{Z_ABS}"
+    if earlier:
+        return earlier[-1]
+    return history[0] if history else first_window
+
+
+def runaway_features(record: dict, history: Sequence[dict], p: ADRParams, k: int,
+                     first_window: dict | None = None) -> str | None:
+    base, key = feature_base(record, history, first_window), f"loss_{Z_ABS}"
     if p.health_max_growth is None or base is None or not base.get(key) or record.get(key) is None:
         return None
     now, ref = record[key], base[key]
     if now <= p.health_max_growth * ref:
         return None
-    return (f"features ran away: mean |z| {now:.3g}, {now / ref:.1f}x its {ref:.3g} in epoch {base['epoch']} "
+    where = f"epoch {base['epoch']}" if base.get("kind") != "step" else f"the run's first {base['step']} steps"
+    return (f"features ran away: mean |z| {now:.3g}, {now / ref:.1f}x its {ref:.3g} in {where} "
             f"(defense.health_max_growth {p.health_max_growth:g})")
 
 
-def chance_predictions(record: dict, history: Sequence[dict], p: ADRParams, k: int) -> str | None:
+def chance_predictions(record: dict, history: Sequence[dict], p: ADRParams, k: int,
+                       first_window: dict | None = None) -> str | None:
     n = p.health_chance_epochs
     recent = [*history, record][-n:] if n else []
     if not n or len(recent) < n or any(clean_accuracy(r) >= 1.5 / k for r in recent):
@@ -205,7 +216,8 @@ def chance_predictions(record: dict, history: Sequence[dict], p: ADRParams, k: i
             f"in a row (defense.health_chance_epochs {n})")
 
 
-HEALTH_RULES = (dead_features, runaway_features, chance_predictions)
+HEALTH_RULES = (dead_features, runaway_features, chance_predictions)  # per epoch
+STEP_RULES = (dead_features, runaway_features)  # per log point: a window's clean accuracy is too noisy for chance
 
 
 @register_defense
@@ -247,6 +259,31 @@ class ADR(Defense):
                 return (f"ADR stopped in epoch {record['epoch']}, {reason}: try defense.warmup_epochs, smaller "
                         "lambdas, model.feature_norm or grad_clip; last.pt, if any, is the epoch before")
         return None
+
+    def check_step(self, record: dict, history: list[dict]) -> str | None:
+        # The first epoch's break (the paper's lambda 1 collapses within ~40 steps) is only seen here: the same
+        # dead and runaway rules over the steps since the previous log point.
+        if record.get(f"loss_{Z_ABS}") is None:
+            return None
+        if self._first_window is None and not history:
+            self._first_window = {k: record[k] for k in ("kind", "step", f"loss_{Z_ABS}")}
+        for rule in STEP_RULES:
+            reason = rule(record, history, self.params, self.num_classes, self._first_window)
+            if reason is not None:
+                return (f"ADR stopped in epoch {record['epoch']} at step {record['step']}, {reason}: try "
+                        "defense.warmup_epochs, smaller lambdas, model.feature_norm or grad_clip")
+        return None
+
+    # The first step record's mean |z|, kept in checkpoints so a run resumed within its first epoch measures growth
+    # from the same point.
+    _first_window: dict | None = None
+
+    def state_dict(self) -> dict:
+        return {"first_window": self._first_window} if self._first_window is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        window = state.get("first_window")
+        self._first_window = dict(window) if isinstance(window, dict) else None
 
     # -- the adversary ---------------------------------------------------------------------------------------------
     def craft(self, model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

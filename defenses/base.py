@@ -127,6 +127,12 @@ class Defense(ABC):
         collapse to chance), given the earlier epochs' records; None if it looks healthy."""
         return None
 
+    def check_step(self, record: dict, history: list[dict]) -> str | None:
+        """As `check_epoch`, at each log point within an epoch: `record` is the step record (means over the
+        steps since the previous one, loss parts as `loss_<part>`), `history` the finished epochs' records.
+        It catches a break in a run's first epoch, which `check_epoch` only sees at its end."""
+        return None
+
     def epoch_metrics(self, model: nn.Module) -> dict[str, float]:
         """Scalars of the defense's state to log after each epoch (learned scales, prototype norms)."""
         return {}

@@ -78,16 +78,50 @@ def test_predictions_at_chance_for_some_epochs_stop_the_run():
     assert adr(health_chance_epochs=None).check_epoch(record(3, acc=0.1), [record(1, acc=0.1)] * 2) is None
 
 
-def test_a_real_run_stops_with_the_reason(tmp_path):
+def step(epoch, at, z_abs=1.0, dead=0.3, phase="adr"):
+    return {"kind": "step", "epoch": epoch, "step": at, "phase": phase, "loss_z_mean_abs": z_abs,
+            "loss_z_dead_frac": dead, "train_acc": 0.5}
+
+
+def test_the_step_check_measures_the_first_epoch_from_its_first_record():
+    d = adr()
+    assert d.check_step(step(1, 20, 0.6), []) is None
+    assert d.check_step(step(1, 40, 5.9), []) is None
+    message = d.check_step(step(1, 60, 9.3), [])  # the collapse: 0.58 -> 9.3 in 40 steps
+    assert "ADR stopped in epoch 1 at step 60, features ran away" in message
+    assert "15.5x its 0.6 in the run's first 20 steps" in message and "\n" not in message
+    assert "ADR stopped in epoch 1 at step 80, features died" in d.check_step(step(1, 80, 1.0, dead=0.995), [])
+    # Later epochs measure from the epoch records, as check_epoch does.
+    assert d.check_step(step(2, 500, 9.3), [record(1, 1.0)]) is None
+    assert "10.5x its 1 in epoch 1" in d.check_step(step(2, 500, 10.5), [record(1, 1.0)])
+    assert adr(health_max_growth=None).check_step(step(1, 20, 0.1), []) is None
+    # A record without feature statistics (another defense's parts) is not checked.
+    assert adr().check_step({"kind": "step", "epoch": 1, "step": 20}, []) is None
+
+
+def test_the_first_record_survives_a_resume():
+    d = adr()
+    d.check_step(step(1, 20, 0.6), [])
+    resumed = adr()
+    resumed.load_state_dict(d.state_dict())
+    assert "ran away" in resumed.check_step(step(1, 60, 6.1), [])
+    fresh = adr()  # without the state, the first record after the resume would be the base
+    assert fresh.check_step(step(1, 60, 6.1), []) is None
+    assert adr().state_dict() == {}
+
+
+def test_a_real_run_stops_within_its_first_epoch_with_the_reason(tmp_path):
     cfg, path = load_profile("quickstart", ["epochs=2", "eval.robust_every=0", "adv_train.attack=none",
-                                            "defense=adr", "defense.steps=2", "defense.eps=0.1",
+                                            "defense=adr", "defense.steps=2", "defense.eps=0.1", "log_every=2",
                                             "defense.step_size=0.05", "defense.health_max_dead=0.01"])
     run = prepare_run(cfg, tmp_path / "r", path)
     assert run_training(run.root, device="cpu") == "failed"
     status = Status.read(run.status)
-    assert "ADR stopped in epoch 1, features died" in status.message and "\n" not in status.message
-    (rec,) = [r for r in read_metrics(run.metrics) if r["kind"] == "epoch"]  # the record is kept, the run is not
-    assert rec["loss_z_dead_frac"] > 0.01
+    assert "ADR stopped in epoch 1 at step 2, features died" in status.message and "\n" not in status.message
+    records = list(read_metrics(run.metrics))
+    assert not [r for r in records if r["kind"] == "epoch"]  # stopped at its first log point
+    (rec,) = [r for r in records if r["kind"] == "step"]  # the record that broke the rule is kept
+    assert rec["loss_z_dead_frac"] > 0.01 and rec["phase"] == "adr"
     assert not run.last.exists()
 
 

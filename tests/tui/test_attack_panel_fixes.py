@@ -151,3 +151,22 @@ async def test_the_form_grows_with_the_terminal_and_checkboxes_differ(fixed_runs
                 assert on_style.background != off_style.background and on_style.foreground != on_style.background
     assert widths[80][0] == 32  # never narrower than it was
     assert widths[120][0] >= 40 and widths[120][1] >= widths[80][1] + 8  # more of the checkpoint path shows
+
+
+async def test_a_catalog_arriving_after_the_panel_closed_is_dropped():
+    # The catalog comes from the backend process; when the user quits as it arrives, the options widget is being
+    # unmounted and filling it must stop quietly (it raised NoMatches on the checkboxes the shutdown removed).
+    from textual.app import App
+
+    from .test_attack_panel import CATALOG
+
+    class Host(App):
+        def compose(self):
+            yield AttackOptions([], "")
+
+    async with Host().run_test() as pilot:
+        options = pilot.app.query_one(AttackOptions)
+        assert await options.set_catalog(CATALOG[:2], {}) is True
+        assert len(options.query(Checkbox)) >= 2
+        await options.remove()
+        assert await options.set_catalog(CATALOG, {}) is False

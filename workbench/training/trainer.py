@@ -45,6 +45,10 @@ class NonFiniteLoss(Exception):
     pass
 
 
+class UnhealthyTraining(Exception):
+    """The defense's step check found training broken mid-epoch (features ran away or died)."""
+
+
 class NullWriter:
     """The metrics stream of ranks other than 0: rank 0 writes the aggregated records."""
 
@@ -95,6 +99,7 @@ class LogMark:
     loss: float = 0.0
     correct: int = 0
     seen: int = 0
+    parts: dict[str, float] = field(default_factory=dict)  # the loss parts' sums (their means per record)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -334,7 +339,8 @@ class Trainer:
         # Checkpoints before log marks were saved: the first record after the resume covers the steps since it.
         saved = data["totals"]
         mark = data.get("log_mark") or {"loss": saved["loss"], "correct": saved["correct"], "seen": saved["seen"]}
-        self.log_mark = LogMark(float(mark["loss"]), int(mark["correct"]), int(mark["seen"]))
+        self.log_mark = LogMark(float(mark["loss"]), int(mark["correct"]), int(mark["seen"]),
+                                {k: float(v) for k, v in (mark.get("parts") or {}).items()})
         rng = data["rng"]
         self.epoch_start_state = rng["data_epoch_start"]  # the data order is global: any world size replays it
         saved_ranks = rng.get("ranks") or [rng]
@@ -391,7 +397,7 @@ class Trainer:
         try:
             with self.stop:
                 state, message = self._loop(metrics)
-        except NonFiniteLoss as exc:
+        except (NonFiniteLoss, UnhealthyTraining) as exc:
             state, message = "failed", str(exc)
         except BaseException as exc:  # record the failure for `runs` and the TUI, then re-raise
             self.reporter.close()
@@ -571,12 +577,18 @@ class Trainer:
                                 f"{self.position.step}; {self._kept()}")
         mark = self.log_mark
         seen = totals.seen - mark.seen
+        parts = {k: float(v) for k, v in totals.parts.items()}
         rec = {"kind": "step", "epoch": epoch + 1, "batch": self.position.batch, "step": self.position.step,
                "train_loss": (total_loss - mark.loss) / seen, "train_acc": (total_correct - mark.correct) / seen,
-               "lr": lr, "time": time.time()}
+               "lr": lr, "time": time.time(), "phase": self.phase(epoch),
+               **{f"loss_{k}": (v - mark.parts.get(k, 0.0)) / seen for k, v in parts.items()}}
         metrics.write(rec)
         self.reporter.log(rec)
-        self.log_mark = LogMark(total_loss, total_correct, totals.seen)
+        self.log_mark = LogMark(total_loss, total_correct, totals.seen, parts)
+        # Every rank sees the same summed record, so under DDP they all stop at the same step.
+        problem = self.defense.check_step(rec, self.history)
+        if problem is not None:  # last.pt stays at the end of the previous epoch
+            raise UnhealthyTraining(f"{problem}; {self._kept()}")
 
     def _end_epoch(self, epoch: int, metrics: MetricsWriter) -> str | None:
         """Evaluate, record and checkpoint the finished `epoch`; the reason if the run must fail."""

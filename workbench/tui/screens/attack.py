@@ -455,7 +455,8 @@ class AttackScreen(Screen):
     async def on_catalog_loaded(self, message: CatalogLoaded) -> None:
         options = self.query_one(AttackOptions)
         if message.catalog:
-            await options.set_catalog(message.catalog, message.presets)
+            if not await options.set_catalog(message.catalog, message.presets):
+                return  # the panel closed while the catalog was mounted
             self.attack_flags = {m.flag: m.name for m in message.catalog if m.flag}
             self._restore_remembered(message.remembered, message.dropped)
         else:

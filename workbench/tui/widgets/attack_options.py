@@ -96,9 +96,9 @@ class AttackOptions(VerticalScroll):
         self._show_params()
 
     # -- the catalog -------------------------------------------------------------------------
-    async def set_catalog(self, catalog: tuple[AttackMeta, ...], presets: dict[str, str]) -> None:
+    async def set_catalog(self, catalog: tuple[AttackMeta, ...], presets: dict[str, str]) -> bool:
         """A checkbox per attack (PGD on, as `workbench attack` runs it when none is named) and a group of
-        parameter rows per attack that has parameters."""
+        parameter rows per attack that has parameters. False when the panel closed meanwhile (nothing to fill)."""
         self.catalog = {m.name: m for m in catalog}
         self.presets = {**self.presets, **presets}
         titles = [m.title for m in catalog]
@@ -111,12 +111,19 @@ class AttackOptions(VerticalScroll):
             boxes.append(box)
         groups = [Vertical(Static(m.title), *(self._field(p.name, self._param_widget(m, p)) for p in m.params),
                            id=f"params-{m.name}", classes="params") for m in catalog if m.params]
-        await self.query_one("#atk-list").remove_children()
-        await self.query_one("#atk-list").mount_all(boxes)
-        await self.query_one("#params-list").mount_all(groups)
+        # The catalog may arrive as the app closes: each await can return to a widget whose mounts were undone.
+        for step in (lambda: self.query_one("#atk-list").remove_children(),
+                     lambda: self.query_one("#atk-list").mount_all(boxes),
+                     lambda: self.query_one("#params-list").mount_all(groups)):
+            if not self.is_attached:
+                return False
+            await step()
+        if not self.is_attached:
+            return False
         self._show_params()
         if self.screen.focused is not None:
             self._hint(self.screen.focused)
+        return True
 
     def catalog_failed(self, reason: str) -> None:
         self.query_one("#atk-loading", Static).update(escape(f"cannot list the attacks: {reason}"))
