@@ -118,6 +118,7 @@ def test_a_real_run_stops_within_its_first_epoch_with_the_reason(tmp_path):
     assert run_training(run.root, device="cpu") == "failed"
     status = Status.read(run.status)
     assert "ADR stopped in epoch 1 at step 2, features died" in status.message and "\n" not in status.message
+    assert status.message.endswith("stopped before any checkpoint was written")  # no lr advice: not a nan
     records = list(read_metrics(run.metrics))
     assert not [r for r in records if r["kind"] == "epoch"]  # stopped at its first log point
     (rec,) = [r for r in records if r["kind"] == "step"]  # the record that broke the rule is kept

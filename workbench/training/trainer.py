@@ -588,7 +588,7 @@ class Trainer:
         # Every rank sees the same summed record, so under DDP they all stop at the same step.
         problem = self.defense.check_step(rec, self.history)
         if problem is not None:  # last.pt stays at the end of the previous epoch
-            raise UnhealthyTraining(f"{problem}; {self._kept()}")
+            raise UnhealthyTraining(f"{problem}; {self._kept(advice='')}")
 
     def _end_epoch(self, epoch: int, metrics: MetricsWriter) -> str | None:
         """Evaluate, record and checkpoint the finished `epoch`; the reason if the run must fail."""
@@ -663,7 +663,7 @@ class Trainer:
             end += 1
         return start, end - start
 
-    def _kept(self) -> str:
+    def _kept(self, advice: str = " (try a lower learning rate)") -> str:
         if self.run.last.exists():
             return "stopped; checkpoints/last.pt, the last good state, is kept"
-        return "stopped before any checkpoint was written (try a lower learning rate)"
+        return "stopped before any checkpoint was written" + advice
