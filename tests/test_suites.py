@@ -92,6 +92,20 @@ def test_cells_are_identified_by_their_resolved_config(tmp_path):
     assert {c.key for c in longer}.isdisjoint({c.key for c in cells})  # a budget never mixes into another
 
 
+def test_a_budget_may_give_its_own_seeds_and_one_model_more_seeds():
+    # Issue 19: a second seed where it fits the budget (the cheap models), one seed for the rest.
+    spec = {**TINY, "seeds": [0], "budgets": {"tiny": {**TINY["budgets"]["tiny"], "models": {"plain": {"seeds": [0, 1]}}},
+                                              "wide": {**TINY["budgets"]["tiny"], "seeds": [5, 6]}}}
+    suite = parse_suite(spec, "tiny")
+    _, cells = plan_cells(suite, "tiny")
+    assert [(c.model, c.seed) for c in cells] == [("plain", 0), ("plain", 1), ("AT", 0)]
+    suite_seeds = plan_cells(parse_suite({**TINY, "seeds": [0, 1]}, "tiny"), "tiny")[1]
+    assert {c.key for c in cells} <= {c.key for c in suite_seeds}  # a seed's cell is the same, whoever asks for it
+    _, wide = plan_cells(suite, "wide")
+    assert [(c.model, c.seed) for c in wide] == [("plain", 5), ("plain", 6), ("AT", 5), ("AT", 6)]
+    assert [c.config["seed"] for c in wide] == [5, 6, 5, 6]
+
+
 def test_a_shorter_budget_keeps_lr_milestones_at_their_fraction():
     profile = {"epochs": 50, "schedule": {"milestones": [30, 40], "warmup_epochs": 2.5},
                "defense": {"name": "pcl", "params": {"warmup_epochs": 10}}}
@@ -122,6 +136,9 @@ def test_budget_caps_every_evaluation_n():
     ({"paper": {"nobody": {"clean": 1.0}}}, "'nobody' is not a model"),
     ({"default_budget": "huge"}, "default_budget 'huge'"),
     ({"budgets": {"tiny": {"epoch": 3}}}, "budgets.tiny.epoch: unknown key"),
+    ({"budgets": {"tiny": {"seeds": [1, 1]}}}, "budgets.tiny.seeds: seed '1' appears twice"),
+    ({"budgets": {"tiny": {"seeds": []}}}, "budgets.tiny.seeds: List should have at least 1 item"),
+    ({"budgets": {"tiny": {"models": {"AT": {"seeds": [2, 2]}}}}}, "budgets.tiny.models.AT.seeds: seed '2' appears twice"),
 ])
 def test_a_bad_suite_file_is_one_clear_line(tmp_path, change, message):
     path = write_suite(tmp_path, **change)
@@ -380,6 +397,23 @@ def test_a_collapsed_run_is_marked_not_averaged_and_one_seed_gets_a_wilson_inter
     md = wb("suite", "table", str(path), "--runs", str(runs)).stdout
     assert "untrained (collapsed: s3)" in md and "| collapsed |" in md and "Collapsed runs" in md
     assert re.search(r"\| trained \| [\d.]+ \[[\d.]+-[\d.]+\] \|", md)  # one seed: the Wilson interval
+
+
+def test_a_model_with_more_seeds_is_averaged_and_the_others_are_not_missing_any(tmp_path):
+    path = write_suite(tmp_path, seeds=[0], paper={}, checks=[],
+                       budgets={"tiny": {"epochs": 1, "n": 60, "set": {"eval.robust_every": 0},
+                                         "models": {"plain": {"seeds": [0, 1]}}}},
+                       evaluations=[{"name": "weak", "attacks": ["fgsm"], "eps": [0.1]}])
+    runs = tmp_path / "runs"
+    wb("suite", "run", str(path), "--runs", str(runs), "--jobs", "2", "--device", "cpu")
+    data = json.loads(wb("suite", "table", str(path), "--runs", str(runs), "--format", "json").stdout)
+    assert data["seeds"] == [0, 1] and data["missing"] == {}
+    cells = {(c["model"], c["metric"]): c for c in data["cells"]}
+    two, one = cells[("plain", "FGSM@0.1")], cells[("AT", "FGSM@0.1")]
+    assert two["seeds"] == [0, 1] and two["std"] is not None and two["ci95"] is None
+    assert one["seeds"] == [0] and one["missing_seeds"] == [] and one["ci95"] is not None
+    md = wb("suite", "table", str(path), "--runs", str(runs)).stdout
+    assert "†" not in md  # nobody is short of a seed
 
 
 @pytest.mark.parametrize("evaluation, message", [
