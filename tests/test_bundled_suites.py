@@ -50,6 +50,20 @@ def test_some_suites_are_bundled():
     assert {"ccn_mnist", "pc_mnist", "pcl_mnist", "adr_mnist"} <= set(SUITES)
 
 
+def test_the_suite_list_counts_the_cells_each_budget_trains():
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    result = CliRunner().invoke(app, ["suites", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {r["suite"]: r for r in json.loads(result.output)}
+    for name, row in rows.items():
+        suite, _ = load_suite(name)
+        assert row["cells"] == {b: len(plan_cells(suite, b)[1]) for b in suite.budgets}
+    assert rows["adr_mnist"]["cells"]["cpu"] == len(rows["adr_mnist"]["models"]) + 2  # two with a second seed
+
+
 @pytest.mark.parametrize("name,budget", CASES)
 def test_suite_plans_under_each_budget(name, budget):
     from workbench.config import load_profile
@@ -58,7 +72,8 @@ def test_suite_plans_under_each_budget(name, budget):
     budget_name, cells = plan_cells(suite, budget)
     assert budget_name == budget
     spec = suite.budgets[budget]
-    assert len(cells) == len(suite.models) * len(suite.seeds)
+    assert len(cells) == sum(len(suite.seeds_of(m.name, spec)) for m in suite.models)
+    assert [(c.model, c.seed) for c in cells] == [(m.name, s) for m in suite.models for s in suite.seeds_of(m.name, spec)]
     assert len({c.key for c in cells}) == len(cells)
     entries = {m.name: m for m in suite.models}
     for cell in cells:

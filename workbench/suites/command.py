@@ -246,7 +246,10 @@ def list_suites_command(as_json: bool = typer.Option(False, "--json")) -> None:
     for name, path in list_suites().items():
         suite, _ = load_suite(path)
         rows.append({"suite": name, "models": [m.name for m in suite.models], "seeds": suite.seeds,
-                     "budgets": list(suite.budgets), "evaluations": [e.name for e in suite.evaluations],
+                     "budgets": list(suite.budgets),
+                     # a budget may give some models more seeds: its cell count says what a run trains
+                     "cells": {b: sum(len(suite.seeds_of(m.name, spec)) for m in suite.models)
+                               for b, spec in suite.budgets.items()}, "evaluations": [e.name for e in suite.evaluations],
                      "description": suite.description})
     if as_json:
         print(json.dumps(rows))
@@ -256,5 +259,5 @@ def list_suites_command(as_json: bool = typer.Option(False, "--json")) -> None:
         table.add_column(col, overflow="fold", no_wrap=col == "suite")
     for r in rows:
         table.add_row(Text(r["suite"]), Text(f"{', '.join(r['models'])} x {len(r['seeds'])}"),
-                      Text(", ".join(r["budgets"])), Text(r["description"]))
+                      Text(", ".join(f"{b} ({n} cells)" for b, n in r["cells"].items())), Text(r["description"]))
     out.print(table)
