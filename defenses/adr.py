@@ -201,8 +201,9 @@ def runaway_features(record: dict, history: Sequence[dict], p: ADRParams, k: int
     now, ref = record[key], base[key]
     if now <= p.health_max_growth * ref:
         return None
-    where = f"epoch {base['epoch']}" if base.get("kind") != "step" else f"the run's first {base['step']} steps"
-    return (f"features ran away: mean |z| {now:.3g}, {now / ref:.1f}x its {ref:.3g} in {where} "
+    where = (f"in epoch {base['epoch']}" if base.get("kind") != "step" else
+             "at initialisation" if base["step"] == 0 else f"in the run's first {base['step']} steps")
+    return (f"features ran away: mean |z| {now:.3g}, {now / ref:.1f}x its {ref:.3g} {where} "
             f"(defense.health_max_growth {p.health_max_growth:g})")
 
 
@@ -265,7 +266,7 @@ class ADR(Defense):
         # dead and runaway rules over the steps since the previous log point.
         if record.get(f"loss_{Z_ABS}") is None:
             return None
-        if self._first_window is None and not history:
+        if self._first_window is None and not history:  # a run resumed from a checkpoint without the base
             self._first_window = {k: record[k] for k in ("kind", "step", f"loss_{Z_ABS}")}
         for rule in STEP_RULES:
             reason = rule(record, history, self.params, self.num_classes, self._first_window)
@@ -274,9 +275,16 @@ class ADR(Defense):
                         "defense.warmup_epochs, smaller lambdas, model.feature_norm or grad_clip")
         return None
 
-    # The first step record's mean |z|, kept in checkpoints so a run resumed within its first epoch measures growth
-    # from the same point.
+    # Mean |z| at initialisation (the run's first batch, before any update), the base of the first epoch's step
+    # check. Kept in checkpoints, so a run resumed within its first epoch measures growth from the same point.
+    # Not the first step record: over its log_every steps a collapsing z has already grown (the paper's ADR-ADV
+    # averaged 1.4 over its first 20 steps from 0.68, and never reached 10x that).
     _first_window: dict | None = None
+
+    def _note_initial_features(self, z_abs: torch.Tensor) -> None:
+        value = z_abs.detach().float().clone()
+        collective.sum_(value)  # under DDP every rank must hold the same base, or they stop at different steps
+        self._first_window = {"kind": "step", "step": 0, f"loss_{Z_ABS}": float(value) / collective.world_size()}
 
     def state_dict(self) -> dict:
         return {"first_window": self._first_window} if self._first_window is not None else {}
@@ -368,4 +376,6 @@ class ADR(Defense):
         parts = {k: v.detach() for k, v in t.items()}
         parts["adv_acc"] = (logits_adv.detach().argmax(1) == y).float().mean()
         parts.update(feature_stats(feats[tap]))
+        if ctx.step == 0 and self._first_window is None:
+            self._note_initial_features(parts[Z_ABS])
         return LossOutput(self.combine(t, weights), logits, parts)
