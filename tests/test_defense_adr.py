@@ -24,6 +24,7 @@ from defenses.adr import (
     local_compactness,
 )
 from workbench import load_data
+from workbench.checkpoint import read_checkpoint
 from workbench.config import load_profile
 from workbench.errors import WorkbenchError
 from workbench.models import create_model
@@ -226,10 +227,17 @@ def test_trainer_logs_every_term(tmp_path):
                                             "defense.step_size=0.05"])
     run = prepare_run(cfg, tmp_path / "adr", path)
     assert run_training(run.root, device="cpu") == "finished"
-    (record,) = [r for r in read_metrics(run.metrics) if r["kind"] == "epoch"]
+    records = list(read_metrics(run.metrics))
+    (record,) = [r for r in records if r["kind"] == "epoch"]
     for k in ("ce_clean", "ce_adv", "lc", "gb", "conf", "smt", "adv_acc"):
         assert math.isfinite(record[f"loss_{k}"]), k
     assert record["test_clean_acc"] > 0.3
+    # Step records carry the terms too (the feature-health step check reads them), and the checkpoint the
+    # first epoch's base: mean |z| at initialisation.
+    steps = [r for r in records if r["kind"] == "step"]
+    assert steps and all(math.isfinite(r["loss_z_mean_abs"]) and r["phase"] == "adr" for r in steps)
+    base = read_checkpoint(run.last)["defense_state"]["first_window"]
+    assert base["step"] == 0 and base["loss_z_mean_abs"] > 0
 
 
 # -- the ADV warm-up (issue 19) ---------------------------------------------------------------------------------------

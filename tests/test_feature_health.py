@@ -146,19 +146,6 @@ def test_a_real_run_stops_within_its_first_epoch_with_the_reason(tmp_path):
     assert not run.last.exists()
 
 
-def test_a_checkpoint_carries_the_initial_base(tmp_path):
-    from workbench.checkpoint import read_checkpoint
-
-    cfg, path = load_profile("quickstart", ["epochs=1", "eval.robust_every=0", "adv_train.attack=none",
-                                            "defense=adr", "defense.steps=1", "defense.eps=0.1",
-                                            "defense.step_size=0.1"])
-    run = prepare_run(cfg, tmp_path / "r", path)
-    assert run_training(run.root, device="cpu") == "finished"
-    base = read_checkpoint(run.last)["defense_state"]["first_window"]
-    first = next(r for r in read_metrics(run.metrics) if r["kind"] == "step")
-    assert base["step"] == 0 and 0 < base["loss_z_mean_abs"] and first["loss_z_mean_abs"] > 0
-
-
 # -- z normalisation (small_cnn feature_norm) -------------------------------------------------------------------------
 def last_conv_z(model, x, scale=1.0):
     """z computed by hand from the last conv's output times `scale` (a stand-in for grown conv weights)."""
