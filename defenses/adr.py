@@ -177,25 +177,25 @@ def clean_accuracy(record: dict) -> float:
 
 
 def dead_features(record: dict, history: Sequence[dict], p: ADRParams, k: int,
-                  first_window: dict | None = None) -> str | None:
+                  z_initial: dict | None = None) -> str | None:
     dead = record.get(f"loss_{Z_DEAD}")
     if p.health_max_dead is None or dead is None or dead <= p.health_max_dead:
         return None
     return f"features died: {dead:.1%} of z is exactly 0 (dead ReLUs; defense.health_max_dead {p.health_max_dead:g})"
 
 
-def feature_base(record: dict, history: Sequence[dict], first_window: dict | None = None) -> dict | None:
+def feature_base(record: dict, history: Sequence[dict], z_initial: dict | None = None) -> dict | None:
     """The record mean |z| growth is measured from: the last epoch of an earlier phase (the ADV warm-up), else
-    the run's first epoch, else (within the first epoch, for the step check) the run's first step record."""
+    the run's first epoch, else (within the first epoch, for the step check) mean |z| at initialisation."""
     earlier = [r for r in history if r.get("phase") != record.get("phase")]
     if earlier:
         return earlier[-1]
-    return history[0] if history else first_window
+    return history[0] if history else z_initial
 
 
 def runaway_features(record: dict, history: Sequence[dict], p: ADRParams, k: int,
-                     first_window: dict | None = None) -> str | None:
-    base, key = feature_base(record, history, first_window), f"loss_{Z_ABS}"
+                     z_initial: dict | None = None) -> str | None:
+    base, key = feature_base(record, history, z_initial), f"loss_{Z_ABS}"
     if p.health_max_growth is None or base is None or not base.get(key) or record.get(key) is None:
         return None
     now, ref = record[key], base[key]
@@ -208,7 +208,7 @@ def runaway_features(record: dict, history: Sequence[dict], p: ADRParams, k: int
 
 
 def chance_predictions(record: dict, history: Sequence[dict], p: ADRParams, k: int,
-                       first_window: dict | None = None) -> str | None:
+                       z_initial: dict | None = None) -> str | None:
     n = p.health_chance_epochs
     recent = [*history, record][-n:] if n else []
     if not n or len(recent) < n or any(clean_accuracy(r) >= 1.5 / k for r in recent):
@@ -266,10 +266,10 @@ class ADR(Defense):
         # dead and runaway rules over the steps since the previous log point.
         if record.get(f"loss_{Z_ABS}") is None:
             return None
-        if self._first_window is None and not history:  # a run resumed from a checkpoint without the base
-            self._first_window = {k: record[k] for k in ("kind", "step", f"loss_{Z_ABS}")}
+        if self._z_initial is None and not history:  # a run resumed from a checkpoint without the base
+            self._z_initial = {k: record[k] for k in ("kind", "step", f"loss_{Z_ABS}")}
         for rule in STEP_RULES:
-            reason = rule(record, history, self.params, self.num_classes, self._first_window)
+            reason = rule(record, history, self.params, self.num_classes, self._z_initial)
             if reason is not None:
                 return (f"ADR stopped in epoch {record['epoch']} at step {record['step']}, {reason}: try "
                         "defense.warmup_epochs, smaller lambdas, model.feature_norm or grad_clip")
@@ -279,19 +279,19 @@ class ADR(Defense):
     # check. Kept in checkpoints, so a run resumed within its first epoch measures growth from the same point.
     # Not the first step record: over its log_every steps a collapsing z has already grown (the paper's ADR-ADV
     # averaged 1.4 over its first 20 steps from 0.68, and never reached 10x that).
-    _first_window: dict | None = None
+    _z_initial: dict | None = None
 
     def _note_initial_features(self, z_abs: torch.Tensor) -> None:
         value = z_abs.detach().float().clone()
         collective.sum_(value)  # under DDP every rank must hold the same base, or they stop at different steps
-        self._first_window = {"kind": "step", "step": 0, f"loss_{Z_ABS}": float(value) / collective.world_size()}
+        self._z_initial = {"kind": "step", "step": 0, f"loss_{Z_ABS}": float(value) / collective.world_size()}
 
     def state_dict(self) -> dict:
-        return {"first_window": self._first_window} if self._first_window is not None else {}
+        return {"z_initial": self._z_initial} if self._z_initial is not None else {}
 
     def load_state_dict(self, state: dict) -> None:
-        window = state.get("first_window")
-        self._first_window = dict(window) if isinstance(window, dict) else None
+        window = state.get("z_initial")
+        self._z_initial = dict(window) if isinstance(window, dict) else None
 
     # -- the adversary ---------------------------------------------------------------------------------------------
     def craft(self, model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -376,6 +376,6 @@ class ADR(Defense):
         parts = {k: v.detach() for k, v in t.items()}
         parts["adv_acc"] = (logits_adv.detach().argmax(1) == y).float().mean()
         parts.update(feature_stats(feats[tap]))
-        if ctx.step == 0 and self._first_window is None:
+        if ctx.step == 0 and self._z_initial is None:
             self._note_initial_features(parts[Z_ABS])
         return LossOutput(self.combine(t, weights), logits, parts)

@@ -236,7 +236,7 @@ def test_trainer_logs_every_term(tmp_path):
     # first epoch's base: mean |z| at initialisation.
     steps = [r for r in records if r["kind"] == "step"]
     assert steps and all(math.isfinite(r["loss_z_mean_abs"]) and r["phase"] == "adr" for r in steps)
-    base = read_checkpoint(run.last)["defense_state"]["first_window"]
+    base = read_checkpoint(run.last)["defense_state"]["z_initial"]
     assert base["step"] == 0 and base["loss_z_mean_abs"] > 0
 
 

@@ -92,10 +92,10 @@ def test_the_first_batch_sets_the_base_of_the_first_epoch_before_any_update():
     x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
     d.training_loss(model, x, y, BatchContext(epoch=0, epochs=1, step=0))
     z = model(x, taps=["features"])[1]["features"]
-    base = d.state_dict()["first_window"]
+    base = d.state_dict()["z_initial"]
     assert base["step"] == 0 and base["loss_z_mean_abs"] == pytest.approx(z.abs().mean().item(), rel=1e-5)
     d.training_loss(model, x * 0.5, y, BatchContext(epoch=0, epochs=1, step=1))  # later batches leave it
-    assert d.state_dict()["first_window"] == base
+    assert d.state_dict()["z_initial"] == base
     # The paper's ADR-ADV averaged 1.4 over its first 20 steps from 0.68 at init: measured from the init value,
     # a window at 10.5x is stopped where the first window's base (7.5x) would let it through.
     ref = base["loss_z_mean_abs"]

@@ -577,7 +577,8 @@ class Trainer:
                                 f"{self.position.step}; {self._kept()}")
         mark = self.log_mark
         seen = totals.seen - mark.seen
-        parts = {k: float(v) for k, v in totals.parts.items()}
+        keys = list(totals.parts)  # one device read for every part, as for loss and accuracy
+        parts = dict(zip(keys, torch.stack([totals.parts[k] for k in keys]).tolist())) if keys else {}
         rec = {"kind": "step", "epoch": epoch + 1, "batch": self.position.batch, "step": self.position.step,
                "train_loss": (total_loss - mark.loss) / seen, "train_acc": (total_correct - mark.correct) / seen,
                "lr": lr, "time": time.time(), "phase": self.phase(epoch),
