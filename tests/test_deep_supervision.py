@@ -396,6 +396,46 @@ def test_adversarial_training_can_start_after_the_warmup(tmp_path):
     assert torch.equal(read_checkpoint(run.last)["rng"]["adversary"]["eps_generator"], g.get_state())
 
 
+def test_adversarial_epochs_can_train_on_a_subset_and_resume_exactly(tmp_path):
+    """`adv_train.train_subset`: the CE warm-up sees the whole split, the adversarial epochs only the first N
+    (their cost is steps + 1 passes per sample); a run stopped inside an adversarial epoch resumes exactly."""
+    from workbench.runs import Status
+    from workbench.training import Trainer
+    from workbench.training.reporting import SilentReporter
+    from workbench.training.session import load_run_config
+
+    overrides = [*PCL_RUN[:-2], "epochs=3", "defense.warmup_epochs=2", "adv_train.attack=fgsm",
+                 "adv_train.eps=[0.1, 0.2]", "adv_train.pairing=concat", "adv_train.ratio=0.5",
+                 "adv_train.phases=last_phase", "adv_train.train_subset=200"]
+    cfg, path = load_profile("quickstart", overrides)
+    straight = prepare_run(cfg, tmp_path / "a", path)
+    assert run_training(straight.root, device="cpu") == "finished"
+    ends = [r["step"] for r in read_metrics(straight.metrics) if r["kind"] == "epoch"]
+    full = len(load_data("digits", "train")[1])
+    assert ends == [-(-full // 64), 2 * -(-full // 64), 2 * -(-full // 64) + 4]  # 200 samples: 4 batches of 64
+    assert Status.read(straight.status).batches == 4
+    g = torch.Generator().manual_seed(cfg.seed + 1)  # one eps draw per adversarial batch: 4, not a whole epoch's
+    for _ in range(4):
+        torch.rand(1, generator=g)
+    assert torch.equal(read_checkpoint(straight.last)["rng"]["adversary"]["eps_generator"], g.get_state())
+
+    cfg, path = load_profile("quickstart", overrides)
+    split = prepare_run(cfg, tmp_path / "b", path)
+
+    class StopAt(SilentReporter):
+        def batch(self, epoch, batch):
+            if (epoch, batch) == (2, 2):
+                trainer.stop.signum = signal.SIGTERM
+
+    trainer = Trainer(load_run_config(split), split, torch.device("cpu"), reporter=StopAt())
+    assert trainer.train() == "stopped"
+    assert read_checkpoint(split.last)["position"]["batch"] == 2
+    assert run_training(split.root, device="cpu") == "finished"
+    a, b = read_checkpoint(straight.last), read_checkpoint(split.last)
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
+
+
 # -- the warm-up gate (issue 19): PCL starts once the CE warm-up is accurate enough ------------------------------------
 GATED_RUN = [*PCL_RUN[:-2], "defense.warmup_epochs=2", "defense.warmup_until_clean=0.85",
              "schedule={name: multistep, milestones: [1], gamma: 0.5, per_phase: true}"]

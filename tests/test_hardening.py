@@ -245,14 +245,10 @@ def test_step_records_after_a_resume_cover_the_whole_window(tmp_path):
     cfg, path = load_profile("quickstart", overrides)
     split = prepare_run(cfg, tmp_path / "b", path)
     from workbench.training import Trainer
+    from workbench.training.reporting import SilentReporter
     from workbench.training.session import load_run_config
 
-    class StopAtStep:
-        def start(self, *a): pass
-        def log(self, r): pass
-        def epoch(self, r): pass
-        def close(self): pass
-
+    class StopAtStep(SilentReporter):
         def batch(self, epoch, batch):
             if batch == 14:  # 4 steps into the window that ends at step 20
                 trainer.stop.signum = signal.SIGTERM

@@ -159,3 +159,28 @@ def test_describe_and_reading_an_event_back():
     # a label that already names its sweep (the CCN preset's "DeepFool d") is not followed by the name again
     deepfool = EvalProgress("chunk_end", "DeepFool d", "paper:ccn", 1, 3, "max_ratio", 0.2, 1, 5)
     assert describe(deepfool).startswith("[2/3] DeepFool d 0.2 (2/5)")
+
+
+def test_training_batch_bar_takes_each_epochs_own_length():
+    """A CE warm-up on the whole split, then adversarial epochs on a subset (adv_train.train_subset):
+    the batch bar's total follows the epoch, so it never shows 4/235 as the end of an epoch."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from workbench.training.reporting import RichReporter
+
+    out = StringIO()
+    reporter = RichReporter(Console(file=out, force_terminal=True, width=120))
+    reporter.start(epochs=2, batches=235, epoch=0, batch=0)
+    reporter.begin_epoch(0, 235)
+    reporter.batch(0, 235)
+    reporter.epoch({"epoch": 1, "train_loss": 0.1, "train_acc": 0.97, "test_clean_acc": 0.98, "lr": 1e-3,
+                    "seconds": 3.0})
+    reporter.begin_epoch(1, 4)
+    bar = reporter.progress.tasks[1]
+    assert (bar.total, bar.completed, bar.description) == (4, 0, "epoch 2")
+    reporter.batch(1, 4)
+    assert reporter.progress.tasks[1].finished
+    reporter.close()
+    assert "epoch 1/2" in out.getvalue()

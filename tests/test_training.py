@@ -17,6 +17,7 @@ from workbench.checkpoint import read_checkpoint
 from workbench.config import load_profile
 from workbench.runs import Status, effective_state, read_metrics
 from workbench.training import Trainer, prepare_run, run_training
+from workbench.training.reporting import SilentReporter
 from workbench.training.session import load_run_config
 
 FAST = ["eval.robust_every=0"]
@@ -66,17 +67,12 @@ def test_same_seed_same_weights(tmp_path):
         assert torch.equal(weights[0][k], weights[1][k]), k
 
 
-class StopAt:
+class StopAt(SilentReporter):
     """A reporter that delivers a stop request at a given (epoch, batch), like SIGTERM would."""
 
     def __init__(self, epoch, batch):
         self.at = (epoch, batch)
         self.trainer = None
-
-    def start(self, *a): pass
-    def log(self, r): pass
-    def epoch(self, r): pass
-    def close(self): pass
 
     def batch(self, epoch, batch):
         if (epoch, batch) == self.at:

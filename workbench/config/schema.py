@@ -97,6 +97,10 @@ class AdvTrainConfig(Strict):
     # all: every epoch; last_phase: only in the defense's final phase (PCL's Algorithm 1 augments with
     # adversarial examples after the CE warm-up, not during it).
     phases: Literal["all", "last_phase"] = "all"
+    # An adversarial epoch costs about steps + 1 passes per sample: a short budget can give its adversarial
+    # epochs fewer samples than its clean warm-up (which then converges on the whole set).
+    train_subset: Union[PositiveInt, None] = Field(
+        None, description="adversarial epochs train on only the first N samples (clean epochs on all)")
 
     _step = field_validator("step_size")(classmethod(lambda cls, v: _check_step_size(v)))
 

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 class Reporter(Protocol):
     def start(self, epochs: int, batches: int, epoch: int, batch: int) -> None: ...
+    def begin_epoch(self, epoch: int, batches: int) -> None: ...
     def batch(self, epoch: int, batch: int) -> None: ...
     def log(self, record: dict[str, Any]) -> None: ...
     def epoch(self, record: dict[str, Any]) -> None: ...
@@ -19,6 +20,7 @@ class Reporter(Protocol):
 
 class SilentReporter:
     def start(self, epochs, batches, epoch, batch): pass
+    def begin_epoch(self, epoch, batches): pass
     def batch(self, epoch, batch): pass
     def log(self, record): pass
     def epoch(self, record): pass
@@ -68,6 +70,10 @@ class RichReporter(SilentReporter):
         self.progress.start()
         self.epoch_task = self.progress.add_task("epochs", total=epochs, completed=epoch, info="")
         self.batch_task = self.progress.add_task(f"epoch {epoch + 1}", total=batches, completed=batch, info="")
+
+    def begin_epoch(self, epoch, batches):
+        # An adversarial epoch may have fewer batches than a clean warm-up's (adv_train.train_subset).
+        self.progress.update(self.batch_task, total=batches, description=f"epoch {epoch + 1}")
 
     def batch(self, epoch, batch):
         self.progress.update(self.batch_task, completed=batch, description=f"epoch {epoch + 1}")

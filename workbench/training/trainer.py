@@ -201,13 +201,19 @@ class Trainer:
         if cfg.data.train_subset:
             x_train, y_train = x_train[: cfg.data.train_subset], y_train[: cfg.data.train_subset]
         augment = spec.augment if cfg.data.augment == "auto" else cfg.data.augment
-        self.loader = DeviceLoader(x_train, y_train, cfg.batch_size, device, shuffle=True, augment=augment,
-                                   shard=(ranks.rank, ranks.world))
-        if ranks.world > min(cfg.batch_size, len(y_train)):
-            raise WorkbenchError(f"batch_size {cfg.batch_size} cannot be split over {ranks.world} devices")
-        if min(self.loader.batch_sizes(len(self.loader) - 1)) == 0:
-            raise WorkbenchError(f"the last batch of an epoch ({len(y_train) % cfg.batch_size} samples) cannot be "
-                                 f"split over {ranks.world} devices; change batch_size or data.train_subset")
+        # Clean and adversarial epochs may train on different shares of the split (adv_train.train_subset).
+        def loader(n: int | None) -> DeviceLoader:
+            return DeviceLoader(x_train[:n], y_train[:n], cfg.batch_size, device, shuffle=True, augment=augment,
+                                shard=(ranks.rank, ranks.world))
+        every = loader(None)
+        self.loaders = {False: every, True: loader(cfg.adv_train.train_subset) if cfg.adv_train.train_subset else every}
+        for loader in self.loaders.values():
+            if ranks.world > min(cfg.batch_size, loader.num_samples):
+                raise WorkbenchError(f"batch_size {cfg.batch_size} cannot be split over {ranks.world} devices")
+            if min(loader.batch_sizes(len(loader) - 1)) == 0:
+                raise WorkbenchError(f"the last batch of an epoch ({loader.num_samples % cfg.batch_size} samples) "
+                                     f"cannot be split over {ranks.world} devices; change batch_size or the "
+                                     "training subset")
         x_test, y_test = load_raw(cfg.dataset, "test", root=data_root)
         self.x_test, self.y_test = x_test.to(device), y_test.to(device)
         self.data_generator = torch.Generator().manual_seed(cfg.seed)
@@ -219,7 +225,7 @@ class Trainer:
         self._epoch_clock = time.perf_counter()
         self.history: list[dict[str, Any]] = []  # epoch records
         self.best_value: float | None = None
-        self.status = Status(pid=None, epochs=cfg.epochs, batches=len(self.loader), device=str(device))
+        self.status = Status(pid=None, epochs=cfg.epochs, batches=len(every), device=str(device))
         self.provenance = provenance()
 
     # -- evaluation -------------------------------------------------------------------------
@@ -392,7 +398,8 @@ class Trainer:
         self.status.pid = os.getpid()
         self._refresh_best()
         metrics = MetricsWriter(self.run.metrics) if self.ranks.main else NullWriter()
-        self.reporter.start(cfg.epochs, len(self.loader), self.position.epoch, self.position.batch)
+        self.reporter.start(cfg.epochs, len(self.loader_for(self.position.epoch)), self.position.epoch,
+                            self.position.batch)
         self.write_status("running")
         try:
             with self.stop:
@@ -525,19 +532,21 @@ class Trainer:
     def _train_epoch(self, epoch: int, metrics: MetricsWriter) -> str | None:
         """The batches of `epoch` from the current position; the stop message if a signal ended it early."""
         cfg = self.cfg
-        batches = len(self.loader)
+        phase = self.phase(epoch)
+        adversarial = self.adversarial(epoch)
+        loader = self.loaders[adversarial]
+        batches = self.status.batches = len(loader)
+        self.reporter.begin_epoch(epoch, batches)
         # Every random draw of the epoch (order, augmentation) comes from this one state.
         self.data_generator.set_state(self.epoch_start_state)
         self._epoch_clock = time.perf_counter()
         last_status = time.time()
-        phase = self.phase(epoch)
-        adversarial = cfg.adv_train.phases == "all" or phase == self.final_phase()
         start, length = self.schedule_span(epoch)  # the history changes only between epochs
-        for x, y in self.loader.epoch(self.data_generator, start=self.position.batch):
+        for x, y in loader.epoch(self.data_generator, start=self.position.batch):
             t = epoch - start + self.position.batch / batches
             lr = self.base_lr * lr_factor(cfg.schedule, t, length, dt=1.0 / batches)
             set_lr(self.optimizer, lr)
-            clean_sizes = self.loader.batch_sizes(self.position.batch)
+            clean_sizes = loader.batch_sizes(self.position.batch)
             global_n = sum(self.adversary.output_size(n) if adversarial else n for n in clean_sizes)
             self._step(x, y, {"epoch": epoch, "epochs": cfg.epochs, "step": self.position.step, "phase": phase,
                               "clean_sizes": clean_sizes}, adversarial, global_n)
@@ -649,6 +658,13 @@ class Trainer:
 
     def final_phase(self) -> str:
         return self.phase(self.cfg.epochs - 1)
+
+    def adversarial(self, epoch: int) -> bool:
+        """Whether `epoch` trains on adversarial examples (every epoch, or only the defense's last phase)."""
+        return self.cfg.adv_train.phases == "all" or self.phase(epoch) == self.final_phase()
+
+    def loader_for(self, epoch: int) -> DeviceLoader:
+        return self.loaders[self.adversarial(epoch)]
 
     def schedule_span(self, epoch: int) -> tuple[int, int]:
         """(first epoch, length) of the stretch the lr schedule spans: the run, or the defense's phase."""
