@@ -92,6 +92,22 @@ def test_cells_are_identified_by_their_resolved_config(tmp_path):
     assert {c.key for c in longer}.isdisjoint({c.key for c in cells})  # a budget never mixes into another
 
 
+def test_a_config_field_added_later_keeps_old_cells_keys_at_its_default():
+    """Upgrading workbench must not retrain every suite: a field added to the config (its default leaves
+    training as it was) is not part of a cell's identity until a suite sets it."""
+    from workbench.suites.plan import LATER_FIELDS, cell_identity
+
+    _, cells = plan_cells(parse_suite(TINY, "tiny"), "tiny")
+    assert ("adv_train", "train_subset") in LATER_FIELDS  # added after the paper suites' first runs
+    for (section, key), default in LATER_FIELDS.items():
+        assert cells[0].config[section][key] == default  # the resolved config has it, at its default
+        before = {**cells[0].config, section: {k: v for k, v in cells[0].config[section].items() if k != key}}
+        assert cell_identity(cells[0].config) == cell_identity(before)  # as a config from before the field
+    subset = {**TINY, "models": [TINY["models"][0], {**TINY["models"][1], "set": {"adv_train.train_subset": 100}}]}
+    other = plan_cells(parse_suite(subset, "tiny"), "tiny")[1]
+    assert other[0].key == cells[0].key and other[2].key != cells[2].key  # set, it is a new cell
+
+
 def test_a_budget_may_give_its_own_seeds_and_one_model_more_seeds():
     # Issue 19: a second seed where it fits the budget (the cheap models), one seed for the rest.
     spec = {**TINY, "seeds": [0], "budgets": {"tiny": {**TINY["budgets"]["tiny"], "models": {"plain": {"seeds": [0, 1]}}},

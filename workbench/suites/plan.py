@@ -22,6 +22,10 @@ from .spec import Budget, Evaluation, Suite
 # rerun with another logging cadence or --compile finds its cells again instead of retraining them.
 NOT_IDENTITY = ("description", "log_every", "checkpoint_every", "eval", "performance", "distributed")
 
+# Config fields added after suites had been run, left out of a cell's identity while at their default: a rerun
+# after an upgrade finds its cells instead of retraining them all (set to anything else, they count).
+LATER_FIELDS = {("adv_train", "train_subset"): None}
+
 # Profile keys that count epochs: a budget that shortens the run scales them by the same fraction.
 EPOCH_LISTS = ("schedule.milestones",)
 EPOCH_COUNTS = ("defense.params.warmup_epochs",)  # whole epochs, at least 1, leaving at least 1 after
@@ -135,6 +139,15 @@ def plan_evaluation(ev: Evaluation, budget: Budget) -> PlannedEvaluation:
     return PlannedEvaluation(ev.name, _digest(spec), spec)
 
 
+def cell_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What a cell's key hashes: the resolved config without what never changes the weights."""
+    identity = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+    for (section, key), default in LATER_FIELDS.items():
+        if section in identity and identity[section].get(key, default) == default:
+            identity[section] = {k: v for k, v in identity[section].items() if k != key}
+    return identity
+
+
 def plan_cells(suite: Suite, budget_name: str | None = None) -> tuple[str, list[Cell]]:
     """Every (model, seed) cell of the suite under a budget, with its resolved config and evaluations."""
     from ..config import load_profile
@@ -152,7 +165,7 @@ def plan_cells(suite: Suite, budget_name: str | None = None) -> tuple[str, list[
                 why = str(exc).replace("(set by --set)", "(set by the suite)")
                 raise WorkbenchError(f"suite {suite.name}, model {entry.name} (budget {name}): {why}") from None
             config = cfg.model_dump(mode="json")
-            identity = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+            identity = cell_identity(config)
             key = f"{safe_name(entry.name)}-s{seed}-{_digest(identity)}"
             cells.append(Cell(entry.name, seed, key, str(path), sets, config, evaluations))
     check_evaluations(suite, cells)
