@@ -141,6 +141,31 @@ class DefenseLoss(nn.Module):
         return out.loss, out.logits, out.parts
 
 
+def train_loaders(cfg: RunConfig, default_augment: str, device: torch.device, ranks: Ranks,
+                  data_root: str | None) -> dict[bool, DeviceLoader]:
+    """The training split on the device, for clean (False) and adversarial (True) epochs: the same loader,
+    unless adv_train.train_subset gives adversarial epochs only the first N samples. Every rank holds the
+    split and takes its share of each global batch."""
+    x, y = load_raw(cfg.dataset, "train", root=data_root)
+    x, y = x[: cfg.data.train_subset], y[: cfg.data.train_subset]  # None: all
+    augment = default_augment if cfg.data.augment == "auto" else cfg.data.augment
+
+    def loader(n: int | None) -> DeviceLoader:
+        return DeviceLoader(x[:n], y[:n], cfg.batch_size, device, shuffle=True, augment=augment,
+                            shard=(ranks.rank, ranks.world))
+
+    every = loader(None)
+    loaders = {False: every, True: loader(cfg.adv_train.train_subset) if cfg.adv_train.train_subset else every}
+    for each in loaders.values():
+        if ranks.world > min(cfg.batch_size, each.num_samples):
+            raise WorkbenchError(f"batch_size {cfg.batch_size} cannot be split over {ranks.world} devices")
+        if min(each.batch_sizes(len(each) - 1)) == 0:
+            raise WorkbenchError(f"the last batch of an epoch ({each.num_samples % cfg.batch_size} samples) "
+                                 f"cannot be split over {ranks.world} devices; change batch_size or the "
+                                 "training subset")
+    return loaders
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, run: RunPaths, device: torch.device,
                  reporter: Reporter | None = None, data_root: str | None = None, ranks: Ranks = SINGLE,
@@ -196,24 +221,7 @@ class Trainer:
         self.adversary = AdversarialBatcher(cfg.adv_train, self.net, cfg.seed, rank=ranks.rank,
                                             precision=self.precision)
 
-        # Data: the whole split on the device (every rank holds it and takes its share of each global batch).
-        x_train, y_train = load_raw(cfg.dataset, "train", root=data_root)
-        if cfg.data.train_subset:
-            x_train, y_train = x_train[: cfg.data.train_subset], y_train[: cfg.data.train_subset]
-        augment = spec.augment if cfg.data.augment == "auto" else cfg.data.augment
-        # Clean and adversarial epochs may train on different shares of the split (adv_train.train_subset).
-        def loader(n: int | None) -> DeviceLoader:
-            return DeviceLoader(x_train[:n], y_train[:n], cfg.batch_size, device, shuffle=True, augment=augment,
-                                shard=(ranks.rank, ranks.world))
-        every = loader(None)
-        self.loaders = {False: every, True: loader(cfg.adv_train.train_subset) if cfg.adv_train.train_subset else every}
-        for loader in self.loaders.values():
-            if ranks.world > min(cfg.batch_size, loader.num_samples):
-                raise WorkbenchError(f"batch_size {cfg.batch_size} cannot be split over {ranks.world} devices")
-            if min(loader.batch_sizes(len(loader) - 1)) == 0:
-                raise WorkbenchError(f"the last batch of an epoch ({loader.num_samples % cfg.batch_size} samples) "
-                                     f"cannot be split over {ranks.world} devices; change batch_size or the "
-                                     "training subset")
+        self.loaders = train_loaders(cfg, spec.augment, device, ranks, data_root)
         x_test, y_test = load_raw(cfg.dataset, "test", root=data_root)
         self.x_test, self.y_test = x_test.to(device), y_test.to(device)
         self.data_generator = torch.Generator().manual_seed(cfg.seed)
@@ -225,7 +233,8 @@ class Trainer:
         self._epoch_clock = time.perf_counter()
         self.history: list[dict[str, Any]] = []  # epoch records
         self.best_value: float | None = None
-        self.status = Status(pid=None, epochs=cfg.epochs, batches=len(every), device=str(device))
+        self.status = Status(pid=None, epochs=cfg.epochs, batches=len(self.loaders[False]),
+                             device=str(device))
         self.provenance = provenance()
 
     # -- evaluation -------------------------------------------------------------------------
