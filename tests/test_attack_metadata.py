@@ -13,7 +13,6 @@ import textwrap
 from dataclasses import fields
 
 import pytest
-import torch
 from torch import nn
 
 from attacks import ATTACKS, all_meta, attack_meta

@@ -3,8 +3,6 @@ own-optimizer prototype steps, center updates, phases, checkpoints and nearest-p
 
 from __future__ import annotations
 
-import signal
-
 import pytest
 import torch
 from torch import nn
@@ -17,6 +15,8 @@ from workbench.evaluation import AttackSpec, Protocol, adaptive_loss, adaptive_p
 from workbench.models import create_model
 from workbench.runs import read_metrics
 from workbench.training import prepare_run, run_training
+
+from stopping import train_stopped_at
 
 F3 = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0]])
 Y3 = torch.tensor([0, 1, 0])
@@ -288,9 +288,6 @@ def test_adaptive_attack_uses_the_runs_prototypes(pcl_run):
 
 def test_resume_across_the_pcl_switch_is_exact(tmp_path):
     """Stopped right after T' (prototypes initialized, optimizer reset), then resumed == straight run."""
-    from workbench.training import Trainer
-    from workbench.training.reporting import SilentReporter
-    from workbench.training.session import load_run_config
 
     overrides = [*PCL_RUN[:-2], "epochs=3", "defense.warmup_epochs=1"]
     cfg, path = load_profile("quickstart", overrides)
@@ -299,13 +296,7 @@ def test_resume_across_the_pcl_switch_is_exact(tmp_path):
     cfg, path = load_profile("quickstart", overrides)
     split = prepare_run(cfg, tmp_path / "b", path)
 
-    class StopAt(SilentReporter):
-        def batch(self, epoch, batch):
-            if (epoch, batch) == (1, 3):
-                trainer.stop.signum = signal.SIGTERM
-
-    trainer = Trainer(load_run_config(split), split, torch.device("cpu"), reporter=StopAt())
-    assert trainer.train() == "stopped"
+    assert train_stopped_at(split, epoch=1, batch=3) == "stopped"
     assert run_training(split.root, device="cpu") == "finished"
     a, b = read_checkpoint(straight.last), read_checkpoint(split.last)
     for part in ("state_dict", "auxiliary"):
@@ -400,9 +391,6 @@ def test_adversarial_epochs_can_train_on_a_subset_and_resume_exactly(tmp_path):
     """`adv_train.train_subset`: the CE warm-up sees the whole split, the adversarial epochs only the first N
     (their cost is steps + 1 passes per sample); a run stopped inside an adversarial epoch resumes exactly."""
     from workbench.runs import Status
-    from workbench.training import Trainer
-    from workbench.training.reporting import SilentReporter
-    from workbench.training.session import load_run_config
 
     overrides = [*PCL_RUN[:-2], "epochs=3", "defense.warmup_epochs=2", "adv_train.attack=fgsm",
                  "adv_train.eps=[0.1, 0.2]", "adv_train.pairing=concat", "adv_train.ratio=0.5",
@@ -422,13 +410,7 @@ def test_adversarial_epochs_can_train_on_a_subset_and_resume_exactly(tmp_path):
     cfg, path = load_profile("quickstart", overrides)
     split = prepare_run(cfg, tmp_path / "b", path)
 
-    class StopAt(SilentReporter):
-        def batch(self, epoch, batch):
-            if (epoch, batch) == (2, 2):
-                trainer.stop.signum = signal.SIGTERM
-
-    trainer = Trainer(load_run_config(split), split, torch.device("cpu"), reporter=StopAt())
-    assert trainer.train() == "stopped"
+    assert train_stopped_at(split, epoch=2, batch=2) == "stopped"
     assert read_checkpoint(split.last)["position"]["batch"] == 2
     assert run_training(split.root, device="cpu") == "finished"
     a, b = read_checkpoint(straight.last), read_checkpoint(split.last)
@@ -485,9 +467,6 @@ def test_gate_settings_are_checked():
 def test_gated_run_and_its_resume_after_the_gate_fired_agree(tmp_path):
     """The gate extends the warm-up past its minimum (1 epoch, ~76% clean) until it reaches 85% (~88% after 2);
     stopped in the first PCL epoch and resumed, the run replays the same phases and weights."""
-    from workbench.training import Trainer
-    from workbench.training.reporting import SilentReporter
-    from workbench.training.session import load_run_config
 
     overrides = [*GATED_RUN, "defense.warmup_epochs=1"]
     cfg, path = load_profile("quickstart", overrides)
@@ -499,13 +478,7 @@ def test_gated_run_and_its_resume_after_the_gate_fired_agree(tmp_path):
 
     split = prepare_run(cfg, tmp_path / "b", path)
 
-    class StopAt(SilentReporter):
-        def batch(self, epoch, batch):
-            if (epoch, batch) == (2, 3):
-                trainer.stop.signum = signal.SIGTERM
-
-    trainer = Trainer(load_run_config(split), split, torch.device("cpu"), reporter=StopAt())
-    assert trainer.train() == "stopped"
+    assert train_stopped_at(split, epoch=2, batch=3) == "stopped"
     assert run_training(split.root, device="cpu") == "finished"
     assert [r["phase"] for r in read_metrics(split.metrics) if r["kind"] == "epoch"] == [r["phase"] for r in recs]
     a, b = read_checkpoint(straight.last), read_checkpoint(split.last)

@@ -26,6 +26,8 @@ from workbench.runs import read_metrics
 from workbench.training import prepare_run, run_training
 from workbench.training.adversarial import AdversarialBatcher
 
+from stopping import train_stopped_at
+
 
 # -- compact convolution against its definition ----------------------------------------------------------------------
 def per_patch_compact_conv(x, weight, bias, alpha, delta, stride, padding, dilation=1):
@@ -384,11 +386,6 @@ def test_ccn_run_logs_alphas_and_checkpoint_reloads_same_outputs(tmp_path):
 
 def test_resume_across_the_pc_phase_switch_is_exact(tmp_path):
     """Stopped mid-epoch right after the optimizer reset and the schedule restart, then resumed == straight."""
-    import signal
-
-    from workbench.training import Trainer
-    from workbench.training.reporting import SilentReporter
-    from workbench.training.session import load_run_config
 
     overrides = ["epochs=3", "eval.robust_every=0", "adv_train.attack=none", "defense=pc_loss",
                  "defense.warmup_epochs=1", "schedule={name: multistep, milestones: [1], gamma: 0.5, per_phase: true}"]
@@ -399,13 +396,7 @@ def test_resume_across_the_pc_phase_switch_is_exact(tmp_path):
     cfg, path = load_profile("quickstart", overrides)
     split = prepare_run(cfg, tmp_path / "b", path)
 
-    class StopAt(SilentReporter):
-        def batch(self, epoch, batch):
-            if (epoch, batch) == (1, 3):
-                trainer.stop.signum = signal.SIGTERM
-
-    trainer = Trainer(load_run_config(split), split, torch.device("cpu"), reporter=StopAt())
-    assert trainer.train() == "stopped"
+    assert train_stopped_at(split, epoch=1, batch=3) == "stopped"
     assert run_training(split.root, device="cpu") == "finished"
     a, b = read_checkpoint(straight.last), read_checkpoint(split.last)
     for k in a["state_dict"]:

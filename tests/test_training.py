@@ -17,8 +17,9 @@ from workbench.checkpoint import read_checkpoint
 from workbench.config import load_profile
 from workbench.runs import Status, effective_state, read_metrics
 from workbench.training import Trainer, prepare_run, run_training
-from workbench.training.reporting import SilentReporter
 from workbench.training.session import load_run_config
+
+from stopping import train_stopped_at
 
 FAST = ["eval.robust_every=0"]
 
@@ -67,18 +68,6 @@ def test_same_seed_same_weights(tmp_path):
         assert torch.equal(weights[0][k], weights[1][k]), k
 
 
-class StopAt(SilentReporter):
-    """A reporter that delivers a stop request at a given (epoch, batch), like SIGTERM would."""
-
-    def __init__(self, epoch, batch):
-        self.at = (epoch, batch)
-        self.trainer = None
-
-    def batch(self, epoch, batch):
-        if (epoch, batch) == self.at:
-            self.trainer.stop.signum = signal.SIGTERM
-
-
 def test_resume_mid_epoch_is_exact(tmp_path):
     """Stopped mid-epoch then resumed == trained straight through, bit for bit (CPU)."""
     overrides = ["epochs=3", "checkpoint_every=0", *FAST]
@@ -88,10 +77,7 @@ def test_resume_mid_epoch_is_exact(tmp_path):
 
     cfg, path = load_profile("quickstart", overrides)
     split = prepare_run(cfg, tmp_path / "b", path)
-    reporter = StopAt(epoch=1, batch=7)
-    trainer = Trainer(load_run_config(split), split, torch.device("cpu"), reporter=reporter)
-    reporter.trainer = trainer
-    assert trainer.train() == "stopped"
+    assert train_stopped_at(split, epoch=1, batch=7) == "stopped"
     ckpt = read_checkpoint(split.last)
     assert ckpt["position"]["epoch"] == 1 and ckpt["position"]["batch"] == 7
     assert Status.read(split.status).state == "stopped"
@@ -225,10 +211,7 @@ def test_resume_on_another_device_reseeds_instead_of_crashing(tmp_path, capsys):
 
     cfg, path = load_profile("quickstart", ["epochs=2", *FAST])
     run = prepare_run(cfg, tmp_path, path)
-    reporter = StopAt(epoch=0, batch=5)
-    trainer = Trainer(load_run_config(run), run, torch.device("cpu"), reporter=reporter)
-    reporter.trainer = trainer
-    assert trainer.train() == "stopped"
+    assert train_stopped_at(run, epoch=0, batch=5) == "stopped"
     data = read_checkpoint(run.last)
     data["rng"]["adversary"]["attack_device"] = "cuda"  # as written by a run on a GPU
     data["rng"]["adversary"]["attack_generator"] = torch.zeros(16, dtype=torch.uint8)
