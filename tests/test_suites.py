@@ -475,6 +475,38 @@ def test_budgets_sharing_a_cell_keep_their_own_evaluations(finished_suite, tmp_p
     assert runs_per_cell == [1, 1, 1, 1]
 
 
+def test_evaluations_can_be_run_a_few_at_a_time(finished_suite, tmp_path):
+    """`--evaluations`: the paper's protocol for every model first, the strong one later; each run does only
+    what is asked and left, and the training is never redone."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(finished_suite["runs"], runs)
+    extra = [{"name": "extra", "attacks": ["fgsm"], "eps": [0.3]}, {"name": "extra2", "attacks": ["fgsm"], "eps": [0.4]}]
+    path = write_suite(tmp_path, evaluations=[*TINY["evaluations"], *extra])
+    run = ("suite", "run", str(path), "--runs", str(runs), "--jobs", "2")
+    assert "4 done" in wb(*run, "--evaluations", "weak").stderr  # weak is saved everywhere: nothing to run
+
+    proc = wb(*run, "--evaluations", "extra", "--models", "AT")
+    assert "2 to run" in proc.stderr and "done   AT-s0" in proc.stderr
+    paths = SuitePaths.under(runs, "tiny")
+    states = {s.key: s for s in (cell_state(c, "tiny") for c in paths.cells_of("tiny"))}
+    for st in states.values():
+        expected = {"weak", "extra"} if st.model == "AT" else {"weak"}
+        assert set(st.reports) == expected and st.state == "stopped", (st.key, st.reports, st.state)
+    assert all("not run yet (--evaluations): extra2" in s.message for s in states.values() if s.model == "AT")
+
+    assert "4 to run" in wb(*run).stderr  # the rest: extra and extra2 for plain, extra2 for AT
+    states = [cell_state(c, "tiny") for c in paths.cells_of("tiny")]
+    assert all(s.state == "done" and set(s.reports) == {"weak", "extra", "extra2"} for s in states)
+    runs_per_cell = [len([p for p in c.root.iterdir() if (p / "config.yaml").exists()]) for c in paths.cells_of("tiny")]
+    assert runs_per_cell == [1, 1, 1, 1]
+
+    proc = wb(*run, "--evaluations", "weak,nope", check=False)
+    assert proc.returncode == 2 and "--evaluations: nope not in suite tiny (weak, extra, extra2)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_the_same_label_in_two_evaluations_keeps_both_rows(finished_suite, tmp_path):
     import shutil
 

@@ -88,7 +88,7 @@ def evaluation_protocols(spec: dict[str, Any]):
 
 
 def evaluate_cell(cell: CellPaths, plan: dict[str, Any], suite: str, device: str, data_root: str | None,
-                  budget: str | None = None) -> None:
+                  budget: str | None = None, only: tuple[str, ...] | None = None) -> None:
     from ..evaluation import evaluate_checkpoint, save_evaluation
     from ..progress import open_display
     from ..training.trainer import resolve_device
@@ -97,7 +97,7 @@ def evaluate_cell(cell: CellPaths, plan: dict[str, Any], suite: str, device: str
     assert run is not None
     dev = resolve_device(device)
     for ev in planned_evaluations(plan, budget):
-        if find_evaluation(run, ev["key"]) is not None:
+        if (only is not None and ev["name"] not in only) or find_evaluation(run, ev["key"]) is not None:
             continue
         spec = ev["spec"]
         journal = cell.root / f"evaluation-{ev['key']}.journal.pt"  # a kill resumes at the last finished pass
@@ -125,8 +125,10 @@ def _interrupt(signum, frame) -> None:
 
 
 def run_cell(cell_dir: str | Path, suite: str, device: str = "auto", data_root: str | None = None,
-             threads: int | None = None, budget: str | None = None) -> str:
-    """Train and evaluate one cell; records the outcome in its job.json and returns it."""
+             threads: int | None = None, budget: str | None = None,
+             evaluations: tuple[str, ...] | None = None) -> str:
+    """Train and evaluate one cell (only the named evaluations, if given); records the outcome in its
+    job.json and returns it."""
     cell = CellPaths(Path(cell_dir))
     plan = cell.read_plan()
     if not plan:
@@ -135,7 +137,7 @@ def run_cell(cell_dir: str | Path, suite: str, device: str = "auto", data_root: 
         if not mine:
             print(f"{cell.root.name}: another worker is running this cell; leaving it", flush=True)
             return "busy"
-        return _run_locked(cell, plan, suite, device, data_root, threads, budget)
+        return _run_locked(cell, plan, suite, device, data_root, threads, budget, evaluations)
 
 
 @contextmanager
@@ -151,7 +153,7 @@ def cell_lock(cell: CellPaths) -> Iterator[bool]:
 
 
 def _run_locked(cell: CellPaths, plan: dict[str, Any], suite: str, device: str, data_root: str | None,
-                threads: int | None, budget: str | None) -> str:
+                threads: int | None, budget: str | None, only: tuple[str, ...] | None) -> str:
     worker_started(cell, threads)
     _set_threads(threads)
     try:
@@ -166,7 +168,7 @@ def _run_locked(cell: CellPaths, plan: dict[str, Any], suite: str, device: str, 
             return state
         previous = signal.signal(signal.SIGTERM, _interrupt)  # an evaluation has no checkpoint: unwind cleanly
         try:
-            evaluate_cell(cell, plan, suite, device, data_root, budget)
+            evaluate_cell(cell, plan, suite, device, data_root, budget, only)
         finally:
             signal.signal(signal.SIGTERM, previous)
     except KeyboardInterrupt:
@@ -177,6 +179,13 @@ def _run_locked(cell: CellPaths, plan: dict[str, Any], suite: str, device: str, 
         message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         mark_job(cell, state="failed", ended=time.time(), message=message)
         raise
+    run = cell.run()
+    left = [ev["name"] for ev in planned_evaluations(plan, budget)
+            if only is not None and run is not None and find_evaluation(run, ev["key"]) is None]
+    if left:
+        # The evaluations asked for are saved; the cell is not done until a run without --evaluations.
+        mark_job(cell, state="stopped", ended=time.time(), message=f"not run yet (--evaluations): {', '.join(left)}")
+        return "partial"
     mark_job(cell, state="done", ended=time.time(), message="")
     return "done"
 
@@ -189,13 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--budget", default=None, help="whose evaluations to run (default: the budget planned last)")
+    ap.add_argument("--evaluations", default=None, help="comma-separated: run only these evaluations")
     args = ap.parse_args(argv)
+    only = tuple(args.evaluations.split(",")) if args.evaluations is not None else None
     try:
-        state = run_cell(args.cell_dir, args.suite, args.device, args.data_root, args.threads, args.budget)
+        state = run_cell(args.cell_dir, args.suite, args.device, args.data_root, args.threads, args.budget, only)
     except WorkbenchError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
-    return {"done": 0, "stopped": 3, "busy": 4}.get(state, 1)
+    return {"done": 0, "partial": 0, "stopped": 3, "busy": 4}.get(state, 1)
 
 
 if __name__ == "__main__":

@@ -63,6 +63,9 @@ def run(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N for every cell."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder (default: $WORKBENCH_DATA)."),
     models: Optional[str] = typer.Option(None, "--models", help="Comma-separated model names: run only these."),
+    evaluations: Optional[str] = typer.Option(
+        None, "--evaluations", help="Comma-separated evaluation names: train, then run only these (e.g. the "
+                                    "paper's protocol first, the strong one later); a rerun without it does the rest."),
     partition: Optional[str] = typer.Option(None, "--partition", help="Slurm partition (overrides the suite's)."),
     gpus: Optional[int] = typer.Option(None, "--gpus", min=0, help="Slurm GPUs per cell."),
     cpus: Optional[int] = typer.Option(None, "--cpus", min=1, help="Slurm CPUs per cell."),
@@ -79,8 +82,9 @@ def run(
     suite, path, paths = _load(suite_arg, runs_dir)
     budget_name, cells = plan_cells(suite, budget)
     chosen = _only_models(cells, models, suite)
+    only = _only_evaluations(evaluations, suite)
     write_plan(paths, path, budget_name, cells)
-    todo, busy, done = _cells_to_run(paths, chosen, budget_name)
+    todo, busy, done = _cells_to_run(paths, chosen, budget_name, only)
     err.print(f"suite {suite.name}, budget {budget_name}: {len(todo) + len(busy) + done} cells, {done} done, "
               f"{len(busy)} running elsewhere, {len(todo)} to run  ({paths.root})", highlight=False)
     for key in busy:
@@ -91,8 +95,8 @@ def run(
     for key, value in (("partition", partition), ("gpus", gpus), ("cpus", cpus), ("time_min", time_min)):
         if value is not None:
             resources[key] = value
-    ctx = RunContext(suite=suite.name, budget=budget_name, device=device, data_root=data_root, jobs=jobs, slurm=resources,
-                     echo=_echo)
+    ctx = RunContext(suite=suite.name, budget=budget_name, evaluations=only, device=device, data_root=data_root,
+                     jobs=jobs, slurm=resources, echo=_echo)
     code = make_executor().run(todo, ctx)
     if code:
         raise typer.Exit(code)
@@ -117,7 +121,19 @@ def _only_models(cells, models: Optional[str], suite):
     return [c for c in cells if c.model in wanted]
 
 
-def _cells_to_run(paths, cells, budget: str):
+def _only_evaluations(evaluations: Optional[str], suite) -> tuple[str, ...] | None:
+    if evaluations is None:
+        return None
+    wanted = tuple(e.strip() for e in evaluations.split(",") if e.strip())
+    names = [ev.name for ev in suite.evaluations]
+    unknown = [e for e in wanted if e not in names]
+    if unknown or not wanted:
+        raise WorkbenchError(f"--evaluations: {', '.join(unknown) or 'none named'} not in suite {suite.name} "
+                             f"({', '.join(names)})")
+    return wanted
+
+
+def _cells_to_run(paths, cells, budget: str, only: tuple[str, ...] | None = None):
     """(cell folders to run, keys running elsewhere, number done), after asking Slurm about its jobs."""
     from .state import cell_state
 
@@ -126,7 +142,7 @@ def _cells_to_run(paths, cells, budget: str):
     todo, busy, done = [], [], 0
     for cell in cells:
         st = states[cell.key]
-        if st is not None and st.state == "done":
+        if st is not None and st.done_for(only):
             done += 1
         elif st is not None and st.state in ("training", "evaluating", "queued"):
             busy.append(cell.key)

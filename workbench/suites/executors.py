@@ -27,6 +27,7 @@ class RunContext:
 
     suite: str
     budget: str | None = None
+    evaluations: tuple[str, ...] | None = None  # run only these of each cell's evaluations (None: all)
     device: str = "auto"
     data_root: str | None = None
     jobs: int = 1
@@ -69,6 +70,8 @@ def worker_command(cell: CellPaths, ctx: RunContext, threads: int | None) -> lis
         cmd += ["--threads", str(threads)]
     if ctx.budget:
         cmd += ["--budget", ctx.budget]
+    if ctx.evaluations is not None:
+        cmd += ["--evaluations", ",".join(ctx.evaluations)]
     return cmd
 
 
@@ -81,7 +84,7 @@ def thread_env(threads: int) -> dict[str, str]:
 def report_ended(cell: CellPaths, ctx: RunContext) -> str:
     """One line for a cell whose worker ended (its state, why, the log when it failed); returns the state."""
     st = cell_state(cell, ctx.budget)
-    state = st.state if st else "failed"
+    state = "done" if st and st.done_for(ctx.evaluations) else (st.state if st else "failed")
     ctx.echo(f"{state:6s} {cell.root.name}" + (f": {st.message}" if st and st.message else "")
              + (f" (log: {cell.log})" if state == "failed" else ""))
     return state

@@ -104,7 +104,8 @@ def _stop_on_preemption() -> None:
 
 
 def run_cell_job(cell_dir: str, suite: str, device: str = "auto", data_root: str | None = None,
-                 threads: int | None = None, budget: str | None = None) -> str:
+                 threads: int | None = None, budget: str | None = None,
+                 evaluations: tuple[str, ...] | None = None) -> str:
     """The Slurm job of one cell: `run_cell` with its output in the cell's log; returns the cell's outcome."""
     from .cell import run_cell
 
@@ -121,7 +122,7 @@ def run_cell_job(cell_dir: str, suite: str, device: str = "auto", data_root: str
             mark_job(cell, job_id=job_id)  # the submitter records it too; this one cannot race the worker
         _stop_on_preemption()
         try:
-            return run_cell(cell.root, suite, device, data_root, threads, budget)
+            return run_cell(cell.root, suite, device, data_root, threads, budget, evaluations)
         except BaseException:
             traceback.print_exc()
             raise
@@ -224,7 +225,8 @@ class SlurmExecutor:
                  started=None, ended=None, threads=threads, message="")
         self._set_job_name(executor, f"wb-{ctx.suite}-{cell.root.name}")
         try:
-            job = executor.submit(run_cell_job, str(root), ctx.suite, ctx.device, data_root, threads, ctx.budget)
+            job = executor.submit(run_cell_job, str(root), ctx.suite, ctx.device, data_root, threads, ctx.budget,
+                                  ctx.evaluations)
         except Exception as exc:
             message = _failure_message(exc)
             mark_job(cell, state="failed", ended=time.time(), message=f"submission failed: {message}")

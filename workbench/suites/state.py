@@ -127,6 +127,14 @@ class CellState:
     run: str | None = None
     reports: dict[str, str] = field(default_factory=dict)  # evaluation name -> report path
     job: JobRecord | None = None
+    planned: list[str] = field(default_factory=list)  # the evaluations' names
+    trained: bool = False
+
+    def done_for(self, only: tuple[str, ...] | None) -> bool:
+        """Nothing left to do for a run of the `only` evaluations (None: every evaluation)."""
+        if self.state == "done":
+            return True
+        return only is not None and self.trained and all(n in self.reports for n in self.planned if n in only)
 
 
 def planned_evaluations(plan: dict[str, Any], budget: str | None) -> list[dict[str, Any]]:
@@ -144,7 +152,8 @@ def cell_state(cell: CellPaths, budget: str | None = None) -> CellState | None:
     planned = planned_evaluations(plan, budget)
     st = CellState(str(plan.get("model")), int(plan.get("seed", 0)), cell.root.name, "pending",
                    epochs=int((plan.get("config") or {}).get("epochs") or 0), evaluations=len(planned),
-                   num_classes=int(plan.get("num_classes") or 10))
+                   num_classes=int(plan.get("num_classes") or 10),
+                   planned=[str(ev.get("name")) for ev in planned])
     job = JobRecord.read(cell.job)
     st.job = job
     run = cell.run()
@@ -160,6 +169,7 @@ def cell_state(cell: CellPaths, budget: str | None = None) -> CellState | None:
         st.epoch, st.epochs = status.epoch, status.epochs or st.epochs
         st.clean = status.last_clean if status.last_clean is not None else status.best_clean
         st.robust = status.last_robust if status.last_robust is not None else status.best_robust
+    st.trained = status is not None and effective_state(status) == "finished"
     st.state, st.message = _state(st, job, status)
     if st.state in ("training", "evaluating") and not st.message:
         st.message = last_log_line(cell.log)
