@@ -507,6 +507,22 @@ def test_evaluations_can_be_run_a_few_at_a_time(finished_suite, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_seeds_choose_cells_and_a_bad_seed_list_is_one_line(finished_suite, tmp_path):
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(finished_suite["runs"], runs)
+    path = write_suite(tmp_path, evaluations=[*TINY["evaluations"], {"name": "extra", "attacks": ["fgsm"], "eps": [0.3]}])
+    run = ("suite", "run", str(path), "--runs", str(runs), "--jobs", "2")
+    assert "2 to run" in wb(*run, "--seeds", "1").stderr
+    states = [cell_state(c, "tiny") for c in SuitePaths.under(runs, "tiny").cells_of("tiny")]
+    assert {(s.model, s.seed) for s in states if s.state == "done"} == {("plain", 1), ("AT", 1)}
+    for seeds, message in (("7", "--seeds: no cell of suite tiny has seed 7 (its seeds: 0, 1)"),
+                           ("0,x", "--seeds: '0,x' is not a comma-separated list of integers")):
+        proc = wb(*run, "--seeds", seeds, check=False)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_the_same_label_in_two_evaluations_keeps_both_rows(finished_suite, tmp_path):
     import shutil
 

@@ -63,6 +63,8 @@ def run(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N for every cell."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Dataset folder (default: $WORKBENCH_DATA)."),
     models: Optional[str] = typer.Option(None, "--models", help="Comma-separated model names: run only these."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds: run only these (e.g. 0: "
+                                                              "every model's first seed before any second one)."),
     evaluations: Optional[str] = typer.Option(
         None, "--evaluations", help="Comma-separated evaluation names: train, then run only these (e.g. the "
                                     "paper's protocol first, the strong one later); a rerun without it does the rest."),
@@ -81,7 +83,7 @@ def run(
     make_executor = EXECUTORS.get(executor)
     suite, path, paths = _load(suite_arg, runs_dir)
     budget_name, cells = plan_cells(suite, budget)
-    chosen = _only_models(cells, models, suite)
+    chosen = _only_seeds(_only_models(cells, models, suite), seeds, suite)
     only = _only_evaluations(evaluations, suite)
     write_plan(paths, path, budget_name, cells)
     todo, busy, done = _cells_to_run(paths, chosen, budget_name, only)
@@ -119,6 +121,20 @@ def _only_models(cells, models: Optional[str], suite):
         raise WorkbenchError(f"--models: {', '.join(unknown)} not in suite {suite.name} "
                              f"({', '.join(m.name for m in suite.models)})")
     return [c for c in cells if c.model in wanted]
+
+
+def _only_seeds(cells, seeds: Optional[str], suite):
+    if seeds is None:
+        return cells
+    try:
+        wanted = {int(s) for s in seeds.split(",") if s.strip()}
+    except ValueError:
+        raise WorkbenchError(f"--seeds: {seeds!r} is not a comma-separated list of integers") from None
+    planned = sorted({c.seed for c in cells})
+    if not wanted or not wanted & set(planned):
+        raise WorkbenchError(f"--seeds: no cell of suite {suite.name} has seed {seeds} "
+                             f"(its seeds: {', '.join(map(str, planned))})")
+    return [c for c in cells if c.seed in wanted]
 
 
 def _only_evaluations(evaluations: Optional[str], suite) -> tuple[str, ...] | None:
