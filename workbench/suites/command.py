@@ -112,10 +112,15 @@ def _echo(line: str) -> None:
         pass
 
 
+def _comma_list(text: str) -> list[str]:
+    """The items of a comma-separated option, blanks dropped."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def _only_models(cells, models: Optional[str], suite):
     if not models:
         return cells
-    wanted = [m.strip() for m in models.split(",") if m.strip()]
+    wanted = _comma_list(models)
     unknown = [m for m in wanted if m not in {c.model for c in cells}]
     if unknown:
         raise WorkbenchError(f"--models: {', '.join(unknown)} not in suite {suite.name} "
@@ -127,7 +132,7 @@ def _only_seeds(cells, seeds: Optional[str], suite):
     if seeds is None:
         return cells
     try:
-        wanted = {int(s) for s in seeds.split(",") if s.strip()}
+        wanted = {int(s) for s in _comma_list(seeds)}
     except ValueError:
         raise WorkbenchError(f"--seeds: {seeds!r} is not a comma-separated list of integers") from None
     planned = sorted({c.seed for c in cells})
@@ -140,7 +145,7 @@ def _only_seeds(cells, seeds: Optional[str], suite):
 def _only_evaluations(evaluations: Optional[str], suite) -> tuple[str, ...] | None:
     if evaluations is None:
         return None
-    wanted = tuple(e.strip() for e in evaluations.split(",") if e.strip())
+    wanted = tuple(_comma_list(evaluations))
     names = [ev.name for ev in suite.evaluations]
     unknown = [e for e in wanted if e not in names]
     if unknown or not wanted:
