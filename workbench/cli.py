@@ -72,9 +72,6 @@ def _train(profile, set_, out_dir, device, resume, detach, devices, amp, channel
            data_root, stop) -> None:
     from .config import load_profile
     from .runs import Status, launch_detached, open_run, read_json, write_json_atomic
-    from .training import prepare_run, run_training
-    from .training.reporting import reporter_for
-    from .training.trainer import resolve_device
 
     speed = {"amp": amp, "channels_last": channels_last, "compile": compile_, "cudnn_benchmark": cudnn_benchmark}
     speed_sets = [f"performance.{k}={str(v).lower() if isinstance(v, bool) else v}"
@@ -95,6 +92,8 @@ def _train(profile, set_, out_dir, device, resume, detach, devices, amp, channel
         if not profile:
             raise WorkbenchError("give --profile NAME_OR_PATH (see `workbench profiles`) or --resume RUN_DIR")
         cfg, path = load_profile(profile, [*set_, *speed_sets])
+        from .training.trainer import resolve_device  # torch: only once the profile has parsed (a typo fails fast)
+
         devices = devices or 1
         _check_devices(devices, resolve_device(device))  # fail on a bad device before creating anything
         late = [m for m in cfg.schedule.milestones if m >= cfg.epochs] if cfg.schedule.name == "multistep" else []
@@ -103,7 +102,12 @@ def _train(profile, set_, out_dir, device, resume, detach, devices, amp, channel
                       "scale them with --set schedule.milestones=[...]", highlight=False)
         if stop.requested:  # interrupted before anything was created
             raise KeyboardInterrupt
+        from .training import prepare_run
+
         run = prepare_run(cfg, out_dir, path, data_root=data_root, device=device, devices=devices)
+    from .training import run_training
+    from .training.reporting import reporter_for
+
     print(f"run: {run.root}", flush=True)
     if detach:
         args = ["--device", device, "--devices", str(devices)] + (["--data-root", data_root] if data_root else [])
