@@ -92,7 +92,9 @@ def _train(profile, set_, out_dir, device, resume, detach, devices, amp, channel
         if not profile:
             raise WorkbenchError("give --profile NAME_OR_PATH (see `workbench profiles`) or --resume RUN_DIR")
         cfg, path = load_profile(profile, [*set_, *speed_sets])
-        from .training.trainer import resolve_device  # torch: only once the profile has parsed (a typo fails fast)
+        # torch: only once the profile has parsed, so a typo fails fast.
+        from .training import prepare_run
+        from .training.trainer import resolve_device
 
         devices = devices or 1
         _check_devices(devices, resolve_device(device))  # fail on a bad device before creating anything
@@ -102,8 +104,6 @@ def _train(profile, set_, out_dir, device, resume, detach, devices, amp, channel
                       "scale them with --set schedule.milestones=[...]", highlight=False)
         if stop.requested:  # interrupted before anything was created
             raise KeyboardInterrupt
-        from .training import prepare_run
-
         run = prepare_run(cfg, out_dir, path, data_root=data_root, device=device, devices=devices)
     from .training import run_training
     from .training.reporting import reporter_for
