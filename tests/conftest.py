@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# At most 2 intra-op threads, and under pytest-xdist the cores shared between the workers: OpenMP threads
+# that outnumber the cores spin and crawl.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # xdist's workers start with COLUMNS=80 and LINES=24, which would pin the CLI's rich consoles (created at
+    # import) to 80 columns: size them as in a serial run instead.
+    for _name in ("COLUMNS", "LINES"):
+        os.environ.pop(_name, None)
+torch.set_num_threads(max(1, min(2, torch.get_num_threads(), (os.cpu_count() or 1) // _workers)))
 
 
 @pytest.fixture(scope="session")

@@ -196,9 +196,17 @@ def test_deepfool_per_sample_max_ratio_matches_scalar_runs(model_and_data):
     both = DeepFool(model, max_ratio=d).run(torch.cat([x, x]), torch.cat([y, y]))
     for i, value in enumerate((0.1, 0.3)):
         single = DeepFool(model, max_ratio=value).run(x, y)
-        part = both.success[i * len(y):(i + 1) * len(y)]
-        # rows are independent; only a boundary case may flip with the batch's float rounding
-        assert (part != single.success).sum() <= 1
+        rows = slice(i * len(y), (i + 1) * len(y))
+        part = both.success[rows]
+        # Rows are independent. Only a point DeepFool left on the decision boundary (margin within float
+        # rounding) may flip with the batch's rounding.
+        flipped = (part != single.success).nonzero().flatten()
+        assert len(flipped) <= 3
+        for r in flipped.tolist():
+            winner = both.x_adv[rows][r] if part[r] else single.x_adv[r]
+            with torch.no_grad():
+                logits = model(winner[None])[0]
+            assert (logits.max() - logits[y[r]]).abs() < 1e-4
         same = part & single.success
         assert torch.allclose(both.norm[i * len(y):(i + 1) * len(y)][same], single.norm[same], atol=1e-5)
     assert both.success[:len(y)].sum() < both.success[len(y):].sum()

@@ -158,6 +158,22 @@ def test_pid_alive_still_sees_a_live_process():
     assert pid_alive(os.getpid())
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_pid_alive_is_false_for_a_zombie_that_is_not_our_child():
+    # `sleep 0` exits, and its parent (exec'd into `sleep 5`) never reaps it: a zombie os.kill(pid, 0) still finds.
+    shell = subprocess.Popen(["sh", "-c", "sleep 0 & echo $!; exec sleep 5"], stdout=subprocess.PIPE, text=True)
+    try:
+        zombie = int(shell.stdout.readline())
+        deadline = time.time() + 10
+        while Path(f"/proc/{zombie}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.time() < deadline, "the child never exited"
+            time.sleep(0.01)
+        assert not pid_alive(zombie)
+    finally:
+        shell.kill()
+        shell.wait()
+
+
 def test_json_and_metrics_readers_refuse_huge_files_without_reading_them(tmp_path):
     big = tmp_path / "status.json"
     with open(big, "wb") as fh:

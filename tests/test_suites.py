@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from workbench.errors import WorkbenchError
+from workbench.runs import pid_alive
 from workbench.suites.executors import split_cores
 from workbench.suites.layout import SuitePaths
 from workbench.suites.plan import plan_cells, scale_epochs
@@ -348,10 +349,14 @@ def test_a_killed_suite_continues_without_redoing_finished_cells(tmp_path):
                   "the slow cell to train 2 epochs")
         assert cell_state(fast).state == "done"
         # The worker dies abruptly (as on a lost node), then the runner is killed too.
-        os.kill(json.loads(slow.job.read_text())["pid"], signal.SIGKILL)
+        worker = json.loads(slow.job.read_text())["pid"]
+        os.kill(worker, signal.SIGKILL)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=60)
+    # SIGKILL is asynchronous: a process with torch's threads and memory takes some milliseconds to exit, and
+    # until it has, the cell rightly still shows it as training.
+    _wait_for(lambda: not pid_alive(worker), 30, "the killed worker to exit")
     killed = cell_state(slow)
     assert killed.state == "stopped" and 0 < killed.epoch < 40
     fast_files = {p: p.stat().st_mtime_ns for p in fast.root.rglob("*") if p.is_file() and p.name != "cell.json"}

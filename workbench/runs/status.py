@@ -122,7 +122,7 @@ def pid_alive(pid: int | None) -> bool:
         return exc.errno == errno.EPERM
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+            if fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):  # zombie, or dead and being reaped
                 return False
     except (OSError, IndexError):
         pass
