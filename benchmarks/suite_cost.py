@@ -102,7 +102,9 @@ def main() -> None:
         costs.append(train + evals)
         label = state.state if state else "not run"
         print(f"{cell.key:<34} {label:<10} {train / 60:9.1f} {evals / 60:9.1f} {(train + evals) / 60:9.1f}")
-    unfinished = sum(1 for c in cells if (s := cell_state(paths.cell(c.key), budget)) is None or s.state != "done")
+    # A failed cell (say, stopped by a feature-health rule) has nothing left to do either.
+    unfinished = sum(1 for c in cells
+                     if (s := cell_state(paths.cell(c.key), budget)) is None or s.state not in ("done", "failed"))
     print(f"sum of cells: {sum(costs) / 60:.1f} min of one core each; with --jobs {args.jobs}: "
           f"{wall_time(costs, args.jobs) / 60:.1f} min wall"
           + (f" ({unfinished} cells not done: their remaining work is not counted)" if unfinished else ""))
