@@ -18,8 +18,10 @@ import argparse
 import heapq
 import json
 import statistics
+import sys
 from pathlib import Path
 
+from workbench.errors import WorkbenchError
 from workbench.runs import RunPaths
 from workbench.runs.files import load_json
 from workbench.suites.layout import SuitePaths
@@ -85,15 +87,20 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
 
-    suite, _ = load_suite(args.suite)
-    budget, cells = plan_cells(suite, args.budget)
+    try:
+        suite, _ = load_suite(args.suite)
+        budget, cells = plan_cells(suite, args.budget)
+    except WorkbenchError as exc:
+        sys.exit(f"error: {exc}")
     paths = SuitePaths.under(args.runs, suite.name)
     print(f"suite {suite.name}, budget {budget}, {len(cells)} cells, runs under {paths.root}")
     print(f"{'cell':<34} {'state':<10} {'train min':>9} {'eval min':>9} {'total min':>9}")
-    costs, total_paused = [], 0.0
+    costs, total_paused, unfinished = [], 0.0, 0
     for cell in cells:
         folder = paths.cell(cell.key)
         state = cell_state(folder, budget)
+        # A failed cell (say, stopped by a feature-health rule) has nothing left to do either.
+        unfinished += state is None or state.state not in ("done", "failed")
         run = folder.run()
         plan = folder.read_plan() or {}
         train, paused = training_seconds(run) if run else (0.0, 0.0)
@@ -102,9 +109,6 @@ def main() -> None:
         costs.append(train + evals)
         label = state.state if state else "not run"
         print(f"{cell.key:<34} {label:<10} {train / 60:9.1f} {evals / 60:9.1f} {(train + evals) / 60:9.1f}")
-    # A failed cell (say, stopped by a feature-health rule) has nothing left to do either.
-    unfinished = sum(1 for c in cells
-                     if (s := cell_state(paths.cell(c.key), budget)) is None or s.state not in ("done", "failed"))
     print(f"sum of cells: {sum(costs) / 60:.1f} min of one core each; with --jobs {args.jobs}: "
           f"{wall_time(costs, args.jobs) / 60:.1f} min wall"
           + (f" ({unfinished} cells not done: their remaining work is not counted)" if unfinished else ""))
