@@ -28,7 +28,7 @@ from workbench.tui.widgets.job_view import JobView
 from workbench.tui.widgets.line_chart import LineChart
 
 from .fixed_runs import DATA, FINISHED, FIXED_NOW
-from .waiting import wait_until
+from .waiting import wait_until, wait_until_settled
 
 REPORT = json.loads((DATA / "report.json").read_text())
 CATALOG = load_catalog()  # the engine's metadata, as the backend sends it
@@ -533,7 +533,7 @@ def test_attack_panel_snapshot_past_evaluation_reopened(fixed_runs, snap_compare
                          what="the catalog and the history")
         await pilot.press("enter")
         await wait_until(pilot, lambda: screen.examples_ready, what="the examples")
-        await pilot.pause(0.2)
+        await wait_until_settled(pilot)
 
     assert snap_compare(app_for(fixed_runs), terminal_size=(100, 32), run_before=reopen)
 
@@ -546,7 +546,7 @@ def test_attack_panel_snapshot_form_with_results_or_history(fixed_runs, snap_com
         await wait_until(pilot, lambda: screen.examples_ready, what="the latest evaluation")
         if tab == "history":
             await pilot.press("4")  # its footer adds r (rerun) and e (settings to form)
-        await pilot.pause(0.2)
+        await wait_until_settled(pilot)
 
     assert snap_compare(app_for(fixed_runs), terminal_size=size, run_before=reopen)
 
@@ -561,7 +561,7 @@ async def test_m_maximises_the_robust_curve_and_escape_brings_it_back(fixed_runs
         await pilot.press("m")
         chart = screen.query_one("#report-chart", LineChart)
         assert screen.maximized is chart and screen.query_one(TabbedContent).active == "chart"
-        await pilot.pause(0.2)
+        await wait_until_settled(pilot)
         assert chart.size.width == 80 and chart.points == 6
         await pilot.press("escape")
         assert screen.maximized is None and app.screen is screen

@@ -20,7 +20,7 @@ from workbench.tui.screens.compare import CompareScreen
 from workbench.tui.widgets.line_chart import LineChart
 
 from .fixed_runs import DATA, FAILED, FINISHED, FIXED_NOW, STOPPED
-from .waiting import wait_until
+from .waiting import wait_until, wait_until_settled
 
 
 def app_for(runs: Path) -> WorkbenchApp:
@@ -321,7 +321,7 @@ def _open_it(fixed_runs, keys=()):
     async def run_before(pilot):
         await open_compare(pilot, [fixed_runs / FINISHED, fixed_runs / STOPPED])
         await pilot.press(*keys)
-        await pilot.pause(0.2)
+        await wait_until_settled(pilot)
     return run_before
 
 

@@ -18,7 +18,7 @@ from workbench.tui.widgets.image_grid import GraphicsStrip, HalfBlockStrip, fit,
 
 from .fixed_runs import DATA, FINISHED
 from .test_attack_panel import app_for, as_text, open_panel
-from .waiting import wait_until
+from .waiting import wait_until, wait_until_settled
 
 
 async def _gallery(pilot, fixed_runs, catalog: bool = False) -> ExampleGallery:
@@ -171,7 +171,7 @@ def _snapshot_run(zoom: bool):
         if zoom:
             await pilot.press("z")
             await wait_until(pilot, lambda: isinstance(pilot.app.screen, ExampleZoom), what="the zoom")
-        await pilot.pause(0.2)
+        await wait_until_settled(pilot)
     return run_before
 
 

@@ -14,7 +14,7 @@ from workbench.tui.widgets.line_chart import POINT_MARKER, LineChart
 
 from .fixed_runs import FINISHED, STOPPED
 from .test_monitor import RECORDS, app_for, live_run, shown
-from .waiting import wait_until
+from .waiting import wait_until, wait_until_settled
 
 CADENCE = "robust every 5 epochs + the last (PGD-10 eps 0.1 on 359) · clean every epoch"
 
@@ -144,7 +144,7 @@ def _settled(root: Path):
         await open_run(pilot, root)
         bar = pilot.app.screen.query_one("#progress-run", ProgressBar)
         await wait_until(pilot, lambda: bar.progress > 0, what="the progress bar")
-        await pilot.pause(0.3)  # let the last layout settle before the screenshot
+        await wait_until_settled(pilot)
     return open_it
 
 
@@ -163,7 +163,7 @@ def test_monitor_snapshot_maximised_chart_at_80x24(fixed_runs, snap_compare):
         await _settled(fixed_runs / FINISHED)(pilot)
         pilot.app.screen.query_one("#chart-accuracy", LineChart).focus()
         await pilot.press("m")
-        await pilot.pause(0.3)
+        await wait_until_settled(pilot)
 
     assert snap_compare(app_for(fixed_runs), terminal_size=(80, 24), run_before=maximise)
 

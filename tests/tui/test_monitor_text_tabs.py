@@ -11,7 +11,7 @@ from workbench.tui.widgets.run_text_views import ConfigView, WrappedLog
 
 from .fixed_runs import DATA, FAILED, FINISHED
 from .test_monitor import app_for, ready
-from .waiting import wait_until
+from .waiting import wait_until, wait_until_settled
 
 LONG_PATH = "/home/someone/experiments/robustness/runs/quickstart-20261205-193845/checkpoints/last.pt"
 LOG = [
@@ -82,7 +82,7 @@ def _open_tab(root, tab: str):
         pilot.app.open_monitor(root)
         await wait_until(pilot, lambda: ready(pilot.app), what="the monitor")
         pilot.app.screen.query_one(TabbedContent).active = tab
-        await pilot.pause(0.4)
+        await wait_until_settled(pilot)
     return run_before
 
 

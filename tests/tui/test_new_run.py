@@ -21,27 +21,21 @@ from workbench.tui.widgets.form_row import FormRow
 from workbench.tui.widgets.run_form_view import options_of
 
 from .fixed_runs import FIXED_NOW
-
-
-async def wait_for(pilot, cond, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await pilot.pause(0.05)
+from .waiting import wait_until, wait_until_settled
 
 
 async def settle(pilot, screen: NewRunScreen, since: int | None = None) -> None:
     """Wait until the edits after generation `since` have been checked as a whole."""
     await pilot.pause()
     if since is not None:
-        await wait_for(pilot, lambda: screen.generation > since, what="the edit to register")
-    await wait_for(pilot, lambda: screen.state in ("valid", "invalid"), what="the config check")
+        await wait_until(pilot, lambda: screen.generation > since, timeout=20, what="the edit to register")
+    await wait_until(pilot, lambda: screen.state in ("valid", "invalid"), timeout=20, what="the config check")
 
 
 async def open_form(app: WorkbenchApp, pilot) -> NewRunScreen:
     app.open_new_run()
-    await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen) and app.screen.catalog is not None,
-                   what="the catalog")
+    await wait_until(pilot, lambda: isinstance(app.screen, NewRunScreen) and app.screen.catalog is not None,
+                     timeout=20, what="the catalog")
     screen = app.screen
     await settle(pilot, screen)
     return screen
@@ -151,7 +145,7 @@ async def test_quickstart_with_two_epochs_launches_a_real_run(tmp_path, monkeypa
         await edit(pilot, screen, "#f-epochs", "2")
         assert screen.state == "valid"
         await pilot.press("ctrl+l")
-        await wait_for(pilot, lambda: opened, timeout=60, what="the launch")
+        await wait_until(pilot, lambda: opened, timeout=60, what="the launch")
         assert not isinstance(app.screen, NewRunScreen)  # the form gave way to the monitor
     run = opened[0]
     try:
@@ -273,7 +267,8 @@ def test_save_profile_dialog_snapshot(fixed_runs, cpu_only, snap_compare, size):
     async def run_before(pilot) -> None:
         await quickstart_form(pilot)
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: isinstance(pilot.app.screen, SaveProfileScreen), what="the save dialog")
-        await pilot.pause(0.2)
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, SaveProfileScreen), timeout=20,
+                         what="the save dialog")
+        await wait_until_settled(pilot)
 
     assert snap_compare(WorkbenchApp(fixed_runs, clock=lambda: FIXED_NOW), terminal_size=size, run_before=run_before)

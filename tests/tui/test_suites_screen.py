@@ -29,7 +29,7 @@ from workbench.tui.screens.runs import RunsScreen
 from workbench.tui.screens.suites import SuitesScreen
 
 from .fixed_runs import FIXED_NOW
-from .waiting import wait_until
+from .waiting import wait_until, wait_until_settled
 
 SUITE_YAML = """\
 name: tiny
@@ -286,6 +286,31 @@ async def test_table_shows_the_models_and_the_reports_numbers(suite_runs):
         assert screen.query_one("#suites-list").display and screen.focused.id == "suite-grid"
 
 
+async def test_an_evaluation_that_lands_keeps_the_cursor_and_widens_its_column(suite_runs):
+    """A model's first report appears while the table is shown: its column grows to fit the new numbers
+    (one seed: the value and its Wilson interval), and the cursor stays on the row it was on."""
+    cells = cell_dirs(suite_runs)
+    evals = run_dir(cells[("narrow", 0)]) / "evals"
+    landing = {p.name: p.read_text() for p in evals.glob("*.json")}
+    drop_evaluations(cells[("narrow", 0)])
+    drop_evaluations(cells[("narrow", 1)])
+    app = app_for(suite_runs)
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await open_suites(pilot)
+        await pilot.press("t")
+        table = screen.query_one("#suite-table", DataTable)
+        await wait_until(pilot, lambda: laid_out(table), timeout=30, what="the suite's table")
+        await pilot.press("down", "down")
+        for name, text in landing.items():
+            (evals / name).write_text(text)
+        column = lambda: next((c for c in table.columns.values() if str(c.label) == "narrow"), None)  # noqa: E731
+        await wait_until(pilot, lambda: column() is not None and "[" in str(table.get_row("clean")[2]),
+                         timeout=30, what="narrow's first evaluation in the table")
+        assert table.cursor_row == 2
+        widest = max(table.get_row(key)[2].cell_len for key in table.rows)
+        assert column().get_render_width(table) - 2 * table.cell_padding >= widest
+
+
 async def test_b_switches_between_the_budgets_run(suite_runs):
     budgets = suite_dir(suite_runs) / "budgets.json"
     quick = json.loads(budgets.read_text())["quick"]
@@ -350,7 +375,7 @@ def pin(runs: Path) -> None:
 async def _show_grid(pilot):
     screen = await open_suites(pilot)
     await wait_until(pilot, lambda: laid_out(screen.query_one("#suite-grid", DataTable)), what="the grid")
-    await pilot.pause(0.2)
+    await wait_until_settled(pilot)
 
 
 async def _show_table(pilot):
@@ -358,7 +383,7 @@ async def _show_table(pilot):
     await pilot.press("t")
     await wait_until(pilot, lambda: laid_out(screen.query_one("#suite-table", DataTable)), timeout=30,
                      what="the suite's table")
-    await pilot.pause(0.3)  # let the layout settle before the screenshot
+    await wait_until_settled(pilot)
 
 
 @pytest.mark.parametrize("view", [_show_grid, _show_table], ids=["cells", "table"])

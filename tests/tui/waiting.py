@@ -15,3 +15,18 @@ async def wait_until(pilot, condition: Callable[[], object], timeout: float = 10
         if time.monotonic() - start > timeout:
             raise AssertionError(f"{what} not reached within {timeout} s")
         await pilot.pause(0.05)
+
+
+async def wait_until_settled(pilot, timeout: float = 20.0, quiet: float = 0.3) -> None:
+    """Let the app run until what it draws stays the same for `quiet` seconds: a snapshot taken then does not
+    catch a layout or a chart half-way (on a loaded machine a fixed pause can end before the last refresh)."""
+    start = time.monotonic()
+    before = pilot.app.export_screenshot()
+    while True:
+        await pilot.pause(quiet)
+        now = pilot.app.export_screenshot()
+        if now == before:
+            return
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"the screen still changes after {timeout} s")
+        before = now

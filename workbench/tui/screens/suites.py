@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -247,19 +248,26 @@ class SuitesScreen(Screen):
         self.table, self._table_sig = view, signature
         table = self.query_one("#suite-table", DataTable)
         rows = {cells[0]: tuple(Text(c) for c in cells) for cells in view.rows}
-        shape = (view.columns, tuple(rows))
+        # Columns as wide as their widest cell, given here: DataTable's own measuring runs on idle, and under
+        # load it has left the columns at their labels' widths, cutting the numbers.
+        widths = tuple(max([cell_len(label), *(cells[i].cell_len for cells in rows.values())])
+                       for i, label in enumerate(view.columns))
+        shape = (view.columns, tuple(rows), widths)
         if shape == self._table_shape:
-            # An evaluation landed in a cell: change the numbers in place, so the cursor and scroll stay.
+            # An evaluation landed and every column still fits: change the numbers in place, so the cursor
+            # and scroll stay. Otherwise the table is rebuilt, and the cursor goes back to its row.
             for key, cells in rows.items():
                 for i, (cell, was) in enumerate(zip(cells, self._table_rows[key])):
                     if cell != was:
-                        table.update_cell(key, str(i), cell, update_width=True)
+                        table.update_cell(key, str(i), cell)
         else:
+            cursor = table.cursor_row
             table.clear(columns=True)
             for i, label in enumerate(view.columns):
-                table.add_column(label, key=str(i))
+                table.add_column(label, key=str(i), width=widths[i])
             for key, cells in rows.items():
                 table.add_row(*cells, key=key)
+            table.move_cursor(row=min(cursor, len(rows) - 1) if self._table_shape and rows else 0)
             self._table_shape = shape
         self._table_rows = rows
         chart = self.query_one("#suite-chart", LineChart)
