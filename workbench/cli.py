@@ -16,6 +16,7 @@ from rich import box
 from rich.table import Table
 from typer.core import TyperCommand
 
+from .allocator import keep_freed_memory
 from .attack_meta import NORMS, SHARED_OPTIONS, parse_floats
 from .errors import TrainingFailed, WorkbenchError
 
@@ -741,6 +742,7 @@ def _is_usage_error(exc: BaseException) -> bool:
 
 def main() -> None:
     """Entry point: bad input becomes one `error:` line on stderr and exit status 2, never a traceback."""
+    keep_freed_memory()
     try:
         code = app(standalone_mode=False)
     except WorkbenchError as exc:

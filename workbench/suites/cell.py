@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..allocator import keep_freed_memory
 from ..errors import WorkbenchError
 from .layout import CellPaths
 from .state import find_evaluation, mark_job, planned_evaluations, worker_started
@@ -191,6 +192,7 @@ def _run_locked(cell: CellPaths, plan: dict[str, Any], suite: str, device: str, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("cell_dir")
     ap.add_argument("--suite", required=True)

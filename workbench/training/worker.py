@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..allocator import keep_freed_memory
 from ..errors import WorkbenchError
 from .distributed import close_process_group, exit_rank
 
 
 def main(argv: list[str] | None = None) -> int:
+    keep_freed_memory()
     parser = argparse.ArgumentParser(prog="workbench.training.worker")
     parser.add_argument("run")
     parser.add_argument("--device-type", choices=("cpu", "cuda"), required=True)

@@ -20,6 +20,7 @@ import sys
 import threading
 from typing import Any, Callable
 
+from ..allocator import keep_freed_memory
 from ..errors import WorkbenchError
 
 
@@ -151,6 +152,7 @@ def serve(stdin, stdout) -> None:
 
 
 def main() -> None:
+    keep_freed_memory()
     # Ctrl+C belongs to the TUI; this process ends when the TUI closes its stdin (or is gone).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The protocol owns the real stdout; anything a library prints goes to stderr instead of corrupting it.
