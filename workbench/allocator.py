@@ -2,9 +2,9 @@
 
 A training or attack step frees and re-allocates the same activation buffers (megabytes each) every batch. By
 default glibc returns such blocks to the kernel (mmap'd blocks, or a trimmed heap top), and the next step takes
-them back one zeroed page at a time: on CNN-6 at batch 128, a million page faults per 40 steps and about 10% of
-the step in the kernel (benchmarks/malloc_tuning.py). Serving blocks up to 32 MiB from the heap and trimming
-it only past 1 GiB of free memory removes those faults; the process keeps its peak heap instead.
+them back one zeroed page at a time: on CNN-6 at batch 128, about 20k page faults a step and 6-8% of its CPU
+time in the kernel (benchmarks/malloc_tuning.py). Serving blocks up to 32 MiB from the heap and trimming it
+only past 1 GiB of free memory removes those faults; the process keeps its peak heap instead.
 
 Linux with glibc only; elsewhere, or where the user set glibc's own MALLOC_*_ variables, nothing changes.
 """
