@@ -306,14 +306,27 @@ def attack(
         if job is not None:
             job.cancel()  # a cancel (SIGTERM) or ^C: not a failure
         raise
-    except BaseException as exc:
+    except Exception as exc:
+        if job is None:
+            raise
+        # The log holds the reason before the job file says "failed": a UI that sees the state opens the
+        # log at once. Then exit without a second report from main().
+        progress.close()
+        code = _report_error(exc)
+        job.fail(_one_line(exc))
+        raise SystemExit(code) from None
+    except BaseException as exc:  # SystemExit and the like: nothing more to print
         if job is not None:
-            job.fail(str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+            job.fail(_one_line(exc))
         raise
     finally:
         progress.close()
     if job is not None:
         job.finish(saved)
+
+
+def _one_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
 
 
 def _raise_interrupt(signum, frame) -> None:
@@ -740,14 +753,26 @@ def _is_usage_error(exc: BaseException) -> bool:
     return hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)
 
 
+def _report_error(exc: BaseException) -> int:
+    """Print why the command failed on stderr (one `error:` line for bad input, the traceback for a bug)
+    and return the exit status."""
+    if isinstance(exc, WorkbenchError):
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    import traceback
+
+    traceback.print_exception(exc, file=sys.stderr)
+    sys.stderr.flush()
+    return 1
+
+
 def main() -> None:
     """Entry point: bad input becomes one `error:` line on stderr and exit status 2, never a traceback."""
     keep_freed_memory()
     try:
         code = app(standalone_mode=False)
     except WorkbenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        sys.exit(_report_error(exc))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
