@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from cores import take_worker_share
+
 # At most 2 intra-op threads, and under pytest-xdist the cores shared between the workers: OpenMP threads
 # that outnumber the cores spin and crawl.
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
@@ -16,7 +18,8 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     # import) to 80 columns: size them as in a serial run instead.
     for _name in ("COLUMNS", "LINES"):
         os.environ.pop(_name, None)
-torch.set_num_threads(max(1, min(2, torch.get_num_threads(), (os.cpu_count() or 1) // _workers)))
+take_worker_share(os.environ.get("PYTEST_XDIST_WORKER"), _workers)
+torch.set_num_threads(max(1, min(2, torch.get_num_threads(), len(os.sched_getaffinity(0)))))
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cores import all_cores
 from workbench.checkpoint import FORMAT, VERSION
 from workbench.config import load_profile
 
@@ -155,8 +156,10 @@ def results(ws):
     cases = _cases(ws)
 
     def call(case: Case) -> subprocess.CompletedProcess:
+        # One thread each (the cases set OMP_NUM_THREADS=1), so every core, not this worker's share: mostly
+        # torch imports, they fill whatever the other worker leaves idle.
         return subprocess.run([sys.executable, "-m", "workbench", *case.args], cwd=ws["root"], env=case.env,
-                              capture_output=True, text=True, timeout=300)
+                              capture_output=True, text=True, timeout=300, preexec_fn=all_cores)
 
     with ThreadPoolExecutor(max_workers=max(2, min(6, os.cpu_count() or 2))) as pool:
         done = dict(zip(cases, pool.map(call, cases.values())))
