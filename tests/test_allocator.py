@@ -37,10 +37,12 @@ def step():
     opt.step()
 for _ in range(3):
     step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(8):
+faults = []
+for _ in range(9):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step()
-print(json.dumps({"tuned": tuned, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"tuned": tuned, "faults": sorted(faults)[len(faults) // 2]}))
 """
 
 
@@ -55,8 +57,9 @@ def _faults(variant: str, env: dict | None = None) -> dict:
 def test_kept_memory_ends_the_page_faults_of_repeated_training_steps():
     default, tuned = _faults("default"), _faults("tuned")
     assert tuned["tuned"] and not default["tuned"]
-    # Every default step hands its activation buffers back to the kernel and faults them in again.
-    assert default["faults"] > 5_000, default
+    # Every default step hands its activation buffers back to the kernel and faults them in again. The median
+    # step: a busy machine's kernel may fault a few pages of any step (seen: 4608 in 8 tuned steps under CI).
+    assert default["faults"] > 1_000, default
     assert tuned["faults"] < default["faults"] / 20, (default, tuned)
 
 
