@@ -1,66 +1,25 @@
-"""Experiment suites end to end on digits: plan, run with bounded parallelism, kill and continue, the table."""
+"""Experiment suites end to end on digits: plan, run with bounded parallelism, the table (interruptions:
+test_suite_interruptions.py)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from cores import ALL_CORES, all_cores
+from cores import ALL_CORES
+from tiny_suite import TINY, wb, write_suite
 from workbench.errors import WorkbenchError
-from workbench.runs import pid_alive
 from workbench.suites.executors import split_cores
 from workbench.suites.layout import SuitePaths
 from workbench.suites.plan import plan_cells, scale_epochs
 from workbench.suites.spec import load_suite, parse_suite
 from workbench.suites.state import cell_state
-
-TINY = {
-    "name": "tiny",
-    "description": "2 models x 2 seeds on digits, seconds per cell",
-    "seeds": [0, 1],
-    "models": [
-        {"name": "plain", "profile": "quickstart", "set": {"adv_train.attack": "none"}},
-        {"name": "AT", "profile": "quickstart"},
-    ],
-    "budgets": {
-        "tiny": {"epochs": 2, "n": 60, "set": {"eval.robust_every": 0}},
-        "longer": {"epochs": 4, "n": 60, "set": {"eval.robust_every": 0}},
-    },
-    "evaluations": [{"name": "weak", "attacks": ["fgsm", "pgd:steps=5"], "eps": [0.1, 0.2]}],
-    "paper": {"AT": {"FGSM@0.1": 80.0}},
-    "checks": [{"claim": "AT beats plain", "beats": ["AT", "plain"], "metric": "worst weak@*"},
-               {"order": ["AT", "plain"], "metric": "PGD@0.1"},
-               {"at_least": 0.0, "metric": "clean"},
-               {"at_least": 100.0, "metric": "clean"},
-               {"order": ["AT", "plain"], "metric": "never measured"},
-               {"paper_within": 100.0}],
-}
-
-
-def write_suite(folder: Path, **changes) -> Path:
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump({**TINY, **changes}, sort_keys=False))
-    return path
-
-
-def wb(*args: str, check: bool = True, timeout: float = 300, every_core: bool = False
-       ) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True,
-                          timeout=timeout, preexec_fn=all_cores if every_core else None)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"workbench {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -325,55 +284,6 @@ def test_a_rerun_of_a_finished_suite_does_nothing(finished_suite):
     assert not changed and set(after) == set(before)
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def test_a_killed_suite_continues_without_redoing_finished_cells(tmp_path):
-    # One model trains long enough to be caught mid-run; checkpoints every few steps so a kill loses little.
-    path = write_suite(tmp_path, seeds=[0], models=[
-        {"name": "fast", "profile": "quickstart", "set": {"adv_train.attack": "none"}},
-        {"name": "slow", "profile": "quickstart", "set": {"adv_train.attack": "none", "checkpoint_every": 5}},
-    ], budgets={"tiny": {"n": 60, "set": {"eval.robust_every": 0},
-                         "models": {"fast": {"epochs": 1}, "slow": {"epochs": 40}}}}, paper={}, checks=[])
-    runs = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "workbench", "suite", "run", str(path), "--runs", str(runs),
-                             "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    paths = SuitePaths.under(runs, "tiny")
-    try:
-        fast, slow = _wait_for(lambda: paths.cells_of("tiny") or None, 60, "the plan")
-        _wait_for(lambda: (s := cell_state(slow)) and s.state == "training" and s.epoch >= 2, 180,
-                  "the slow cell to train 2 epochs")
-        assert cell_state(fast).state == "done"
-        # The worker dies abruptly (as on a lost node), then the runner is killed too.
-        worker = json.loads(slow.job.read_text())["pid"]
-        os.kill(worker, signal.SIGKILL)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=60)
-    # SIGKILL is asynchronous: a process with torch's threads and memory takes some milliseconds to exit, and
-    # until it has, the cell rightly still shows it as training.
-    _wait_for(lambda: not pid_alive(worker), 30, "the killed worker to exit")
-    killed = cell_state(slow)
-    assert killed.state == "stopped" and 0 < killed.epoch < 40
-    fast_files = {p: p.stat().st_mtime_ns for p in fast.root.rglob("*") if p.is_file() and p.name != "cell.json"}
-    slow_run = slow.run().root
-
-    wb("suite", "run", str(path), "--runs", str(runs), "--device", "cpu")
-    assert [cell_state(c).state for c in (fast, slow)] == ["done", "done"]
-    assert {p: p.stat().st_mtime_ns for p in fast_files} == fast_files  # the finished cell was not redone
-    assert slow.run().root == slow_run  # the same run continued, not a new one
-    epochs = [json.loads(line)["epoch"] for line in (slow_run / "metrics.jsonl").read_text().splitlines()
-              if json.loads(line).get("kind") == "epoch"]
-    assert epochs == list(range(1, 41))  # each epoch once: resumed from the checkpoint, none repeated
-
-
 def test_evaluations_can_be_limited_to_models_and_capped_per_evaluation():
     suite = parse_suite({**TINY, "evaluations": [
         {"name": "all", "attacks": ["fgsm"], "eps": [0.1], "n": 300, "attack_n": {"FGSM": 200}},
@@ -546,28 +456,3 @@ def test_the_same_label_in_two_evaluations_keeps_both_rows(finished_suite, tmp_p
         assert all(v == _report_value(src, metric) for v, src in zip(c["values"], c["sources"]))
     proc = wb("suite", "table", str(path), "--runs", str(runs), "--columns", "nothing*", check=False)
     assert proc.returncode == 2 and "matches no metric" in proc.stderr
-
-
-def test_a_suite_stopped_during_an_evaluation_resumes_it(tmp_path):
-    path = write_suite(tmp_path, seeds=[0], paper={}, checks=[], models=[
-        {"name": "m", "profile": "quickstart", "set": {"adv_train.attack": "none"}}],
-        budgets={"tiny": {"epochs": 2, "set": {"eval.robust_every": 0}}},
-        evaluations=[{"name": "slow", "attacks": ["pgd:steps=200,restarts=2"], "eps": [0.02, 0.04, 0.06, 0.08, 0.1]}])
-    runs = tmp_path / "runs"
-    proc = subprocess.Popen([sys.executable, "-m", "workbench", "suite", "run", str(path), "--runs", str(runs),
-                             "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    paths = SuitePaths.under(runs, "tiny")
-    try:
-        (cell,) = _wait_for(lambda: paths.cells_of("tiny") or None, 60, "the plan")
-        journal = _wait_for(lambda: next(cell.root.glob("evaluation-*.journal.pt"), None), 180,
-                            "the evaluation's first finished pass")
-        proc.send_signal(signal.SIGTERM)  # the runner asks its worker to stop
-        assert proc.wait(timeout=120) != 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    st = cell_state(cell)
-    assert st.state == "stopped" and "during evaluation" in st.message and journal.exists()
-    wb("suite", "run", str(path), "--runs", str(runs), "--device", "cpu")
-    assert cell_state(cell).state == "done" and not journal.exists()
-    assert "(resuming)" in cell.log.read_text()

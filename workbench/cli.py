@@ -343,21 +343,28 @@ def _shared_options(s: AttackSettings) -> dict:
     return shared
 
 
-def _attack(s: AttackSettings, progress=None) -> Path:
+@dataclass
+class _AttackRequest:
+    """The attack command's options, checked: what the evaluation needs beyond AttackSettings."""
+
+    eps: list[float] | None
+    shared: dict
+    choices: list
+    run_strong: bool
+    device: object
+
+
+def _check_attack_request(s: AttackSettings) -> _AttackRequest:
+    """Every option checked before any checkpoint or data is read, so bad input fails before any work."""
     from attacks import ATTACK_LOSSES
 
     from .accel import AMP_CHOICES, resolve_amp
     from .attack_meta import DEFAULT_ATTACK, check_eps
-    from .evaluation import (
-        PRESETS, AttackOptions, custom_protocol, evaluate_checkpoint, parse_choice, save_evaluation,
-    )
-    from .evaluation.request import requested_protocols
+    from .evaluation import PRESETS, parse_choice
     from .evaluation.custom import check_norm
-    from .evaluation.report import results_table, side_by_side_table
     from .training.trainer import resolve_device
 
-    norm, preset = s.norm, s.preset
-    check_eps([], norm)  # the norm itself
+    check_eps([], s.norm)  # the norm itself
     if s.head not in ("softmax", "prototype"):
         raise WorkbenchError(f"--head must be softmax or prototype, not {s.head!r}")
     if s.adaptive and s.transfer_from is not None:
@@ -365,34 +372,44 @@ def _attack(s: AttackSettings, progress=None) -> Path:
                              "--transfer-from (drop one)")
     if s.head == "prototype" and s.adaptive:
         raise WorkbenchError("--adaptive attacks the training objective through the softmax model; drop --head prototype")
-    eps_list = check_eps(parse_floats(s.eps, "--eps"), norm) if s.eps is not None else None
+    eps_list = check_eps(parse_floats(s.eps, "--eps"), s.norm) if s.eps is not None else None
     shared = _shared_options(s)
     if s.step_size is not None and not s.step_size > 0:
         raise WorkbenchError("--step-size must be > 0")
     if s.loss is not None:
         ATTACK_LOSSES.get(s.loss)
-    if preset is not None:
-        PRESETS.get(preset)
+    if s.preset is not None:
+        PRESETS.get(s.preset)
     choices = [parse_choice(text) for text in s.attacks]
-    if not choices and preset is None:
+    if not choices and s.preset is None:
         choices = [parse_choice(DEFAULT_ATTACK)]
     for choice in choices:
-        check_norm(choice, norm)
-    run_strong = s.strong_ if s.strong_ is not None else (preset is not None and preset != "strong")
+        check_norm(choice, s.norm)
+    run_strong = s.strong_ if s.strong_ is not None else (s.preset is not None and s.preset != "strong")
     dev = resolve_device(s.device)
     if s.amp not in AMP_CHOICES:
         raise WorkbenchError(f"--amp must be {' | '.join(AMP_CHOICES)}, not {s.amp!r}")
     resolve_amp(s.amp, dev)  # bf16 on a GPU without it fails here, before any work
+    return _AttackRequest(eps_list, shared, choices, run_strong, dev)
+
+
+def _attack(s: AttackSettings, progress=None) -> Path:
+    from .evaluation import AttackOptions, custom_protocol, evaluate_checkpoint, save_evaluation
+    from .evaluation.request import requested_protocols
+
+    req = _check_attack_request(s)
+
+    def custom(eps_values):
+        options = AttackOptions(eps=eps_values, norm=s.norm, shared=req.shared)
+        return custom_protocol(req.choices, options) if req.choices else None
 
     def protocols_for(ckpt_data: dict) -> list:
-        return requested_protocols(
-            ckpt_data, preset=preset, eps=eps_list, norm=norm, strong=run_strong, adaptive=s.adaptive,
-            custom=lambda eps_values: custom_protocol(choices, AttackOptions(eps=eps_values, norm=norm,
-                                                                             shared=shared)) if choices else None)
+        return requested_protocols(ckpt_data, preset=s.preset, eps=req.eps, norm=s.norm, strong=req.run_strong,
+                                   adaptive=s.adaptive, custom=custom)
 
     try:
         report, outcomes = evaluate_checkpoint(
-            s.checkpoint, protocols_for, n=s.n, batch_size=s.batch_size, data_root=s.data_root, device=dev,
+            s.checkpoint, protocols_for, n=s.n, batch_size=s.batch_size, data_root=s.data_root, device=req.device,
             seed=s.seed, transfer_from=s.transfer_from, targeted=s.targeted, save_examples=s.save_examples,
             on_progress=progress or None, head=s.head, amp=s.amp, channels_last=s.channels_last,
             compile=s.compile_)
@@ -403,15 +420,22 @@ def _attack(s: AttackSettings, progress=None) -> Path:
     report["saved_to"] = str(saved)
     if s.as_json:
         print(json.dumps(report))
-        return saved
+    else:
+        _print_attack_results(report, saved, weak_only=not req.run_strong and s.preset != "strong")
+    return saved
+
+
+def _print_attack_results(report: dict, saved: Path, weak_only: bool) -> None:
+    from .evaluation.report import results_table, side_by_side_table
+
     out.print(results_table(report))
     side = side_by_side_table(report)
     if side is not None:
         out.print(side)
-    if not run_strong and preset != "strong":
+    if weak_only:
         out.print("[dim]strong protocol not run (add --strong): weak attacks overstate robustness[/dim]")
     out.print(f"saved: {saved} (+ .csv{', examples' if report.get('examples') else ''})")
-    return saved
+
 
 @app.command()
 def audit(
