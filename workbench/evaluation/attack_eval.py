@@ -121,13 +121,7 @@ def evaluate_checkpoint(
     dataset = data.get("dataset")
     if not isinstance(dataset, str):
         raise WorkbenchError(f"{ckpt}: checkpoint does not name its dataset")
-    source = None
-    source_path = None
-    if transfer_from is not None:
-        source_path, source_data, source = load_checkpoint_model(transfer_from, device)
-        if source_data.get("dataset") != dataset:
-            raise WorkbenchError(f"--transfer-from {source_path} was trained on {source_data.get('dataset')!r}, "
-                                 f"the target on {dataset!r}")
+    source_path, source = (None, None) if transfer_from is None else _transfer_source(transfer_from, device, dataset)
     if callable(protocols):  # built once the checkpoint's dataset is known (per-dataset eps and settings)
         protocols = protocols({"dataset": dataset, "recipe": data, "path": ckpt})
     x, y = load_raw(dataset, "test", root=data_root)
@@ -145,11 +139,11 @@ def evaluate_checkpoint(
     if journal is not None and not save_examples:
         from .journal import EvalJournal
 
+        # Everything that changes the outcome: a journal written under other settings is not resumed.
         identity = {"checkpoint": str(ckpt.resolve()), "size": ckpt.stat().st_size, "mtime": ckpt.stat().st_mtime_ns,
                     "n": len(y), "seed": seed, "batch_size": batch_size, "head": head, "targeted": targeted,
-                    "transfer": str(source_path) if source_path else None, "amp": amp, "protocols": [
-                        [p.name, p.cascade, [[s.attack, s.label, _plain(s.params), s.sweep, s.max_samples, s.monotone,
-                                              s.thresholds] for s in p.specs]] for p in protocols]}
+                    "transfer": str(source_path) if source_path else None, "amp": amp,
+                    "protocols": _protocols_identity(protocols)}
         book = EvalJournal(journal, identity)
     report, outcomes = evaluate(model, x, y, protocols, batch_size=batch_size, seed=seed, craft_model=source,
                                 targeted=targeted, save_examples=save_examples, on_progress=on_progress,
@@ -175,6 +169,20 @@ def evaluate_checkpoint(
         "provenance": provenance(),
     })
     return report, outcomes
+
+
+def _transfer_source(path: str | Path, device: torch.device, dataset: str) -> tuple[Path, torch.nn.Module]:
+    """The model that crafts the examples for a transfer (black-box) attack: same dataset as the target."""
+    source_path, source_data, source = load_checkpoint_model(path, device)
+    if source_data.get("dataset") != dataset:
+        raise WorkbenchError(f"--transfer-from {source_path} was trained on {source_data.get('dataset')!r}, "
+                             f"the target on {dataset!r}")
+    return source_path, source
+
+
+def _protocols_identity(protocols: list[Protocol]) -> list:
+    return [[p.name, p.cascade, [[s.attack, s.label, _plain(s.params), s.sweep, s.max_samples, s.monotone,
+                                  s.thresholds] for s in p.specs]] for p in protocols]
 
 
 CSV_FIELDS = ["protocol", "label", "attack", "norm", "sweep_param", "value", "n", "attacked", "robust_accuracy",
