@@ -88,3 +88,26 @@ def test_tui_new_run_form_loads_its_catalog_without_importing_torch(tmp_path):
                          text=True, check=True, timeout=120).stdout.split("\n")
     assert "catalog True" in out
     assert "torch False" in out
+
+
+# The CLI in a fresh interpreter: its exit status and error line, and whether torch was imported by then.
+CLI_THEN_TORCH = """
+import sys
+from workbench.cli import main
+sys.argv = ["workbench", *sys.argv[1:]]
+try:
+    main()
+finally:
+    print("torch", "torch" in sys.modules)
+"""
+
+
+def test_a_typo_in_attack_options_fails_before_torch_is_imported(tmp_path):
+    # A bad eps, norm or step size is one error line in a fraction of a second, not after torch's import.
+    for options, message in ((["--eps", "abc"], "--eps: 'abc' is not a number"),
+                             (["--norm", "l3"], "--norm must be linf or l2"),
+                             (["--eps", "0.1", "--step-size", "0"], "--step-size must be > 0")):
+        out = subprocess.run([sys.executable, "-c", CLI_THEN_TORCH, "attack", str(tmp_path / "c.pt"), *options],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and message in out.stderr, out.stderr
+        assert out.stdout.split() == ["torch", "False"]

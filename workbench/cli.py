@@ -355,14 +355,9 @@ class _AttackRequest:
 
 
 def _check_attack_request(s: AttackSettings) -> _AttackRequest:
-    """Every option checked before any checkpoint or data is read, so bad input fails before any work."""
-    from attacks import ATTACK_LOSSES
-
-    from .accel import AMP_CHOICES, resolve_amp
+    """Every option checked before any checkpoint or data is read, so bad input fails before any work; the
+    torch-free checks first, so most typos fail before torch is even imported."""
     from .attack_meta import DEFAULT_ATTACK, check_eps
-    from .evaluation import PRESETS, parse_choice
-    from .evaluation.custom import check_norm
-    from .training.trainer import resolve_device
 
     check_eps([], s.norm)  # the norm itself
     if s.head not in ("softmax", "prototype"):
@@ -376,6 +371,14 @@ def _check_attack_request(s: AttackSettings) -> _AttackRequest:
     shared = _shared_options(s)
     if s.step_size is not None and not s.step_size > 0:
         raise WorkbenchError("--step-size must be > 0")
+
+    from attacks import ATTACK_LOSSES
+
+    from .accel import AMP_CHOICES, resolve_amp
+    from .evaluation import PRESETS, parse_choice
+    from .evaluation.custom import check_norm
+    from .training.trainer import resolve_device
+
     if s.loss is not None:
         ATTACK_LOSSES.get(s.loss)
     if s.preset is not None:
@@ -394,10 +397,9 @@ def _check_attack_request(s: AttackSettings) -> _AttackRequest:
 
 
 def _attack(s: AttackSettings, progress=None) -> Path:
+    req = _check_attack_request(s)
     from .evaluation import AttackOptions, custom_protocol, evaluate_checkpoint, save_evaluation
     from .evaluation.request import requested_protocols
-
-    req = _check_attack_request(s)
 
     def custom(eps_values):
         options = AttackOptions(eps=eps_values, norm=s.norm, shared=req.shared)
