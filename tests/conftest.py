@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cores import take_worker_share
+from cores import my_cores, take_worker_share
 
 # At most 2 intra-op threads, and under pytest-xdist the cores shared between the workers: OpenMP threads
 # that outnumber the cores spin and crawl.
@@ -19,7 +19,7 @@ if "PYTEST_XDIST_WORKER" in os.environ:
     for _name in ("COLUMNS", "LINES"):
         os.environ.pop(_name, None)
 take_worker_share(os.environ.get("PYTEST_XDIST_WORKER"), _workers)
-torch.set_num_threads(max(1, min(2, torch.get_num_threads(), len(os.sched_getaffinity(0)))))
+torch.set_num_threads(max(1, min(2, torch.get_num_threads(), my_cores())))
 
 
 @pytest.fixture(scope="session")
