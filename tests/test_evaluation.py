@@ -163,3 +163,19 @@ def test_adaptive_loss_is_used_by_the_attacks(setup):
     assert calls, "the defense's objective must drive the attack"
     assert report["results"][0]["settings"]["loss"] == "defense_objective"
     assert report["worst_case"][0]["robust_accuracy"] < report["clean_accuracy"] - 0.1
+
+
+def test_cw_first_success_reports_the_same_accuracy_but_no_norms(setup):
+    """The PCL preset's C&W stops each image at its first success: same accuracy, no minimum-norm statistics."""
+    model, x, y = setup
+    x, y = x[:100], y[:100]
+    settings = {"c": 1.0, "steps": 100, "lr": 0.01, "search_steps": 1}
+    rows = {}
+    for first in (False, True):
+        spec = AttackSpec("cw", {**settings, "first_success": first}, None, "C&W", thresholds=[0.5, 1.0])
+        report, _ = evaluate(model, x, y, [Protocol("p", [spec])], batch_size=100)
+        rows[first] = report["results"]
+    full, first = rows[False], rows[True]
+    assert [r["robust_accuracy"] for r in first] == [full[0]["robust_accuracy"]]  # no rows at the thresholds
+    assert len(full) == 3 and full[0]["mean_norm"] is not None
+    assert first[0]["mean_norm"] is None and first[0]["settings"]["first_success"] is True

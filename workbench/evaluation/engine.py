@@ -393,7 +393,10 @@ def spec_rows(ev: Evaluator, out: SpecOutcome) -> list[dict[str, Any]]:
         robust = out.attacked[i] & ~out.fooled[i]
         attacked = int(out.attacked[i].sum())
         fooled = out.fooled[i] & clean
-        norms = out.norm[i][fooled]
+        # An attack stopped at first success (C&W's first_success) found some adversarial example, not the
+        # smallest: its norms say nothing about the minimum norm, so neither a mean nor threshold rows.
+        first_found = bool((out.settings or {}).get("first_success"))
+        norms = out.norm[i][fooled] if not first_found else out.norm[i][:0]
         acc = _acc(int(robust.sum()), out.n)
         row = {
             "protocol": out.protocol, "attack": out.spec.attack, "label": out.spec.label, "norm": out.spec.norm,
@@ -416,7 +419,7 @@ def spec_rows(ev: Evaluator, out: SpecOutcome) -> list[dict[str, Any]]:
             row["stages"] = [{"name": st.name, "seconds": st.seconds, "attacked": st.attacked, "broken": st.broken}
                              for st in out.stage_stats[i]]
         rows.append(row)
-        if v is None and out.spec.thresholds:
+        if v is None and out.spec.thresholds and not first_found:
             for t in sorted(out.spec.thresholds):
                 within = out.fooled[i] & (out.norm[i] <= t)
                 acc_t = _acc(int((clean & ~within).sum()), out.n)

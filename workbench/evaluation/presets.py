@@ -48,8 +48,10 @@ def pcl(dataset: str, eps: list[float] | None, norm: str = "linf") -> Protocol:
         AttackSpec("mim", {"steps": 10, "step_size": "eps/10", "decay": 1.0}, eps, "MIM-10"),
         # [P1]: step eps/4; the released code has no random start.
         AttackSpec("pgd", {"steps": 10, "step_size": "eps/4", "random_start": False}, eps, "PGD-10"),
-        AttackSpec("cw", {"c": c, "kappa": 0.0, "steps": 1000, "lr": 0.01, "search_steps": 1}, None,
-                   f"C&W c={c:g}", max_samples=1000),
+        # The papers report C&W as an accuracy: stopping each image at its first success gives the same
+        # accuracy as the 1000 steps (46 min -> seconds for 200 MNIST images on one core).
+        AttackSpec("cw", {"c": c, "kappa": 0.0, "steps": 1000, "lr": 0.01, "search_steps": 1,
+                          "first_success": True}, None, f"C&W c={c:g}", max_samples=1000),
     ], "PCL papers (Mustafa et al. ICCV'19 / TPAMI): 10-step attacks, no random start, C&W with fixed c")
 
 
