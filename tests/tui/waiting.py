@@ -19,7 +19,14 @@ async def wait_until(pilot, condition: Callable[[], object], timeout: float = 10
 
 async def wait_until_settled(pilot, timeout: float = 20.0, quiet: float = 0.3) -> None:
     """Let the app run until what it draws stays the same for `quiet` seconds: a snapshot taken then does not
-    catch a layout or a chart half-way (on a loaded machine a fixed pause can end before the last refresh)."""
+    catch a layout or a chart half-way (on a loaded machine a fixed pause can end before the last refresh).
+
+    A focused input's cursor blinks every 0.5 s, so it stops blinking first (and stays shown): otherwise the
+    snapshot depends on the blink phase it was taken in."""
+    from textual.widgets import Input
+
+    for field in pilot.app.screen.query(Input):
+        field.cursor_blink = False
     start = time.monotonic()
     before = pilot.app.export_screenshot()
     while True:
