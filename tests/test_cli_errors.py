@@ -80,7 +80,7 @@ def _cases(ws) -> dict[str, Case]:
     cases = {
         # The slowest call first, so it overlaps with the quick ones.
         "attack_success": Case(["attack", ckpt, "--fgsm", "--pgd", "--eps", "0.05,0.1", "--steps", "5", "--json"], env),
-        "attack_preset": Case(["attack", ckpt, "--preset", "pcl", "--n", "30", "--save-examples", "2", "--json"], env),
+        "attack_preset": Case(["attack", ckpt, "--preset", "pcl", "--n", "12", "--save-examples", "2", "--json"], env),
         "attack_transfer": Case(["attack", ckpt, "--transfer-from", ckpt, "--pgd", "--steps", "5", "--eps", "0.1",
                                  "--n", "40", "--json"], env),
         "attack_missing_file": Case(["attack", "missing.pt"], env, ("missing.pt",)),

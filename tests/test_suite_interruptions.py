@@ -20,7 +20,7 @@ def test_a_killed_suite_continues_without_redoing_finished_cells(tmp_path):
         {"name": "fast", "profile": "quickstart", "set": {"adv_train.attack": "none"}},
         {"name": "slow", "profile": "quickstart", "set": {"adv_train.attack": "none", "checkpoint_every": 5}},
     ], budgets={"tiny": {"n": 60, "set": {"eval.robust_every": 0},
-                         "models": {"fast": {"epochs": 1}, "slow": {"epochs": 40}}}}, paper={}, checks=[])
+                         "models": {"fast": {"epochs": 1}, "slow": {"epochs": 15}}}}, paper={}, checks=[])
     runs = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "workbench", "suite", "run", str(path), "--runs", str(runs),
                              "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -40,7 +40,7 @@ def test_a_killed_suite_continues_without_redoing_finished_cells(tmp_path):
     # until it has, the cell rightly still shows it as training.
     wait_for(lambda: not pid_alive(worker), 30, "the killed worker to exit")
     killed = cell_state(slow)
-    assert killed.state == "stopped" and 0 < killed.epoch < 40
+    assert killed.state == "stopped" and 0 < killed.epoch < 15
     fast_files = {p: p.stat().st_mtime_ns for p in fast.root.rglob("*") if p.is_file() and p.name != "cell.json"}
     slow_run = slow.run().root
 
@@ -50,14 +50,14 @@ def test_a_killed_suite_continues_without_redoing_finished_cells(tmp_path):
     assert slow.run().root == slow_run  # the same run continued, not a new one
     epochs = [json.loads(line)["epoch"] for line in (slow_run / "metrics.jsonl").read_text().splitlines()
               if json.loads(line).get("kind") == "epoch"]
-    assert epochs == list(range(1, 41))  # each epoch once: resumed from the checkpoint, none repeated
+    assert epochs == list(range(1, 16))  # each epoch once: resumed from the checkpoint, none repeated
 
 
 def test_a_suite_stopped_during_an_evaluation_resumes_it(tmp_path):
     path = write_suite(tmp_path, seeds=[0], paper={}, checks=[], models=[
         {"name": "m", "profile": "quickstart", "set": {"adv_train.attack": "none"}}],
-        budgets={"tiny": {"epochs": 2, "set": {"eval.robust_every": 0}}},
-        evaluations=[{"name": "slow", "attacks": ["pgd:steps=200,restarts=2"], "eps": [0.02, 0.04, 0.06, 0.08, 0.1]}])
+        budgets={"tiny": {"epochs": 2, "n": 100, "set": {"eval.robust_every": 0}}},
+        evaluations=[{"name": "slow", "attacks": ["pgd:steps=50,restarts=2"], "eps": [0.02, 0.04, 0.06, 0.08, 0.1]}])
     runs = tmp_path / "runs"
     proc = subprocess.Popen([sys.executable, "-m", "workbench", "suite", "run", str(path), "--runs", str(runs),
                              "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -381,27 +382,33 @@ async def test_a_failing_poll_is_a_line_and_the_next_poll_recovers(fixed_runs, m
     from workbench.tui.screens import attack
     from workbench.tui.widgets import job_view
 
-    def flaky(real, error):
+    def flaky(real, error, broken):
+        """`real`, raising `error` while `broken` is set (the first call always raises)."""
         calls = []
 
         def call(*args, **kwargs):
             calls.append(1)
-            if len(calls) == 1:
+            if len(calls) == 1 or broken.is_set():
                 raise error
             return real(*args, **kwargs)
         return call
 
-    monkeypatch.setattr(attack, "list_reports", flaky(attack.list_reports, RuntimeError("disk on fire")))
-    monkeypatch.setattr(job_view, "tail_lines", flaky(job_view.tail_lines, OSError("log moved")))
+    # The history stays broken until its message has been seen: a poll every 2 s on a loaded machine could
+    # otherwise replace the message before the test looks.
+    disk_on_fire = threading.Event()
+    disk_on_fire.set()
+    monkeypatch.setattr(attack, "list_reports", flaky(attack.list_reports, RuntimeError("disk on fire"), disk_on_fire))
+    monkeypatch.setattr(job_view, "tail_lines", flaky(job_view.tail_lines, OSError("log moved"), threading.Event()))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     _job_file(fixed_runs / FINISHED / "evals", "best-crashed", pid=dead.pid).with_suffix(".log").write_text("boom\n")
     app = app_for(fixed_runs)
     async with app.run_test(size=(100, 32)) as pilot:
-        screen = await open_panel(pilot, fixed_runs / FINISHED, catalog=False)  # the first poll's message is brief
+        screen = await open_panel(pilot, fixed_runs / FINISHED, catalog=False)
         note = screen.query_one("#history-note", Static)
         await wait_until(pilot, lambda: "cannot read the evaluations: disk on fire" in str(note.render()),
                          what="the failed history poll's message")
+        disk_on_fire.clear()
         history = screen.query_one(HistoryTable)
         await wait_until(pilot, lambda: history.row_count == 2 and not note.display, timeout=15,
                          what="the next history poll")

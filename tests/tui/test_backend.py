@@ -72,6 +72,12 @@ def test_examples_are_exactly_the_in_process_load(client):
     assert isinstance(examples[0].clean[0][0], float) and len(examples[0].clean) == 8
 
 
+def test_a_relative_examples_path_is_ours_not_the_backends(client, monkeypatch):
+    client.call("ping")  # the backend runs, started from another folder
+    monkeypatch.chdir(DATA.parent)
+    assert client.examples(Path(DATA.name) / "examples.pt") == load_examples(DATA / "examples.pt")
+
+
 def test_a_failing_request_is_an_error_reply_and_the_server_goes_on(client, tmp_path):
     pid = client.call("ping")["pid"]
     not_examples = tmp_path / "report.json"
@@ -167,3 +173,19 @@ def test_closing_the_client_ends_the_process():
     assert gone(pid, within=1.0)
     with pytest.raises(BackendError, match="closed"):
         backend.call("ping")
+
+
+async def test_quitting_the_app_ends_its_backend(tmp_path, one_backend_per_worker, monkeypatch):
+    from workbench.tui.app import WorkbenchApp
+    from workbench.tui.model.backend_client import close_shared, shared
+
+    from .waiting import wait_until
+
+    monkeypatch.setattr(WorkbenchApp, "on_unmount", one_backend_per_worker)  # the app's own, not the tests'
+    close_shared()
+    app = WorkbenchApp(tmp_path)
+    async with app.run_test() as pilot:
+        backend = shared()
+        await wait_until(pilot, lambda: backend.pid is not None, timeout=30, what="the backend the app starts")
+        pid = backend.pid
+    assert backend.closed and gone(pid)

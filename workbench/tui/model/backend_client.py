@@ -232,7 +232,8 @@ class BackendClient:
         return {str(k): str(v) for k, v in self.call("attack_presets").items()}
 
     def examples(self, path: str | Path) -> list[Example]:
-        return [example_from_json(e) for e in self.call("examples", path=str(path))]
+        # Absolute: the backend's working directory is the one it started in, not necessarily ours now.
+        return [example_from_json(e) for e in self.call("examples", path=str(Path(path).absolute()))]
 
 
 _shared: BackendClient | None = None
