@@ -19,6 +19,7 @@ from typer.core import TyperCommand
 from .allocator import keep_freed_memory
 from .attack_meta import NORMS, SHARED_OPTIONS, parse_floats
 from .errors import TrainingFailed, WorkbenchError
+from .threads import apply_cpu_threads, explicit_threads
 
 app = typer.Typer(
     add_completion=False,
@@ -31,8 +32,16 @@ err = Console(stderr=True)
 
 DataRoot = typer.Option(None, "--data-root", help="Dataset folder (default: $WORKBENCH_DATA, else the user cache).")
 Device = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N")
+Threads = typer.Option(None, "--threads", min=1,
+                       help="CPU threads (default: $WORKBENCH_THREADS, else this process's share of the cores "
+                            "beside the other workbench runs and attacks on them).")
 Quiet = typer.Option(False, "--quiet", "-q", help="No progress on stderr (by default: a live line on a terminal, "
                                                  "one line per attack stage otherwise).")
+
+
+def _note(line: Optional[str]) -> None:
+    if line:
+        err.print(line, highlight=False, soft_wrap=True)
 
 
 def _pct(v: Optional[float]) -> str:
@@ -59,6 +68,7 @@ def train(
     cudnn_benchmark: Optional[bool] = typer.Option(None, "--cudnn-benchmark/--no-cudnn-benchmark",
                                                    help="cuDNN autotuning (sets performance.cudnn_benchmark)."),
     data_root: Optional[str] = DataRoot,
+    threads: Optional[int] = Threads,
 ) -> None:
     """Train a model from a profile; prints its run folder first."""
     from .stop_request import StopRequest
@@ -66,11 +76,11 @@ def train(
     # Before torch is imported: a SIGTERM during set-up (seconds) becomes a clean 'stopped', not a kill.
     with StopRequest() as stop:
         _train(profile, set_, out_dir, device, resume, detach, devices, amp, channels_last, compile_,
-               cudnn_benchmark, data_root, stop)
+               cudnn_benchmark, data_root, threads, stop)
 
 
 def _train(profile, set_, out_dir, device, resume, detach, devices, amp, channels_last, compile_, cudnn_benchmark,
-           data_root, stop) -> None:
+           data_root, threads, stop) -> None:
     from .config import load_profile
     from .runs import Status, launch_detached, open_run, read_json, write_json_atomic
 
@@ -79,6 +89,7 @@ def _train(profile, set_, out_dir, device, resume, detach, devices, amp, channel
                   for k, v in speed.items() if v is not None]
     if devices is not None and devices < 1:
         raise WorkbenchError(f"--devices must be >= 1, got {devices}")
+    explicit_threads(threads)  # a bad WORKBENCH_THREADS fails before anything is created
     if resume is not None:
         if profile or set_ or speed_sets:
             raise WorkbenchError("--resume continues a run with its own config; do not combine it with --profile, "
@@ -112,6 +123,7 @@ def _train(profile, set_, out_dir, device, resume, detach, devices, amp, channel
     print(f"run: {run.root}", flush=True)
     if detach:
         args = ["--device", device, "--devices", str(devices)] + (["--data-root", data_root] if data_root else [])
+        args += ["--threads", str(threads)] if threads else []
         pid = launch_detached(run, args)
         print(f"training in the background (pid {pid}); log: {run.log}", flush=True)
         return
@@ -120,6 +132,10 @@ def _train(profile, set_, out_dir, device, resume, detach, devices, amp, channel
             raise KeyboardInterrupt
         state = _train_distributed(run, devices, device, data_root)  # the launcher forwards signals itself
     else:
+        from .training.trainer import resolve_device
+
+        run_device = (read_json(run.root / "run.json") or {}).get("device", "auto") if device == "auto" else device
+        _note(apply_cpu_threads(threads, resolve_device(run_device)))
         # "auto" defers to the device the run was created with (a resumed run keeps its device).
         state = run_training(run.root, device=None if device == "auto" else device,
                              data_root=data_root, reporter=reporter_for(sys.stdout), stop=stop)
@@ -236,6 +252,7 @@ class AttackSettings:
     device: str
     data_root: Optional[str]
     as_json: bool
+    threads: Optional[int]
     job_file: Optional[Path]
     quiet: bool
 
@@ -284,6 +301,7 @@ def attack(
     device: str = Device,
     data_root: Optional[str] = DataRoot,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    threads: Optional[int] = Threads,
     job_file: Optional[Path] = typer.Option(None, "--job-file", hidden=True,
                                             help="Report progress and the outcome to this file (the TUI's jobs)."),
     quiet: bool = Quiet,
@@ -390,6 +408,7 @@ def _check_attack_request(s: AttackSettings) -> _AttackRequest:
         check_norm(choice, s.norm)
     run_strong = s.strong_ if s.strong_ is not None else (s.preset is not None and s.preset != "strong")
     dev = resolve_device(s.device)
+    explicit_threads(s.threads)  # a bad WORKBENCH_THREADS
     if s.amp not in AMP_CHOICES:
         raise WorkbenchError(f"--amp must be {' | '.join(AMP_CHOICES)}, not {s.amp!r}")
     resolve_amp(s.amp, dev)  # bf16 on a GPU without it fails here, before any work
@@ -398,6 +417,7 @@ def _check_attack_request(s: AttackSettings) -> _AttackRequest:
 
 def _attack(s: AttackSettings, progress=None) -> Path:
     req = _check_attack_request(s)
+    _note(apply_cpu_threads(s.threads, req.device))
     from .evaluation import AttackOptions, custom_protocol, evaluate_checkpoint, save_evaluation
     from .evaluation.request import requested_protocols
 
@@ -453,6 +473,7 @@ def audit(
     device: str = Device,
     data_root: Optional[str] = DataRoot,
     as_json: bool = typer.Option(False, "--json"),
+    threads: Optional[int] = Threads,
     quiet: bool = Quiet,
 ) -> None:
     """Gradient-masking audit: pass / warn / inconclusive per check, with the numbers behind it."""
@@ -475,6 +496,7 @@ def audit(
     if large_eps is not None:
         check_linf_eps(check_eps_list([large_eps]))
     dev = resolve_device(device)
+    _note(apply_cpu_threads(threads, dev))
     ckpt, data, model = load_checkpoint_model(checkpoint, dev)
     source_model = load_checkpoint_model(source, dev)[2] if source is not None else None
     eps_value, eps_source = choose_audit_eps(data, data["dataset"], eps_value)

@@ -157,6 +157,7 @@ def evaluate_checkpoint(
         "head": head,
         "seed": seed,
         "device": str(device),
+        "cpu_threads": torch.get_num_threads(),  # timings depend on it (workbench.threads)
         "amp": amp_name(precision.amp),
         "channels_last": precision.channels_last,
         "compile": bool(compile),
