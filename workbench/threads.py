@@ -73,9 +73,10 @@ def _devices(args: Sequence[str]) -> int:
 
 def usable_cores() -> frozenset[int]:
     """The cores this process may run on (its affinity: taskset, Slurm, cgroup cpusets)."""
-    if hasattr(os, "sched_getaffinity"):
+    try:
         return frozenset(os.sched_getaffinity(0))
-    return frozenset(range(os.cpu_count() or 1))
+    except (AttributeError, OSError):  # no affinity API (macOS)
+        return frozenset(range(os.cpu_count() or 1))
 
 
 def _ancestors(pid: int) -> set[int]:

@@ -17,6 +17,7 @@ from typing import Callable, Protocol
 
 from ..errors import WorkbenchError
 from ..registry import Registry
+from ..threads import usable_cores
 from .layout import CellPaths
 from .state import cell_state, mark_job
 
@@ -45,16 +46,9 @@ class Executor(Protocol):
 EXECUTORS: Registry[Callable[[], Executor]] = Registry("executor")
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def split_cores(jobs: int, cores: int | None = None) -> tuple[int, int]:
     """(parallel cells, torch threads per cell): never more threads in all than cores."""
-    cores = cores or usable_cores()
+    cores = cores or len(usable_cores())
     if jobs < 1:
         raise WorkbenchError(f"--jobs must be >= 1, got {jobs}")
     jobs = min(jobs, cores)
@@ -108,7 +102,7 @@ class LocalExecutor:
     def run(self, cells: list[CellPaths], ctx: RunContext) -> int:
         jobs, threads = split_cores(ctx.jobs)
         if jobs < ctx.jobs:
-            ctx.echo(f"note: --jobs {ctx.jobs} > {usable_cores()} cores; running {jobs} at a time")
+            ctx.echo(f"note: --jobs {ctx.jobs} > {len(usable_cores())} cores; running {jobs} at a time")
         ctx.echo(f"{len(cells)} cells to run, {jobs} at a time, {threads} thread(s) each")
         pending = list(cells)
         running: dict[str, tuple[CellPaths, subprocess.Popen]] = {}

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import WorkbenchError
-from .executors import EXECUTORS, RunContext, report_ended, split_cores, usable_cores
+from ..threads import usable_cores
+from .executors import EXECUTORS, RunContext, report_ended, split_cores
 from .layout import CellPaths
 from .state import JobRecord, cell_state, mark_job
 
@@ -277,7 +278,7 @@ class SlurmExecutor:
     def _run_and_wait(self, cells: list[CellPaths], ctx: RunContext) -> int:
         jobs_at_once, threads = split_cores(ctx.jobs)
         if jobs_at_once < ctx.jobs:
-            ctx.echo(f"note: --jobs {ctx.jobs} > {usable_cores()} cores; running {jobs_at_once} at a time")
+            ctx.echo(f"note: --jobs {ctx.jobs} > {len(usable_cores())} cores; running {jobs_at_once} at a time")
         ctx = RunContext(**{**ctx.__dict__, "slurm": {**ctx.slurm, "cpus": threads}})
         executor = self.prepare(cells, ctx, threads)
         ctx.echo(f"{len(cells)} cells to run through submitit ({self.name}), {jobs_at_once} at a time, "
