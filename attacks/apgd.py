@@ -170,30 +170,9 @@ class APGD(Attack):
                 s["any_fool"] |= fooled
                 s["xf"] = torch.where(_rows(fooled, xn), s["xc"], s["xf"])
             s["grad"] = grad
-            # Per-row selections by torch.where: a masked index-put costs several kernels and allocations,
-            # which on a small model is a good part of a step.
-            better = loss > s["lb"]
-            bv = _rows(better, xn)
-            s["xb"] = torch.where(bv, s["xc"], s["xb"])
-            s["lb"] = torch.where(better, loss, s["lb"])
-            if grad is not None:
-                s["gb"] = torch.where(bv, grad, s["gb"])
-            if not self.early_stop:
-                s["best_fools"] = torch.where(better, fooled, s["best_fools"])
+            self._keep_best(s, loss, grad, fooled)
             if k in ckpts:
-                # (1) too few loss increases since the last checkpoint, or (2) no halving last time
-                # and no progress of the best loss since: halve the step, go back to the best point.
-                few_increases = s["incr"] < self.rho * (k - last_ckpt)
-                stalled = ~s["reduced"] & (s["lb"] <= s["lb_ckpt"])
-                red = few_increases | stalled
-                rv = _rows(red, xn)
-                s["step"] = torch.where(rv, s["step"] / 2, s["step"])
-                s["xc"] = torch.where(rv, s["xb"], s["xc"])
-                if grad is not None:
-                    s["grad"] = torch.where(rv, s["gb"], s["grad"])
-                loss = torch.where(red, s["lb"], loss)
-                s["reduced"], s["lb_ckpt"] = red, s["lb"].clone()
-                s["incr"] = torch.zeros_like(s["incr"])
+                loss = self._checkpoint(s, loss, grad, k - last_ckpt)
                 last_ckpt = k
             s["incr"] += (loss > s["lcur"]).long()
             s["lcur"] = loss
@@ -207,6 +186,35 @@ class APGD(Attack):
                 out_fooled[idx] = s["any_fool"]
             out_loss[idx] = s["lb"]
         return x_out, out_fooled, out_loss
+
+    def _keep_best(self, s: dict, loss, grad, fooled) -> None:
+        """The best-loss point so far, per row (and whether it fools, when every step runs)."""
+        # Per-row selections by torch.where: a masked index-put costs several kernels and allocations,
+        # which on a small model is a good part of a step.
+        better = loss > s["lb"]
+        bv = _rows(better, s["xc"])
+        s["xb"] = torch.where(bv, s["xc"], s["xb"])
+        s["lb"] = torch.where(better, loss, s["lb"])
+        if grad is not None:
+            s["gb"] = torch.where(bv, grad, s["gb"])
+        if not self.early_stop:
+            s["best_fools"] = torch.where(better, fooled, s["best_fools"])
+
+    def _checkpoint(self, s: dict, loss, grad, since: int):
+        """At a checkpoint, halve the step of the rows with (1) too few loss increases in the `since` steps
+        since the last one, or (2) no halving last time and no progress of the best loss since, and send them
+        back to their best point; the loss to count the next increases from."""
+        few_increases = s["incr"] < self.rho * since
+        stalled = ~s["reduced"] & (s["lb"] <= s["lb_ckpt"])
+        red = few_increases | stalled
+        rv = _rows(red, s["xc"])
+        s["step"] = torch.where(rv, s["step"] / 2, s["step"])
+        s["xc"] = torch.where(rv, s["xb"], s["xc"])
+        if grad is not None:
+            s["grad"] = torch.where(rv, s["gb"], s["grad"])
+        s["reduced"], s["lb_ckpt"] = red, s["lb"].clone()
+        s["incr"] = torch.zeros_like(s["incr"])
+        return torch.where(red, s["lb"], loss)
 
     def _eps_rows(self, x):
         eps = as_eps(self.eps, x)

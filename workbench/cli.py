@@ -81,9 +81,6 @@ def train(
 
 def _train(profile, set_, out_dir, device, resume, detach, devices, amp, channels_last, compile_, cudnn_benchmark,
            data_root, threads, stop) -> None:
-    from .config import load_profile
-    from .runs import Status, launch_detached, open_run, read_json, write_json_atomic
-
     speed = {"amp": amp, "channels_last": channels_last, "compile": compile_, "cudnn_benchmark": cudnn_benchmark}
     speed_sets = [f"performance.{k}={str(v).lower() if isinstance(v, bool) else v}"
                   for k, v in speed.items() if v is not None]
@@ -94,34 +91,16 @@ def _train(profile, set_, out_dir, device, resume, detach, devices, amp, channel
         if profile or set_ or speed_sets:
             raise WorkbenchError("--resume continues a run with its own config; do not combine it with --profile, "
                                  "--set or the speed options (--amp, --compile, ...)")
-        run = open_run(resume)
-        meta = read_json(run.root / "run.json") or {}
-        if devices is None:
-            devices = int(meta.get("devices") or 1)
-        elif devices != meta.get("devices", 1):
-            write_json_atomic(run.root / "run.json", {**meta, "devices": devices})  # later resumes use it too
+        run, devices = _reopen_run(resume, devices)
     else:
         if not profile:
             raise WorkbenchError("give --profile NAME_OR_PATH (see `workbench profiles`) or --resume RUN_DIR")
-        cfg, path = load_profile(profile, [*set_, *speed_sets])
-        # torch: only once the profile has parsed, so a typo fails fast.
-        from .training import prepare_run
-        from .training.trainer import resolve_device
-
         devices = devices or 1
-        _check_devices(devices, resolve_device(device))  # fail on a bad device before creating anything
-        late = [m for m in cfg.schedule.milestones if m >= cfg.epochs] if cfg.schedule.name == "multistep" else []
-        if late:
-            err.print(f"note: lr milestones {late} lie at or past the run's {cfg.epochs} epochs and never apply; "
-                      "scale them with --set schedule.milestones=[...]", highlight=False)
-        if stop.requested:  # interrupted before anything was created
-            raise KeyboardInterrupt
-        run = prepare_run(cfg, out_dir, path, data_root=data_root, device=device, devices=devices)
-    from .training import run_training
-    from .training.reporting import reporter_for
-
+        run = _create_run(profile, [*set_, *speed_sets], out_dir, device, devices, data_root, stop)
     print(f"run: {run.root}", flush=True)
     if detach:
+        from .runs import launch_detached
+
         args = ["--device", device, "--devices", str(devices)] + (["--data-root", data_root] if data_root else [])
         args += ["--threads", str(threads)] if threads else []
         pid = launch_detached(run, args)
@@ -132,13 +111,59 @@ def _train(profile, set_, out_dir, device, resume, detach, devices, amp, channel
             raise KeyboardInterrupt
         state = _train_distributed(run, devices, device, data_root)  # the launcher forwards signals itself
     else:
-        from .training.trainer import resolve_device
+        state = _train_here(run, device, data_root, threads, stop)
+    _report_training(run, state)
 
-        run_device = (read_json(run.root / "run.json") or {}).get("device", "auto") if device == "auto" else device
-        _note(apply_cpu_threads(threads, resolve_device(run_device)))
-        # "auto" defers to the device the run was created with (a resumed run keeps its device).
-        state = run_training(run.root, device=None if device == "auto" else device,
-                             data_root=data_root, reporter=reporter_for(sys.stdout), stop=stop)
+
+def _reopen_run(resume: Path, devices: Optional[int]):
+    """The run to resume, and its device count (as asked, which later resumes then keep, else as saved)."""
+    from .runs import open_run, read_json, write_json_atomic
+
+    run = open_run(resume)
+    meta = read_json(run.root / "run.json") or {}
+    if devices is None:
+        return run, int(meta.get("devices") or 1)
+    if devices != meta.get("devices", 1):
+        write_json_atomic(run.root / "run.json", {**meta, "devices": devices})
+    return run, devices
+
+
+def _create_run(profile: str, sets: list[str], out_dir: Path, device: str, devices: int, data_root, stop):
+    """A new run folder for the profile; every check that can fail runs before it is created."""
+    from .config import load_profile
+
+    cfg, path = load_profile(profile, sets)
+    # torch: only once the profile has parsed, so a typo fails fast.
+    from .training import prepare_run
+    from .training.trainer import resolve_device
+
+    _check_devices(devices, resolve_device(device))  # fail on a bad device before creating anything
+    late = [m for m in cfg.schedule.milestones if m >= cfg.epochs] if cfg.schedule.name == "multistep" else []
+    if late:
+        err.print(f"note: lr milestones {late} lie at or past the run's {cfg.epochs} epochs and never apply; "
+                  "scale them with --set schedule.milestones=[...]", highlight=False)
+    if stop.requested:  # interrupted before anything was created
+        raise KeyboardInterrupt
+    return prepare_run(cfg, out_dir, path, data_root=data_root, device=device, devices=devices)
+
+
+def _train_here(run, device: str, data_root: Optional[str], threads: Optional[int], stop) -> str:
+    """Train in this process, on this process's share of the CPU cores; the state it ended in."""
+    from .runs import read_json
+    from .training import run_training
+    from .training.reporting import reporter_for
+    from .training.trainer import resolve_device
+
+    # "auto" defers to the device the run was created with (a resumed run keeps its device).
+    run_device = (read_json(run.root / "run.json") or {}).get("device", "auto") if device == "auto" else device
+    _note(apply_cpu_threads(threads, resolve_device(run_device)))
+    return run_training(run.root, device=None if device == "auto" else device,
+                        data_root=data_root, reporter=reporter_for(sys.stdout), stop=stop)
+
+
+def _report_training(run, state: str) -> None:
+    from .runs import Status
+
     status = Status.read(run.status)
     message = status.message if status else state
     if state == "failed":

@@ -104,11 +104,8 @@ def validate_config(data: Any, source: str, overridden: Iterable[str] = ()) -> R
 
 def check_references(cfg: RunConfig, source: str) -> None:
     """Check the names a config refers to (dataset, model and its options, defense) exist and fit."""
-    import torch
-    from defenses import DEFENSES
-
     from ..data import DATASETS
-    from ..models import MODELS, check_parameter_budget, create_model
+    from ..models import MODELS, check_parameter_budget
 
     def fail(key: str, msg: str) -> None:
         raise WorkbenchError(f"{source}: {key}: {msg}")
@@ -118,6 +115,20 @@ def check_references(cfg: RunConfig, source: str) -> None:
     if cfg.model.name not in MODELS:
         fail("model.name", f"unknown model {cfg.model.name!r}; choose one of: {', '.join(MODELS.names())}")
     data_spec = DATASETS.get(cfg.dataset)
+    meta_model = _checked_meta_model(cfg, data_spec, fail)
+    meta_model, aux = _checked_defense(cfg, data_spec, meta_model, source, fail)
+    try:
+        check_parameter_budget(meta_model, aux, what=f"{cfg.model.name} with {cfg.defense.name}")
+    except WorkbenchError as exc:
+        fail("model", str(exc))
+
+
+def _checked_meta_model(cfg: RunConfig, data_spec, fail):
+    """The model with its options and normalization checked, built on the meta device (no weights allocated)."""
+    import torch
+
+    from ..models import MODELS, create_model
+
     model_spec = MODELS.get(cfg.model.name)
     hints = typing.get_type_hints(model_spec.builder)
     for opt, value in cfg.model.options.items():
@@ -148,6 +159,15 @@ def check_references(cfg: RunConfig, source: str) -> None:
             fail("model.normalize", f"expected {{mean: [...], std: [...]}} with {data_spec.channels} values each")
         if any(s <= 0 for s in norm["std"]):
             fail("model.normalize.std", "must be positive")
+    return meta_model
+
+
+def _checked_defense(cfg: RunConfig, data_spec, meta_model, source: str, fail):
+    """The defense's settings checked against the config, and its transform and auxiliary heads applied to the
+    meta model: (the transformed meta model, its auxiliary module or None)."""
+    import torch
+    from defenses import DEFENSES
+
     if cfg.defense.name not in DEFENSES:
         fail("defense.name", f"unknown defense {cfg.defense.name!r}; choose one of: {', '.join(DEFENSES.names())}")
     defense_cls = DEFENSES.get(cfg.defense.name)
@@ -171,10 +191,7 @@ def check_references(cfg: RunConfig, source: str) -> None:
     except Exception as exc:  # noqa: BLE001 - a transform that cannot apply to this model
         fail("defense", f"{cfg.defense.name} cannot transform {cfg.model.name!r}: "
              f"{str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}")
-    try:
-        check_parameter_budget(meta_model, aux, what=f"{cfg.model.name} with {cfg.defense.name}")
-    except WorkbenchError as exc:
-        fail("model", str(exc))
+    return meta_model, aux
 
 
 def _type_name(hint: Any) -> str:

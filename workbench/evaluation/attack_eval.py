@@ -124,12 +124,7 @@ def evaluate_checkpoint(
     source_path, source = (None, None) if transfer_from is None else _transfer_source(transfer_from, device, dataset)
     if callable(protocols):  # built once the checkpoint's dataset is known (per-dataset eps and settings)
         protocols = protocols({"dataset": dataset, "recipe": data, "path": ckpt})
-    x, y = load_raw(dataset, "test", root=data_root)
-    if n is not None:
-        if n <= 0:
-            raise WorkbenchError("--n must be a positive number of test samples")
-        x, y = x[:n], y[:n]
-    x, y = x.to(device), y.to(device)
+    x, y = _test_samples(dataset, n, data_root, device)
     if compile:  # a compiled view sharing the parameters; the loaded model stays as it was
         if source is not None:
             source = compile_model(source)
@@ -140,15 +135,41 @@ def evaluate_checkpoint(
         from .journal import EvalJournal
 
         # Everything that changes the outcome: a journal written under other settings is not resumed.
-        identity = {"checkpoint": str(ckpt.resolve()), "size": ckpt.stat().st_size, "mtime": ckpt.stat().st_mtime_ns,
-                    "n": len(y), "seed": seed, "batch_size": batch_size, "head": head, "targeted": targeted,
-                    "transfer": str(source_path) if source_path else None, "amp": amp,
-                    "protocols": _protocols_identity(protocols)}
-        book = EvalJournal(journal, identity)
+        book = EvalJournal(journal, {
+            "checkpoint": str(ckpt.resolve()), "size": ckpt.stat().st_size, "mtime": ckpt.stat().st_mtime_ns,
+            "n": len(y), "seed": seed, "batch_size": batch_size, "head": head, "targeted": targeted,
+            "transfer": str(source_path) if source_path else None, "amp": amp,
+            "protocols": _protocols_identity(protocols)})
     report, outcomes = evaluate(model, x, y, protocols, batch_size=batch_size, seed=seed, craft_model=source,
                                 targeted=targeted, save_examples=save_examples, on_progress=on_progress,
                                 precision=precision, journal=book)
+    report.update(_report_header(ckpt, data, dataset, source_path, head, seed, device, precision, compile))
     report.update({
+        # What was asked for, beside what ran (results' settings): the TUI's rerun tells a chosen value from an
+        # "auto" one (absent here) and restores the examples count.
+        "save_examples": save_examples,
+        "specs": [{"protocol": p.name, "attack": s.attack, "params": _plain(s.params), "sweep_param": s.sweep_param,
+                   "sweep": s.sweep} for p in protocols for s in p.specs],
+        "created": time.time(),
+        "provenance": provenance(),
+    })
+    return report, outcomes
+
+
+def _test_samples(dataset: str, n: int | None, data_root: str | None, device: torch.device):
+    """The first n test samples (all of them for None) on the device."""
+    x, y = load_raw(dataset, "test", root=data_root)
+    if n is not None:
+        if n <= 0:
+            raise WorkbenchError("--n must be a positive number of test samples")
+        x, y = x[:n], y[:n]
+    return x.to(device), y.to(device)
+
+
+def _report_header(ckpt: Path, data: dict[str, Any], dataset: str, source_path: Path | None, head: str, seed: int,
+                   device: torch.device, precision: Precision, compile: bool) -> dict[str, Any]:
+    """What was attacked and how it ran."""
+    return {
         "checkpoint": str(ckpt),
         "dataset": dataset,
         "model": data["model"]["name"],
@@ -161,15 +182,7 @@ def evaluate_checkpoint(
         "amp": amp_name(precision.amp),
         "channels_last": precision.channels_last,
         "compile": bool(compile),
-        # What was asked for, beside what ran (results' settings): the TUI's rerun tells a chosen value from an
-        # "auto" one (absent here) and restores the examples count.
-        "save_examples": save_examples,
-        "specs": [{"protocol": p.name, "attack": s.attack, "params": _plain(s.params), "sweep_param": s.sweep_param,
-                   "sweep": s.sweep} for p in protocols for s in p.specs],
-        "created": time.time(),
-        "provenance": provenance(),
-    })
-    return report, outcomes
+    }
 
 
 def _transfer_source(path: str | Path, device: torch.device, dataset: str) -> tuple[Path, torch.nn.Module]:

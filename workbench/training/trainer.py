@@ -183,43 +183,14 @@ class Trainer:
         self.dataset = spec
         self.recipe = model_recipe(cfg)
         self.defense = create_defense(cfg.defense.name, cfg.defense.params, spec.num_classes)
-        norm = self.recipe["normalize"]
-        model = create_model(cfg.model.name, spec.channels, spec.num_classes, spec.image_size,
-                             normalize=(norm["mean"], norm["std"]) if norm else None, **cfg.model.options)
-        model = self.defense.transform_model(model).to(device)
-        perf = cfg.performance
-        if perf.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        if device.type == "cuda":
-            set_cudnn_benchmark(perf.cudnn_benchmark)
-        sync_bn = cfg.distributed.sync_batchnorm
-        if ranks.enabled and sync_bn is True and device.type != "cuda":
-            raise WorkbenchError("distributed.sync_batchnorm: true needs CUDA (PyTorch's SyncBatchNorm is GPU-only); "
-                                 "use auto or false on the CPU")
-        if ranks.enabled and device.type == "cuda" and sync_bn in (True, "auto"):
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model: nn.Module = model  # the module checkpoints save (never the compiled or DDP wrapper)
+        self.model: nn.Module = self._build_model()  # the module checkpoints save (never the compiled or DDP wrapper)
         self.auxiliary = self.defense.attach(self.model, (spec.channels, spec.image_size, spec.image_size))
         own = {id(p) for p in self.defense.self_updated()}
         aux_params = [p for p in self.auxiliary.parameters() if id(p) not in own] if self.auxiliary is not None else []
         self.params = list(self.model.parameters()) + aux_params
         self.optimizer = build_optimizer(self.params, cfg.optimizer)
         self.base_lr = cfg.optimizer.lr
-
-        # How the model runs: compiled or eager, autocast dtype, memory layout. Attacks (adversarial training
-        # and evaluation) run the same compiled model; their perturbations stay float32.
-        self.amp = resolve_amp(perf.amp, device)
-        self.precision = Precision(self.amp, perf.channels_last)
-        self.net = compile_model(self.model, perf.compile_mode) if perf.compile_mode else self.model
-        self.scaler = torch.amp.GradScaler(device.type) if self.amp is torch.float16 else None
-        self.loss_module: nn.Module = DefenseLoss(self.net, self.auxiliary, self.defense)
-        if ranks.enabled:
-            # Auxiliary state (heads, prototypes) is unused during a CE warm-up: let DDP find unused parameters.
-            self.loss_module = DistributedDataParallel(
-                self.loss_module, device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=self.auxiliary is not None)
-        self.adversary = AdversarialBatcher(cfg.adv_train, self.net, cfg.seed, rank=ranks.rank,
-                                            precision=self.precision)
+        self._build_execution()
 
         self.loaders = train_loaders(cfg, spec.augment, device, ranks, data_root)
         x_test, y_test = load_raw(cfg.dataset, "test", root=data_root)
@@ -236,6 +207,44 @@ class Trainer:
         self.status = Status(pid=None, epochs=cfg.epochs, batches=len(self.loaders[False]),
                              device=str(device))
         self.provenance = provenance()
+
+    def _build_model(self) -> nn.Module:
+        """The defense's model on the device, in the configured memory layout (SyncBatchNorm under DDP on CUDA)."""
+        cfg, spec, device, ranks = self.cfg, self.dataset, self.device, self.ranks
+        norm = self.recipe["normalize"]
+        model = create_model(cfg.model.name, spec.channels, spec.num_classes, spec.image_size,
+                             normalize=(norm["mean"], norm["std"]) if norm else None, **cfg.model.options)
+        model = self.defense.transform_model(model).to(device)
+        perf = cfg.performance
+        if perf.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if device.type == "cuda":
+            set_cudnn_benchmark(perf.cudnn_benchmark)
+        sync_bn = cfg.distributed.sync_batchnorm
+        if ranks.enabled and sync_bn is True and device.type != "cuda":
+            raise WorkbenchError("distributed.sync_batchnorm: true needs CUDA (PyTorch's SyncBatchNorm is GPU-only); "
+                                 "use auto or false on the CPU")
+        if ranks.enabled and device.type == "cuda" and sync_bn in (True, "auto"):
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return model
+
+    def _build_execution(self) -> None:
+        """How the model runs: compiled or eager, autocast dtype, memory layout, DDP. Attacks (adversarial
+        training and evaluation) run the same compiled model; their perturbations stay float32."""
+        cfg, device, ranks = self.cfg, self.device, self.ranks
+        perf = cfg.performance
+        self.amp = resolve_amp(perf.amp, device)
+        self.precision = Precision(self.amp, perf.channels_last)
+        self.net = compile_model(self.model, perf.compile_mode) if perf.compile_mode else self.model
+        self.scaler = torch.amp.GradScaler(device.type) if self.amp is torch.float16 else None
+        self.loss_module: nn.Module = DefenseLoss(self.net, self.auxiliary, self.defense)
+        if ranks.enabled:
+            # Auxiliary state (heads, prototypes) is unused during a CE warm-up: let DDP find unused parameters.
+            self.loss_module = DistributedDataParallel(
+                self.loss_module, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=self.auxiliary is not None)
+        self.adversary = AdversarialBatcher(cfg.adv_train, self.net, cfg.seed, rank=ranks.rank,
+                                            precision=self.precision)
 
     # -- evaluation -------------------------------------------------------------------------
     def eval_attack(self):
