@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cores import ALL_CORES
-from tiny_suite import TINY, wb, write_suite
+from tiny_suite import TINY, wb, wb_here, write_suite
 from workbench.errors import WorkbenchError
 from workbench.suites.executors import split_cores
 from workbench.suites.layout import SuitePaths
@@ -123,14 +123,14 @@ def test_a_bad_suite_file_is_one_clear_line(tmp_path, change, message):
     path = write_suite(tmp_path, **change)
     with pytest.raises(WorkbenchError, match=re.escape(message)):
         load_suite(path)
-    proc = wb("suite", "run", str(path), "--runs", str(tmp_path / "runs"), check=False)
+    proc = wb_here("suite", "run", str(path), "--runs", str(tmp_path / "runs"))
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
 
 def test_a_bad_profile_in_a_suite_names_the_model(tmp_path):
     path = write_suite(tmp_path, models=[{"name": "x", "profile": "quickstart", "set": {"epochs": -1}}], paper={}, checks=[])
-    proc = wb("suite", "run", str(path), "--runs", str(tmp_path / "runs"), check=False)
+    proc = wb_here("suite", "run", str(path), "--runs", str(tmp_path / "runs"))
     assert proc.returncode == 2 and "model x" in proc.stderr and "epochs" in proc.stderr
 
 
@@ -359,7 +359,7 @@ def test_a_model_with_more_seeds_is_averaged_and_the_others_are_not_missing_any(
 ])
 def test_a_bad_evaluation_fails_before_any_training(tmp_path, evaluation, message):
     path = write_suite(tmp_path, evaluations=[evaluation], paper={}, checks=[])
-    proc = wb("suite", "run", str(path), "--runs", str(tmp_path / "runs"), check=False)
+    proc = wb_here("suite", "run", str(path), "--runs", str(tmp_path / "runs"))
     assert proc.returncode == 2 and message in proc.stderr and "evaluation e" in proc.stderr
     assert not (tmp_path / "runs").exists()  # nothing planned, nothing trained
 
@@ -420,7 +420,7 @@ def test_evaluations_can_be_run_a_few_at_a_time(finished_suite, tmp_path):
     runs_per_cell = [len([p for p in c.root.iterdir() if (p / "config.yaml").exists()]) for c in paths.cells_of("tiny")]
     assert runs_per_cell == [1, 1, 1, 1]
 
-    proc = wb(*run, "--evaluations", "weak,nope", check=False)
+    proc = wb_here(*run, "--evaluations", "weak,nope")
     assert proc.returncode == 2 and "--evaluations: nope not in suite tiny (weak, extra, extra2)" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -437,7 +437,7 @@ def test_seeds_choose_cells_and_a_bad_seed_list_is_one_line(finished_suite, tmp_
     assert {(s.model, s.seed) for s in states if s.state == "done"} == {("plain", 1), ("AT", 1)}
     for seeds, message in (("7", "--seeds: no cell of suite tiny has seed 7 (its seeds: 0, 1)"),
                            ("0,x", "--seeds: '0,x' is not a comma-separated list of integers")):
-        proc = wb(*run, "--seeds", seeds, check=False)
+        proc = wb_here(*run, "--seeds", seeds)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -454,5 +454,5 @@ def test_the_same_label_in_two_evaluations_keeps_both_rows(finished_suite, tmp_p
     for c in data["cells"]:
         metric = c["metric"].split("/")[-1]
         assert all(v == _report_value(src, metric) for v, src in zip(c["values"], c["sources"]))
-    proc = wb("suite", "table", str(path), "--runs", str(runs), "--columns", "nothing*", check=False)
+    proc = wb_here("suite", "table", str(path), "--runs", str(runs), "--columns", "nothing*")
     assert proc.returncode == 2 and "matches no metric" in proc.stderr

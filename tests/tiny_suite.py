@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from cli_here import run_here
 from cores import all_cores
 
 TINY = {
@@ -47,6 +48,11 @@ def wb(*args: str, check: bool = True, timeout: float = 300, every_core: bool = 
     if check and proc.returncode != 0:
         raise AssertionError(f"workbench {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def wb_here(*args: str) -> subprocess.CompletedProcess:
+    """`workbench ARGS` for an error case, run in this process (see cli_here): no training starts."""
+    return run_here(list(args))
 
 
 def wait_for(predicate, timeout: float, what: str):
