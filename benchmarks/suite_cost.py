@@ -5,8 +5,9 @@ Training time comes from the times of the run's metrics records, with long gaps 
 or not running between a kill and its resume) left out; evaluation time from each evaluation report's
 rows, which keep any pause. So cells that were resumed or reused across sessions count only the work
 they did, and cells that shared their cores with other work give upper bounds. The wall time assumes
-`--jobs J` cells at a time, started in the suite's order, each taking its recorded time (a cell not
-done counts what it has recorded so far, and the output says so).
+`--jobs J` cells at a time, started in the suite's order with the cells others fork from first (as `suite
+run` starts them; a fork's wait for its source's snapshot is not modelled), each taking its recorded time (a
+cell not done counts what it has recorded so far, and the output says so).
 
     python benchmarks/suite_cost.py pcl_mnist --runs runs --jobs 2
     python benchmarks/suite_cost.py suites/adr_mnist.yaml --runs /tmp/runs --budget cpu --jobs 4
@@ -31,7 +32,8 @@ from workbench.suites.state import cell_state, find_evaluation, planned_evaluati
 
 
 def training_seconds(run: RunPaths) -> tuple[float, float]:
-    """(training seconds, seconds left out as pauses) from the times of the run's metrics records.
+    """(training seconds, seconds left out as pauses) from the times of the run's metrics records; a forked run
+    counts the epochs it trained, not those it took from its source (whose records it starts with).
 
     A gap between two records far longer than the run's usual gap (over 10x the median, and over a minute)
     is a pause: the process stopped (SIGSTOP, a laptop asleep) or not running (between a kill and the
@@ -42,12 +44,14 @@ def training_seconds(run: RunPaths) -> tuple[float, float]:
         lines = run.metrics.read_text().splitlines()
     except OSError:
         return 0.0, 0.0
+    forked = ((load_json(run.root / "run.json") or {}).get("forked_from") or {}).get("epochs") or 0
     for line in lines:
         try:
-            value = json.loads(line).get("time")
+            record = json.loads(line)
+            value = record.get("time")
         except (ValueError, AttributeError):
             continue
-        if isinstance(value, (int, float)):
+        if isinstance(value, (int, float)) and (record.get("epoch") or 0) > forked:
             times.append(float(value))
     gaps = [b - a for a, b in zip(times, times[1:]) if b >= a]
     if not gaps:
@@ -96,6 +100,7 @@ def main() -> None:
     print(f"suite {suite.name}, budget {budget}, {len(cells)} cells, runs under {paths.root}")
     print(f"{'cell':<34} {'state':<10} {'train min':>9} {'eval min':>9} {'total min':>9}")
     costs, total_paused, unfinished = [], 0.0, 0
+    cells = sorted(cells, key=lambda c: not c.snapshot_epochs)  # the local executor's order
     for cell in cells:
         folder = paths.cell(cell.key)
         state = cell_state(folder, budget)

@@ -122,6 +122,14 @@ class Defense(ABC):
         replays it."""
         return False
 
+    def trains_like(self, other: "Defense", epoch: int, epochs: int, other_epochs: int,
+                    history: Sequence[dict] = ()) -> bool:
+        """Whether this defense, in a run of `epochs`, trains 0-based `epoch` exactly as `other` does in a run of
+        `other_epochs` (both after the epoch records `history`), leaving its own state as `other` leaves its own:
+        a run may then start from the other's state (a suite's fork). By default only the same defense with the
+        same parameters in a run of the same length does (the loss may read the epoch and the run's length)."""
+        return self.name == other.name and self.params == other.params and epochs == other_epochs
+
     def check_epoch(self, record: dict, history: list[dict]) -> str | None:
         """A one-line reason to stop the run if this epoch's record shows the defense broke training (e.g. a
         collapse to chance), given the earlier epochs' records; None if it looks healthy."""

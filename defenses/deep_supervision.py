@@ -240,6 +240,14 @@ class DeeplySupervised(Defense):
         return (self.params.reset_optimizer and epoch > 0 and self.phase(epoch - 1, epochs, history) == "warmup"
                 and self.phase(epoch, epochs, history) != "warmup")
 
+    def trains_like(self, other, epoch: int, epochs: int, other_epochs: int, history: Sequence[dict] = ()) -> bool:
+        # A warm-up epoch is CE end to end whatever the parameters: the heads, prototypes and the prototypes'
+        # own optimizers (SGD without momentum) are left untouched, so two warm-ups of the same loss match.
+        both_warm = (self.phase(epoch, epochs, history) == "warmup"
+                     and other.phase(epoch, other_epochs, history) == "warmup")
+        return (self.name == other.name and both_warm) or super().trains_like(other, epoch, epochs, other_epochs,
+                                                                              history)
+
     def check_epoch(self, record: dict, history: list[dict]) -> str | None:
         # SPEC 1.8: switched on too early, the pull toward class prototypes can drag a model to chance; stop
         # then rather than train a broken model for hundreds of epochs.

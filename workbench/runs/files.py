@@ -35,6 +35,10 @@ class RunPaths:
     best = property(lambda self: self.root / "checkpoints" / "best.pt")
     evals = property(lambda self: self.root / "evals")
 
+    def snapshot(self, epoch: int) -> Path:
+        """The run's state kept after `epoch` (last.pt, best.pt, metrics.jsonl) for forks (training/fork.py)."""
+        return self.root / "snapshots" / f"epoch-{epoch}"
+
     def is_run(self) -> bool:
         return self.config.is_file()
 

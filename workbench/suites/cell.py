@@ -51,8 +51,12 @@ def train_cell(cell: CellPaths, plan: dict[str, Any], device: str, data_root: st
         cfg = validate_config(plan["config"], str(cell.plan))
         run = prepare_run(cfg, cell.root, Path(plan["profile"]), data_root=data_root, device=device)
     print(f"run: {run.root}", flush=True)
+    fork, fork_from = cell.fork_source(), cell.fork_snapshots()
+    if fork is not None and cell.fork_snapshot() is None and not run.last.exists():
+        print(f"note: {fork[0].root.name} has not kept its state after epoch {fork[1]}", flush=True)
     return run_training(run.root, device=None if device == "auto" else device, data_root=data_root,
-                        reporter=reporter_for(sys.stdout), stop=StopRequest())
+                        reporter=reporter_for(sys.stdout), stop=StopRequest(), fork_from=fork_from,
+                        snapshot_epochs=plan.get("snapshot_epochs") or ())
 
 
 def evaluation_protocols(spec: dict[str, Any]):

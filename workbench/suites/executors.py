@@ -84,6 +84,26 @@ def report_ended(cell: CellPaths, ctx: RunContext) -> str:
     return state
 
 
+def waits_for_fork(cell: CellPaths, in_play: set[str]) -> str | None:
+    """The source cell whose kept state `cell` waits for: it forks from it, has not started, and the source (still
+    to run or running here) has not written the snapshot yet. None: start it now."""
+    fork = cell.fork_source()
+    if fork is None or fork[0].root.name not in in_play or cell.fork_snapshot() is not None:
+        return None
+    run = cell.run()
+    return None if run is not None and run.last.exists() else fork[0].root.name
+
+
+def next_ready(pending: list[CellPaths], running: dict) -> CellPaths | None:
+    """The first pending cell that need not wait for a fork's source; the first pending one when nothing runs
+    (a source that cannot run here must not hold its forks forever)."""
+    in_play = {c.root.name for c in pending} | set(running)
+    for cell in pending:
+        if waits_for_fork(cell, in_play) is None:
+            return cell
+    return None if running else pending[0]
+
+
 class LocalExecutor:
     """At most `jobs` cell workers at once, each in its own session with its share of the cores.
 
@@ -104,17 +124,23 @@ class LocalExecutor:
         if jobs < ctx.jobs:
             ctx.echo(f"note: --jobs {ctx.jobs} > {len(usable_cores())} cores; running {jobs} at a time")
         ctx.echo(f"{len(cells)} cells to run, {jobs} at a time, {threads} thread(s) each")
-        pending = list(cells)
+        # Cells others fork from first: their forks can start as soon as their snapshot is written.
+        pending = sorted(cells, key=lambda c: not (c.read_plan() or {}).get("snapshot_epochs"))
         running: dict[str, tuple[CellPaths, subprocess.Popen]] = {}
+        held: set[str] = set()
         failed = stopped = 0
         # SIGHUP too: a closed terminal must not leave workers training with nobody to stop them.
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             while pending or running:
                 while pending and len(running) < jobs and not self.stopping:
-                    cell = pending.pop(0)
+                    cell = next_ready(pending, running)
+                    if cell is None:
+                        break
+                    pending.remove(cell)
                     running[cell.root.name] = (cell, self._start(cell, ctx, threads))
                     ctx.echo(f"start  {cell.root.name}")
+                self._announce_held(pending, running, held, ctx)
                 if self.stopping and running:
                     self._stop_all(running, ctx)
                 for key, (cell, proc) in list(running.items()):
@@ -136,6 +162,16 @@ class LocalExecutor:
             ctx.echo(f"stopped; {len(pending)} cells not started. Rerun the same command to continue.")
             return 130
         return 1 if failed or stopped else 0
+
+    @staticmethod
+    def _announce_held(pending: list[CellPaths], running: dict, held: set[str], ctx: RunContext) -> None:
+        in_play = {c.root.name for c in pending} | set(running)
+        for cell in pending:
+            source = waits_for_fork(cell, in_play)
+            if source is not None and cell.root.name not in held:
+                held.add(cell.root.name)
+                ctx.echo(f"wait   {cell.root.name}: starts from {source}'s state after epoch "
+                         f"{cell.fork_source()[1]}, once it is written")
 
     def _report_progress(self, running: dict, ctx: RunContext) -> None:
         """Every `progress_seconds`, one line per running cell whose state moved (epoch or evaluation stage)."""

@@ -40,6 +40,25 @@ class CellPaths:
     def read_plan(self) -> dict[str, Any] | None:
         return read_json(self.plan)
 
+    def fork_source(self) -> tuple["CellPaths", int] | None:
+        """(source cell, epochs) of the fork the plan asks for, if any."""
+        fork = (self.read_plan() or {}).get("fork")
+        return (CellPaths(self.root.parent / fork["cell"]), int(fork["epochs"])) if fork else None
+
+    def fork_snapshot(self) -> Path | None:
+        """The source cell's kept state this cell's run starts from, once the source has written it."""
+        found = self.fork_snapshots()
+        return found[0] if found and found[0].name == f"epoch-{self.fork_source()[1]}" else None
+
+    def fork_snapshots(self) -> list[Path]:
+        """The source's kept states this cell's run may start from, latest first: the planned one, then earlier
+        ones (kept for other forks) should the source's records rule the planned one out (a gated warm-up)."""
+        fork = self.fork_source()
+        run = fork[0].run() if fork else None
+        if run is None:
+            return []
+        return [run.snapshot(k) for k in range(fork[1], 0, -1) if run.snapshot(k).is_dir()]
+
 
 @dataclass(frozen=True)
 class SuitePaths:

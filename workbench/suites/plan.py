@@ -48,6 +48,8 @@ class Cell:
     overrides: list[str]
     config: dict[str, Any]
     evaluations: list[PlannedEvaluation] = field(default_factory=list)
+    fork: dict[str, Any] | None = None  # {"cell": source key, "epochs": k}: start from that cell's state after k
+    snapshot_epochs: list[int] = field(default_factory=list)  # keep the state after these epochs for forks
 
     def to_json(self) -> dict[str, Any]:
         from ..data import DATASETS
@@ -55,6 +57,7 @@ class Cell:
         return {"model": self.model, "seed": self.seed, "key": self.key, "profile": self.profile,
                 "num_classes": DATASETS.get(self.config["dataset"]).num_classes,
                 "overrides": self.overrides, "config": self.config,
+                "fork": self.fork, "snapshot_epochs": self.snapshot_epochs,
                 "evaluations": [{"name": e.name, "key": e.key, "spec": e.spec} for e in self.evaluations]}
 
 
@@ -169,7 +172,28 @@ def plan_cells(suite: Suite, budget_name: str | None = None) -> tuple[str, list[
             key = f"{safe_name(entry.name)}-s{seed}-{_digest(identity)}"
             cells.append(Cell(entry.name, seed, key, str(path), sets, config, evaluations))
     check_evaluations(suite, cells)
+    plan_forks(suite, cells)
     return name, cells
+
+
+def plan_forks(suite: Suite, cells: list[Cell]) -> None:
+    """Each forking cell: the epochs it can take from its source's cell of the same seed, which keeps its state
+    after them. None when the configs leave no epoch shared (the cell trains alone, as without fork_from)."""
+    from ..config import validate_config
+    from ..data import DATASETS
+    from ..training.fork import shared_epochs
+
+    sources = {m.name: m.fork_from for m in suite.models if m.fork_from is not None}
+    by_model_seed = {(c.model, c.seed): c for c in cells}
+    for cell in cells:
+        source = by_model_seed.get((sources.get(cell.model), cell.seed))
+        if source is None:
+            continue
+        a, b = (validate_config(c.config, f"suite {suite.name}, model {c.model}") for c in (source, cell))
+        epochs = shared_epochs(a, b, DATASETS.get(b.dataset).num_classes)
+        if epochs:
+            cell.fork = {"cell": source.key, "epochs": epochs}
+            source.snapshot_epochs = sorted({*source.snapshot_epochs, epochs})
 
 
 def check_evaluations(suite: Suite, cells: list[Cell]) -> None:

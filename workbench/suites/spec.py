@@ -34,6 +34,10 @@ class ModelEntry(Strict):
     name: str = Field(description="display name in tables (e.g. CCN+LS)")
     profile: str = Field(description="bundled profile name or path to a profile YAML")
     set: Overrides = Field(default_factory=dict, description="profile overrides, as --set key=value")
+    fork_from: Union[str, None] = Field(
+        None, description="a model whose first epochs this one trains identically (a shared warm-up): each cell "
+                          "starts from that model's cell (same seed) after them, when the configs allow it "
+                          "exactly (training/fork.py), and trains them itself otherwise")
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v, "model name")))
 
@@ -175,6 +179,12 @@ class Suite(Strict):
                     raise ValueError(f"budgets.{budget_name}.models: {key!r} is not a model of the suite")
                 if per_model.seeds is not None:
                     _unique([str(s) for s in per_model.seeds], f"budgets.{budget_name}.models.{key}.seeds: seed")
+        forks = {m.name: m.fork_from for m in self.models if m.fork_from is not None}
+        for key, source in forks.items():
+            if source not in names or source == key:
+                raise ValueError(f"model {key}: fork_from {source!r} is not another model of the suite")
+            if source in forks:
+                raise ValueError(f"model {key}: fork_from {source!r}, which forks itself; name the model it forks from")
         evaluations = {e.name for e in self.evaluations}
         for ev in self.evaluations:
             for key in ev.models or []:

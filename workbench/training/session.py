@@ -7,7 +7,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from ..config import dump_yaml, read_yaml, validate_config
 from ..config.schema import RunConfig
@@ -78,12 +78,15 @@ def _no_lock() -> Iterator[None]:
 
 def run_training(path: str | Path, device: str | None = None, data_root: str | None = None,
                  reporter: Reporter | None = None, ranks: Ranks = SINGLE, locked: bool = True,
-                 stop: StopRequest | None = None) -> str:
+                 stop: StopRequest | None = None, fork_from: Sequence[Path] = (),
+                 snapshot_epochs: Sequence[int] = ()) -> str:
     """Train the run in `path` from its last checkpoint (or from scratch); returns the final state.
 
     Under DDP every rank calls this with its `ranks` and its device; the launcher holds the run lock
     (`locked=False` here) and rank 0 alone writes the run's files. SIGTERM/SIGINT from here on (the
-    caller's `stop` may have caught one earlier) stop the run cleanly, also during set-up.
+    caller's `stop` may have caught one earlier) stop the run cleanly, also during set-up. A run without a
+    checkpoint starts from the first snapshot of `fork_from` whose epochs it would have trained alike (fork.py);
+    `snapshot_epochs`: after these epochs, keep the run's state for such forks.
     """
     stop = stop or StopRequest()
     with stop:
@@ -92,7 +95,8 @@ def run_training(path: str | Path, device: str | None = None, data_root: str | N
         with run_lock(run) if locked else _no_lock():
             if ranks.main:
                 remove_stale_temp_files(run)
-            trainer = _prepare_trainer(run, meta, device, data_root, reporter, ranks, stop)
+            trainer = _prepare_trainer(run, meta, device, data_root, reporter, ranks, stop, fork_from,
+                                       snapshot_epochs)
             if trainer._stop_requested():  # a collective under DDP: every rank agrees
                 return trainer.stopped_before_start()
             return trainer.train()
@@ -109,7 +113,8 @@ def remove_stale_temp_files(run: RunPaths) -> None:
 
 
 def _prepare_trainer(run: RunPaths, meta: dict, device: str | None, data_root: str | None,
-                     reporter: Reporter | None, ranks: Ranks, stop: StopRequest) -> Trainer:
+                     reporter: Reporter | None, ranks: Ranks, stop: StopRequest, fork_from: Sequence[Path] = (),
+                     snapshot_epochs: Sequence[int] = ()) -> Trainer:
     """The trainer at the run's last checkpoint (or fresh). A failure to get there is recorded in status.json."""
     status = Status.read(run.status)
     try:
@@ -118,12 +123,14 @@ def _prepare_trainer(run: RunPaths, meta: dict, device: str | None, data_root: s
             raise WorkbenchError(f"run {run.root} already finished its {cfg.epochs} epochs")
         dev = resolve_device(device or meta.get("device") or "auto")
         trainer = Trainer(cfg, run, dev, reporter=reporter, data_root=data_root or meta.get("data_root"),
-                          ranks=ranks, stop=stop)
+                          ranks=ranks, stop=stop, snapshot_epochs=snapshot_epochs)
         if status is not None:
             trainer.status.started = status.started
         if run.last.exists():
             trainer.restore(run.last)
-        else:
+        elif not any(_forked(trainer, run, meta, Path(snapshot)) for snapshot in fork_from):
+            if fork_from:
+                print("note: training from the first epoch", flush=True)
             trainer.start_fresh()
     except Exception as exc:
         if (status is not None and status.state == "finished") or not ranks.main:
@@ -139,3 +146,15 @@ def _prepare_trainer(run: RunPaths, meta: dict, device: str | None, data_root: s
             pass  # a full disk: the error itself says so
         raise
     return trainer
+
+
+def _forked(trainer: Trainer, run: RunPaths, meta: dict, snapshot: Path) -> bool:
+    """Start from the snapshot if the run would have trained its epochs alike; say why not otherwise."""
+    why = trainer.fork(snapshot) if snapshot.is_dir() else "it does not exist"
+    if why is not None:
+        print(f"note: not starting from {snapshot}: {why}", flush=True)
+        return False
+    epoch = trainer.position.epoch
+    write_json_atomic(run.root / "run.json", {**meta, "forked_from": {"snapshot": str(snapshot), "epochs": epoch}})
+    print(f"started from {snapshot}: its first {epoch} epoch(s) are this run's (bit-identical)", flush=True)
+    return True

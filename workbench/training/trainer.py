@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -32,10 +34,12 @@ from ..models import create_model
 from ..provenance import provenance
 from ..runs import MetricsWriter, RunPaths, Status, truncate_metrics
 from ..stop_request import StopRequest
+from . import timeline
+from .fork import fork_refusal, state_digest, uses_adversary, write_snapshot
 from .adversarial import AdversarialBatcher
 from .distributed import SINGLE, Ranks
 from .evaluate import clean_correct, robust_correct
-from .optim import build_optimizer, lr_factor, set_lr
+from .optim import build_optimizer, set_lr
 from .reporting import Reporter, SilentReporter
 
 STATUS_INTERVAL = 2.0  # seconds between status.json heartbeats
@@ -169,7 +173,7 @@ def train_loaders(cfg: RunConfig, default_augment: str, device: torch.device, ra
 class Trainer:
     def __init__(self, cfg: RunConfig, run: RunPaths, device: torch.device,
                  reporter: Reporter | None = None, data_root: str | None = None, ranks: Ranks = SINGLE,
-                 stop: StopRequest | None = None):
+                 stop: StopRequest | None = None, snapshot_epochs: Sequence[int] = ()):
         self.cfg = cfg
         self.run = run
         self.device = device
@@ -207,6 +211,14 @@ class Trainer:
         self.status = Status(pid=None, epochs=cfg.epochs, batches=len(self.loaders[False]),
                              device=str(device))
         self.provenance = provenance()
+        self.snapshot_epochs = set(snapshot_epochs)  # after these epochs, keep the state for forks (fork.py)
+        self.init_digest = self.initial_digest()  # forks compare where two runs started (checkpoints carry it)
+
+    def initial_digest(self) -> str:
+        """A digest of the model, the auxiliary state and the RNG (right after construction: the initial state)."""
+        aux = self.auxiliary.state_dict() if self.auxiliary is not None else {}
+        rng = [torch.get_rng_state()] + ([torch.cuda.get_rng_state(self.device)] if self.device.type == "cuda" else [])
+        return state_digest(self.model.state_dict(), aux, rng=rng)
 
     def _build_model(self) -> nn.Module:
         """The defense's model on the device, in the configured memory layout (SyncBatchNorm under DDP on CUDA)."""
@@ -332,6 +344,7 @@ class Trainer:
             "provenance": self.provenance,
             "world_size": self.ranks.world,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "init_digest": self.init_digest,
         }
 
     def save(self, best: bool = False) -> None:
@@ -346,11 +359,61 @@ class Trainer:
                 save_checkpoint(data, self.run.best)
 
     def restore(self, path) -> None:
-        data = read_checkpoint(path)
+        self._load(read_checkpoint(path))
+
+    def fork(self, snapshot: Path) -> str | None:
+        """Start from another run's state kept after one of its epochs (`fork.write_snapshot`), as though this
+        run had trained those epochs itself; None, or why it would not have (then nothing changed)."""
+        from ..config.profiles import validate_config
+
+        if self.ranks.enabled:
+            return "a fork starts in one process (run it without --devices)"
+        data = read_checkpoint(snapshot / "last.pt")
+        own = self.initial_digest()
+        if not data.get("init_digest"):
+            return "its checkpoint has no digest of the run's initial state"
+        if data["init_digest"] != own:
+            return "the runs start from different states (model, auxiliary state or RNG)"
+        position = data["position"]
+        if position["batch"] != 0:
+            return "it was not taken at the end of an epoch"
+        source = validate_config(data["config"], str(snapshot / "last.pt"))
+        history = list(data.get("history") or [])
+        epochs = position["epoch"]
+        batches = {adv: len(loader) for adv, loader in self.loaders.items()}
+        why = fork_refusal(source, self.cfg, epochs, self.dataset.num_classes, history, batches)
+        if why is not None:
+            return why
+        same_defense = source.defense == self.cfg.defense
+        if self.ranks.main and (snapshot / "metrics.jsonl").exists():
+            shutil.copyfile(snapshot / "metrics.jsonl", self.run.metrics)  # _load truncates it to the epoch
+        self._load(data, defense_state=same_defense,
+                   adversary=uses_adversary(self.cfg, self.defense, epochs, history))
+        self.init_digest = own
+        self.best_value = self._best_of_history()
+        if self.ranks.main and self.best_value is not None and self.best_value == data.get("best_value"):
+            best = read_checkpoint(snapshot / "best.pt")
+            best.update(model=self.recipe, config=self.cfg.model_dump(mode="json"), init_digest=own)
+            save_checkpoint(best, self.run.best)
+        self.save()
+        return None
+
+    def _best_of_history(self) -> float | None:
+        """The best value among the epoch records that compete for best.pt (the defense's last phase only)."""
+        key, best = self.best_key(), None
+        for rec in self.history:
+            if rec["phase"] == self.final_phase() and rec.get(key) is not None and (best is None or rec[key] > best):
+                best = rec[key]
+        return best
+
+    def _load(self, data: dict[str, Any], defense_state: bool = True, adversary: bool = True) -> None:
+        """Take a checkpoint's state; a fork keeps this run's own defense state and training-attack generators
+        where the shared epochs never used them."""
         self.model.load_state_dict(data["state_dict"])
         if self.auxiliary is not None and data.get("auxiliary") is not None:
             self.auxiliary.load_state_dict(data["auxiliary"])
-        self.defense.load_state_dict(data.get("defense_state") or {})
+        if defense_state:
+            self.defense.load_state_dict(data.get("defense_state") or {})
         self.optimizer.load_state_dict(data["optimizer"])
         if self.scaler is not None and data.get("scaler"):
             self.scaler.load_state_dict(data["scaler"])
@@ -373,11 +436,12 @@ class Trainer:
             torch.set_rng_state(own["torch"])
             if own.get("cuda") is not None and self.device.type == "cuda":
                 torch.cuda.set_rng_state(own["cuda"], self.device)
-            exact = self.adversary.load_state(own["adversary"], self.device, self.position.step)
+            exact = self.adversary.load_state(own["adversary"], self.device, self.position.step) if adversary else True
         else:
             # A different number of devices: the batches are the same, each rank's random draws cannot be.
             torch.manual_seed(self.cfg.seed + 1_000_003 * (self.position.step + 1) + self.ranks.rank)
-            self.adversary.reseed(saved_ranks[0]["adversary"], self.position.step)
+            if adversary:
+                self.adversary.reseed(saved_ranks[0]["adversary"], self.position.step)
             exact = False
             if self.ranks.main:
                 print(f"note: resumed on {self.ranks.world} device(s), saved on {len(saved_ranks)}: the batches "
@@ -415,6 +479,12 @@ class Trainer:
         cfg = self.cfg
         self.status.pid = os.getpid()
         self._refresh_best()
+        # Killed between an epoch's checkpoint and its snapshot: write it now (one process: save is a collective).
+        at = self.position
+        if not self.ranks.enabled and at.batch == 0 and at.epoch in self.snapshot_epochs \
+                and not self.run.snapshot(at.epoch).is_dir():
+            self.save()  # with this version's checkpoint fields (the initial state's digest)
+            write_snapshot(self.run, at.epoch)
         metrics = MetricsWriter(self.run.metrics) if self.ranks.main else NullWriter()
         self.reporter.start(cfg.epochs, len(self.loader_for(self.position.epoch)), self.position.epoch,
                             self.position.batch)
@@ -559,10 +629,9 @@ class Trainer:
         self.data_generator.set_state(self.epoch_start_state)
         self._epoch_clock = time.perf_counter()
         last_status = time.time()
-        start, length = self.schedule_span(epoch)  # the history changes only between epochs
+        span = self.schedule_span(epoch)  # the history changes only between epochs
         for x, y in loader.epoch(self.data_generator, start=self.position.batch):
-            t = epoch - start + self.position.batch / batches
-            lr = self.base_lr * lr_factor(cfg.schedule, t, length, dt=1.0 / batches)
+            lr = self.base_lr * timeline.step_lr_factor(cfg, epoch, span, self.position.batch, batches)
             set_lr(self.optimizer, lr)
             clean_sizes = loader.batch_sizes(self.position.batch)
             global_n = sum(self.adversary.output_size(n) if adversarial else n for n in clean_sizes)
@@ -666,37 +735,26 @@ class Trainer:
         self.epoch_start_state = self.data_generator.get_state()
         metrics.write(record)
         self.save(best=improved or not self.run.best.exists())
+        if self.ranks.main and self.position.epoch in self.snapshot_epochs:
+            write_snapshot(self.run, self.position.epoch)
         self.reporter.epoch(record)
         self.write_status("running")
         return None
 
     def phase(self, epoch: int) -> str:
-        """The defense's phase of `epoch`, decided from the epoch records so far (restored on resume)."""
-        return self.defense.phase(epoch, self.cfg.epochs, self.history)
+        return timeline.phase(self.cfg, self.defense, epoch, self.history)
 
     def final_phase(self) -> str:
-        return self.phase(self.cfg.epochs - 1)
+        return timeline.final_phase(self.cfg, self.defense, self.history)
 
     def adversarial(self, epoch: int) -> bool:
-        """Whether `epoch` trains on adversarial examples (every epoch, or only the defense's last phase)."""
-        return self.cfg.adv_train.phases == "all" or self.phase(epoch) == self.final_phase()
+        return timeline.adversarial(self.cfg, self.defense, epoch, self.history)
 
     def loader_for(self, epoch: int) -> DeviceLoader:
         return self.loaders[self.adversarial(epoch)]
 
     def schedule_span(self, epoch: int) -> tuple[int, int]:
-        """(first epoch, length) of the stretch the lr schedule spans: the run, or the defense's phase."""
-        epochs = self.cfg.epochs
-        if not self.cfg.schedule.per_phase:
-            return 0, epochs
-        phases = [self.phase(e) for e in range(epochs)]  # later epochs: as far as the history tells
-        start = epoch
-        while start > 0 and phases[start - 1] == phases[epoch]:
-            start -= 1
-        end = epoch + 1
-        while end < epochs and phases[end] == phases[epoch]:
-            end += 1
-        return start, end - start
+        return timeline.schedule_span(self.cfg, self.defense, epoch, self.history)
 
     def _kept(self, advice: str = " (try a lower learning rate)") -> str:
         if self.run.last.exists():
