@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cores import ALL_CORES
-from tiny_suite import TINY, wb, wb_here, write_suite
+from tiny_suite import TINY, wb, wb_here, wb_in, write_suite
 from workbench.errors import WorkbenchError
 from workbench.suites.executors import split_cores
 from workbench.suites.layout import SuitePaths
@@ -152,7 +152,7 @@ def test_the_tiny_suite_runs_end_to_end(finished_suite):
     states = [cell_state(c) for c in cells]
     assert [s.state for s in states] == ["done"] * 4, [(s.key, s.state, s.message) for s in states]
     assert all(s.epoch == 2 and s.evaluations_done == 1 for s in states)
-    status = json.loads(wb("suite", "status", str(finished_suite["path"]), "--runs", str(finished_suite["runs"]),
+    status = json.loads(wb_in("suite", "status", str(finished_suite["path"]), "--runs", str(finished_suite["runs"]),
                            "--json").stdout)
     assert [(s["model"], s["seed"], s["state"]) for s in status] == [
         ("plain", 0, "done"), ("plain", 1, "done"), ("AT", 0, "done"), ("AT", 1, "done")]
@@ -189,10 +189,10 @@ def _report_value(path: str, metric: str) -> float:
 
 def test_every_table_value_equals_the_evaluation_file_it_came_from(finished_suite):
     args = ["suite", "table", str(finished_suite["path"]), "--runs", str(finished_suite["runs"])]
-    default = json.loads(wb(*args, "--format", "json").stdout)
+    default = json.loads(wb_in(*args, "--format", "json").stdout)
     # by default: clean, what the paper reports, and the worst cases
     assert [m["name"] for m in default["metrics"]] == ["clean", "FGSM@0.1", "worst weak@0.1", "worst weak@0.2"]
-    data = json.loads(wb(*args, "--format", "json", "--columns", "*").stdout)
+    data = json.loads(wb_in(*args, "--format", "json", "--columns", "*").stdout)
     cells = data["cells"]
     assert {c["model"] for c in cells} == {"plain", "AT"}
     names = [m["name"] for m in data["metrics"]]
@@ -212,32 +212,32 @@ def test_every_table_value_equals_the_evaluation_file_it_came_from(finished_suit
 
 def test_the_papers_claims_are_checked_on_our_numbers(finished_suite):
     args = ["suite", "table", str(finished_suite["path"]), "--runs", str(finished_suite["runs"])]
-    data = json.loads(wb(*args, "--format", "json", "--columns", "*").stdout)
+    data = json.loads(wb_in(*args, "--format", "json", "--columns", "*").stdout)
     mean = {(c["model"], c["metric"]): c["mean"] for c in data["cells"]}
     beats = all(mean[("AT", m)] > mean[("plain", m)] for m in ("worst weak@0.1", "worst weak@0.2"))
     verdicts = [c["holds"] for c in data["checks"]]
     assert verdicts == [beats, mean[("AT", "PGD@0.1")] > mean[("plain", "PGD@0.1")], True,
                         all(mean[(m, "clean")] == 1.0 for m in ("AT", "plain")), None, True]
     assert data["checks"][0]["check"].startswith("AT beats plain")
-    md = wb(*args).stdout
+    md = wb_in(*args).stdout
     assert "The paper's claims on our numbers:" in md and "**open**" in md
 
 
 def test_markdown_csv_and_latex_outputs_parse(finished_suite):
     args = ["suite", "table", str(finished_suite["path"]), "--runs", str(finished_suite["runs"])]
-    md = wb(*args).stdout
+    md = wb_in(*args).stdout
     header = md.splitlines()[0]
     assert header.startswith("| model | clean |") and "| paper |" in header
     rows = [line for line in md.splitlines() if line.startswith("| AT ") or line.startswith("| plain ")]
     assert len(rows) == 2 and all(r.count("|") == header.count("|") for r in rows)
     assert " ± " in rows[0]
 
-    rows = list(csv.DictReader(io.StringIO(wb(*args, "--format", "csv").stdout)))
+    rows = list(csv.DictReader(io.StringIO(wb_in(*args, "--format", "csv").stdout)))
     assert {r["model"] for r in rows} == {"plain", "AT"}
     fgsm = [r for r in rows if r["metric"] == "FGSM@0.1"]
     assert len(fgsm) == 2 and all(0 <= float(r["mean"]) <= 1 for r in fgsm) and fgsm[0]["eps"] == "0.1"
 
-    tex = wb(*args, "--format", "latex").stdout
+    tex = wb_in(*args, "--format", "latex").stdout
     spec = re.search(r"\\begin\{tabular\}\{(lr*)\}", tex)
     assert spec is not None
     body = tex[spec.end():tex.index(r"\end{tabular}")]
@@ -254,7 +254,7 @@ def test_markdown_csv_and_latex_outputs_parse(finished_suite):
 
 def test_chart_in_the_terminal_and_as_png(finished_suite, tmp_path):
     png = tmp_path / "chart.png"
-    proc = wb("suite", "chart", str(finished_suite["path"]), "--runs", str(finished_suite["runs"]), "--png", str(png),
+    proc = wb_in("suite", "chart", str(finished_suite["path"]), "--runs", str(finished_suite["runs"]), "--png", str(png),
               "--width", "70", "--height", "14")
     assert "plain" in proc.stdout and "AT" in proc.stdout and "\x1b[" not in proc.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -277,7 +277,7 @@ def test_chart_in_the_terminal_and_as_png(finished_suite, tmp_path):
 def test_a_rerun_of_a_finished_suite_does_nothing(finished_suite):
     paths = finished_suite["paths"]
     before = {p: p.stat().st_mtime_ns for c in paths.cells_of("tiny") for p in c.root.rglob("*") if p.is_file()}
-    proc = wb("suite", "run", str(finished_suite["path"]), "--runs", str(finished_suite["runs"]))
+    proc = wb_in("suite", "run", str(finished_suite["path"]), "--runs", str(finished_suite["runs"]))
     assert "4 done" in proc.stderr and "0 to run" in proc.stderr
     after = {p: p.stat().st_mtime_ns for c in paths.cells_of("tiny") for p in c.root.rglob("*") if p.is_file()}
     changed = [p for p in before if after.get(p) != before[p] and p.name != "cell.json"]
@@ -317,8 +317,8 @@ def test_a_collapsed_run_is_marked_not_averaged_and_one_seed_gets_a_wilson_inter
                          "models": {"trained": {"epochs": 3}}}},
         evaluations=[{"name": "weak", "attacks": ["fgsm"], "eps": [0.1]}])
     runs = tmp_path / "runs"
-    wb("suite", "run", str(path), "--runs", str(runs), "--jobs", "2", "--device", "cpu")
-    data = json.loads(wb("suite", "table", str(path), "--runs", str(runs), "--format", "json").stdout)
+    wb_in("suite", "run", str(path), "--runs", str(runs), "--jobs", "2", "--device", "cpu")
+    data = json.loads(wb_in("suite", "table", str(path), "--runs", str(runs), "--format", "json").stdout)
     assert data["collapsed"] == {"untrained": [3]}
     cells = {(c["model"], c["metric"]): c for c in data["cells"]}
     dead = cells[("untrained", "FGSM@0.1")]
@@ -328,7 +328,7 @@ def test_a_collapsed_run_is_marked_not_averaged_and_one_seed_gets_a_wilson_inter
     report = json.loads(Path(alive["sources"][0]).read_text())
     row = next(r for r in report["results"] if r["label"] == "FGSM")
     assert alive["ci95"] == row["ci95"] and alive["ci95"][0] < alive["mean"] < alive["ci95"][1]
-    md = wb("suite", "table", str(path), "--runs", str(runs)).stdout
+    md = wb_in("suite", "table", str(path), "--runs", str(runs)).stdout
     assert "untrained (collapsed: s3)" in md and "| collapsed |" in md and "Collapsed runs" in md
     assert re.search(r"\| trained \| [\d.]+ \[[\d.]+-[\d.]+\] \|", md)  # one seed: the Wilson interval
 
@@ -339,14 +339,14 @@ def test_a_model_with_more_seeds_is_averaged_and_the_others_are_not_missing_any(
                                          "models": {"plain": {"seeds": [0, 1]}}}},
                        evaluations=[{"name": "weak", "attacks": ["fgsm"], "eps": [0.1]}])
     runs = tmp_path / "runs"
-    wb("suite", "run", str(path), "--runs", str(runs), "--jobs", "2", "--device", "cpu")
-    data = json.loads(wb("suite", "table", str(path), "--runs", str(runs), "--format", "json").stdout)
+    wb_in("suite", "run", str(path), "--runs", str(runs), "--jobs", "2", "--device", "cpu")
+    data = json.loads(wb_in("suite", "table", str(path), "--runs", str(runs), "--format", "json").stdout)
     assert data["seeds"] == [0, 1] and data["missing"] == {}
     cells = {(c["model"], c["metric"]): c for c in data["cells"]}
     two, one = cells[("plain", "FGSM@0.1")], cells[("AT", "FGSM@0.1")]
     assert two["seeds"] == [0, 1] and two["std"] is not None and two["ci95"] is None
     assert one["seeds"] == [0] and one["missing_seeds"] == [] and one["ci95"] is not None
-    md = wb("suite", "table", str(path), "--runs", str(runs)).stdout
+    md = wb_in("suite", "table", str(path), "--runs", str(runs)).stdout
     assert "†" not in md  # nobody is short of a seed
 
 
@@ -381,10 +381,10 @@ def test_budgets_sharing_a_cell_keep_their_own_evaluations(finished_suite, tmp_p
     shutil.copytree(finished_suite["runs"], runs)
     path = write_suite(tmp_path, budgets={**TINY["budgets"], "small": {"epochs": 2, "n": 20,
                                                                        "set": {"eval.robust_every": 0}}})
-    proc = wb("suite", "run", str(path), "--runs", str(runs), "--budget", "small", "--jobs", "2")
+    proc = wb_in("suite", "run", str(path), "--runs", str(runs), "--budget", "small", "--jobs", "2")
     assert "4 to run" in proc.stderr
-    small = json.loads(wb("suite", "table", str(path), "--runs", str(runs), "--budget", "small", "-f", "json").stdout)
-    tiny = json.loads(wb("suite", "table", str(path), "--runs", str(runs), "--budget", "tiny", "-f", "json").stdout)
+    small = json.loads(wb_in("suite", "table", str(path), "--runs", str(runs), "--budget", "small", "-f", "json").stdout)
+    tiny = json.loads(wb_in("suite", "table", str(path), "--runs", str(runs), "--budget", "tiny", "-f", "json").stdout)
     assert {n for c in small["cells"] for n in c["n"]} == {20}
     assert {n for c in tiny["cells"] for n in c["n"]} == {60}
     paths = SuitePaths.under(runs, "tiny")
@@ -403,9 +403,9 @@ def test_evaluations_can_be_run_a_few_at_a_time(finished_suite, tmp_path):
     extra = [{"name": "extra", "attacks": ["fgsm"], "eps": [0.3]}, {"name": "extra2", "attacks": ["fgsm"], "eps": [0.4]}]
     path = write_suite(tmp_path, evaluations=[*TINY["evaluations"], *extra])
     run = ("suite", "run", str(path), "--runs", str(runs), "--jobs", "2")
-    assert "4 done" in wb(*run, "--evaluations", "weak").stderr  # weak is saved everywhere: nothing to run
+    assert "4 done" in wb_in(*run, "--evaluations", "weak").stderr  # weak is saved everywhere: nothing to run
 
-    proc = wb(*run, "--evaluations", "extra", "--models", "AT")
+    proc = wb_in(*run, "--evaluations", "extra", "--models", "AT")
     assert "2 to run" in proc.stderr and "done   AT-s0" in proc.stderr
     paths = SuitePaths.under(runs, "tiny")
     states = {s.key: s for s in (cell_state(c, "tiny") for c in paths.cells_of("tiny"))}
@@ -414,7 +414,7 @@ def test_evaluations_can_be_run_a_few_at_a_time(finished_suite, tmp_path):
         assert set(st.reports) == expected and st.state == "stopped", (st.key, st.reports, st.state)
     assert all("not run yet (--evaluations): extra2" in s.message for s in states.values() if s.model == "AT")
 
-    assert "4 to run" in wb(*run).stderr  # the rest: extra and extra2 for plain, extra2 for AT
+    assert "4 to run" in wb_in(*run).stderr  # the rest: extra and extra2 for plain, extra2 for AT
     states = [cell_state(c, "tiny") for c in paths.cells_of("tiny")]
     assert all(s.state == "done" and set(s.reports) == {"weak", "extra", "extra2"} for s in states)
     runs_per_cell = [len([p for p in c.root.iterdir() if (p / "config.yaml").exists()]) for c in paths.cells_of("tiny")]
@@ -432,7 +432,7 @@ def test_seeds_choose_cells_and_a_bad_seed_list_is_one_line(finished_suite, tmp_
     shutil.copytree(finished_suite["runs"], runs)
     path = write_suite(tmp_path, evaluations=[*TINY["evaluations"], {"name": "extra", "attacks": ["fgsm"], "eps": [0.3]}])
     run = ("suite", "run", str(path), "--runs", str(runs), "--jobs", "2")
-    assert "2 to run" in wb(*run, "--seeds", "1").stderr
+    assert "2 to run" in wb_in(*run, "--seeds", "1").stderr
     states = [cell_state(c, "tiny") for c in SuitePaths.under(runs, "tiny").cells_of("tiny")]
     assert {(s.model, s.seed) for s in states if s.state == "done"} == {("plain", 1), ("AT", 1)}
     for seeds, message in (("7", "--seeds: no cell of suite tiny has seed 7 (its seeds: 0, 1)"),
@@ -447,9 +447,9 @@ def test_the_same_label_in_two_evaluations_keeps_both_rows(finished_suite, tmp_p
     runs = tmp_path / "runs"
     shutil.copytree(finished_suite["runs"], runs)
     path = write_suite(tmp_path, evaluations=[*TINY["evaluations"],
-                                              {"name": "stronger", "attacks": ["pgd:steps=40"], "eps": [0.2]}])
-    wb("suite", "run", str(path), "--runs", str(runs), "--jobs", "2")
-    data = json.loads(wb("suite", "table", str(path), "--runs", str(runs), "-f", "json", "--columns", "*PGD@0.2").stdout)
+                                              {"name": "stronger", "attacks": ["pgd:steps=10"], "eps": [0.2]}])
+    wb_in("suite", "run", str(path), "--runs", str(runs), "--jobs", "2")
+    data = json.loads(wb_in("suite", "table", str(path), "--runs", str(runs), "-f", "json", "--columns", "*PGD@0.2").stdout)
     assert [m["name"] for m in data["metrics"]] == ["PGD@0.2", "stronger/PGD@0.2"]
     for c in data["cells"]:
         metric = c["metric"].split("/")[-1]

@@ -55,6 +55,15 @@ def wb_here(*args: str) -> subprocess.CompletedProcess:
     return run_here(list(args))
 
 
+def wb_in(*args: str) -> subprocess.CompletedProcess:
+    """`workbench ARGS` in this process, which must succeed: reading commands (table, status, chart) and suite runs,
+    whose cells still train and evaluate in worker processes. Saves the ~3 s a new Python with torch costs."""
+    proc = run_here(list(args))
+    if proc.returncode != 0:
+        raise AssertionError(f"workbench {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
 def wait_for(predicate, timeout: float, what: str):
     end = time.time() + timeout
     while time.time() < end:
