@@ -55,9 +55,13 @@ def test_a_bad_fork_is_one_clear_line(tmp_path, fork_from, message):
         load_suite(write_suite(tmp_path, **{**FORKS, "models": models}))
 
 
-def test_a_forked_cell_waits_for_its_source_and_ends_as_if_trained_alone(tmp_path):
+@pytest.mark.parametrize("executor", ["local", "submitit-local"])
+def test_a_forked_cell_waits_for_its_source_and_ends_as_if_trained_alone(tmp_path, executor):
+    if executor == "submitit-local":
+        pytest.importorskip("submitit", reason="submitit is not installed: pip install 'workbench[slurm]'")
     path, runs = write_suite(tmp_path, **{**FORKS, "models": MODELS[:2]}), tmp_path / "runs"
-    proc = wb("suite", "run", str(path), "--runs", str(runs), "--jobs", "2", "--device", "cpu", every_core=True)
+    proc = wb("suite", "run", str(path), "--runs", str(runs), "--jobs", "2", "--device", "cpu", "--executor", executor,
+              every_core=True)
     cells = {c.read_plan()["model"]: c for c in SuitePaths.under(runs, "tiny").cells_of("tiny")}
     forked = cells["FGSM"]
     # The source starts first and its fork waits for its state after epoch 1.

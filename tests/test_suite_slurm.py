@@ -166,6 +166,62 @@ def test_cli_slurm_options_reach_sbatch_and_status_asks_slurm(tmp_path):
     assert "--cpus-per-task=4" in script and "--time=240" in script
 
 
+FORK_SUITE = """\
+name: tiny-forks
+seeds: [0]
+models:
+  - name: source
+    profile: quickstart
+    set: {epochs: 2, defense: pcl, defense.warmup_epochs: 1, defense.heads: [fc1], adv_train.phases: last_phase}
+  - name: fork
+    profile: quickstart
+    fork_from: source
+    set: {epochs: 2, defense: pcl, defense.warmup_epochs: 1, defense.heads: [fc1], adv_train.phases: last_phase,
+          adv_train.attack: fgsm}
+evaluations:
+  - name: fgsm
+    attacks: [fgsm]
+    eps: [0.1]
+    n: 50
+"""
+
+
+def dependency_of(bin_dir: Path, job: int) -> str | None:
+    found = [ln.split("=", 1)[1] for ln in (bin_dir / f"script-{job}.sh").read_text().splitlines()
+             if ln.startswith("#SBATCH --dependency=")]
+    return found[0] if found else None
+
+
+@pytest.mark.parametrize("slurm_block, expected", [
+    ("", "afterany:{source}"),
+    ("slurm: {extra: {dependency: 'afterok:17'}}\n", "afterok:17,afterany:{source}"),
+    ("slurm: {fork_wait: false}\n", None),
+])
+def test_a_fork_job_waits_for_its_source_job(tmp_path, slurm_block, expected):
+    suite, runs, bin_dir = tmp_path / "forks.yaml", tmp_path / "runs", fake_slurm(tmp_path)
+    suite.write_text(FORK_SUITE + slurm_block)
+    env = wb_env(bin_dir)
+    proc = wb("suite", "run", str(suite), "--runs", str(runs), "--executor", "slurm", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = {json.loads(c.plan.read_text())["model"]: c
+             for c in map(CellPaths, (runs / "suites" / "tiny-forks" / "cells").iterdir())}
+    assert json.loads(cells["fork"].plan.read_text())["fork"]["epochs"] == 1  # the shared CE warm-up
+    jobs = {m: int(JobRecord.read(c.job).job_id) for m, c in cells.items()}
+    assert jobs == {"source": 4241, "fork": 4242}  # the source is submitted first
+    assert dependency_of(bin_dir, 4241) == (None if "afterok" not in slurm_block else "afterok:17")
+    assert dependency_of(bin_dir, 4242) == (expected and expected.format(source=4241))
+    if expected is None:
+        return
+    assert "after job 4241" in proc.stderr
+    # The fork's job was cancelled, its source is still pending: the rerun's fork waits for that job again.
+    (bin_dir / "squeue-answer").write_text("4241|PENDING\n4242|CANCELLED\n")
+    proc = wb("suite", "run", str(suite), "--runs", str(runs), "--executor", "slurm", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"skip {cells['source'].root.name}: already running" in proc.stderr
+    assert int(JobRecord.read(cells["fork"].job).job_id) == 4243
+    assert dependency_of(bin_dir, 4243) == expected.format(source=4241)
+
+
 def test_suite_slurm_settings_and_extra_reach_the_sbatch_script(tmp_path, monkeypatch):
     from workbench.suites.slurm import apply_parameters, submitit_parameters
 
@@ -258,24 +314,32 @@ def _slurm_ready() -> str | None:
     return None
 
 
-def test_real_slurm_runs_the_suite(tmp_path):
+def test_real_slurm_runs_the_suite_and_a_fork_waits_for_its_source(tmp_path):
     why = _slurm_ready()
     if why is not None:
         if os.environ.get("WORKBENCH_REQUIRE_SLURM") == "1":
             pytest.fail(f"WORKBENCH_REQUIRE_SLURM=1 but {why}")
         pytest.skip(why)
-    suite, runs = suite_file(tmp_path), tmp_path / "runs"
+    suite, runs = tmp_path / "forks.yaml", tmp_path / "runs"
+    suite.write_text(FORK_SUITE)
     proc = wb("suite", "run", str(suite), "--runs", str(runs), "--executor", "slurm", "--cpus", "1", "--time", "10",
               "--device", "cpu")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    job_ids = {JobRecord.read(c.job).job_id for c in cells_of(runs)}
+    cells = {json.loads(c.plan.read_text())["model"]: c
+             for c in map(CellPaths, (runs / "suites" / "tiny-forks" / "cells").iterdir())}
+    job_ids = {JobRecord.read(c.job).job_id for c in cells.values()}
     assert len(job_ids) == 2 and None not in job_ids
-    deadline = time.time() + 240
+    deadline = time.time() + 300
     while True:
         states = status_json(suite, runs)
         if all(s["state"] in ("done", "failed", "stopped") for s in states) or time.time() > deadline:
             break
         time.sleep(2)
-    logs = "\n".join(Path(c.log).read_text() if c.log.exists() else "" for c in cells_of(runs))
+    logs = "\n".join(Path(c.log).read_text() if c.log.exists() else "" for c in cells.values())
     assert [s["state"] for s in states] == ["done", "done"], (states, logs)
     assert {s["job"]["job_id"] for s in states} == job_ids and all(s["job"]["executor"] == "slurm" for s in states)
+    # The fork's job started after its source's ended, from the source's state after the shared epoch.
+    source, fork = (JobRecord.read(cells[m].job) for m in ("source", "fork"))
+    assert fork.started >= source.ended, (source, fork)
+    meta = json.loads((cells["fork"].run().root / "run.json").read_text())
+    assert meta["forked_from"] == {"snapshot": str(cells["source"].run().snapshot(1)), "epochs": 1}

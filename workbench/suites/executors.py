@@ -94,6 +94,11 @@ def waits_for_fork(cell: CellPaths, in_play: set[str]) -> str | None:
     return None if run is not None and run.last.exists() else fork[0].root.name
 
 
+def sources_first(cells: list[CellPaths]) -> list[CellPaths]:
+    """Cells others fork from first (their forks can start once their state is kept), else in the given order."""
+    return sorted(cells, key=lambda c: not (c.read_plan() or {}).get("snapshot_epochs"))
+
+
 def next_ready(pending: list[CellPaths], running: dict) -> CellPaths | None:
     """The first pending cell that need not wait for a fork's source; the first pending one when nothing runs
     (a source that cannot run here must not hold its forks forever)."""
@@ -102,6 +107,17 @@ def next_ready(pending: list[CellPaths], running: dict) -> CellPaths | None:
         if waits_for_fork(cell, in_play) is None:
             return cell
     return None if running else pending[0]
+
+
+def announce_held(pending: list[CellPaths], running: dict, held: set[str], ctx: RunContext) -> None:
+    """One `wait` line for each fork held for its source's kept state (`held`: those already announced)."""
+    in_play = {c.root.name for c in pending} | set(running)
+    for cell in pending:
+        source = waits_for_fork(cell, in_play)
+        if source is not None and cell.root.name not in held:
+            held.add(cell.root.name)
+            ctx.echo(f"wait   {cell.root.name}: starts from {source}'s state after epoch "
+                     f"{cell.fork_source()[1]}, once it is written")
 
 
 class LocalExecutor:
@@ -124,8 +140,7 @@ class LocalExecutor:
         if jobs < ctx.jobs:
             ctx.echo(f"note: --jobs {ctx.jobs} > {len(usable_cores())} cores; running {jobs} at a time")
         ctx.echo(f"{len(cells)} cells to run, {jobs} at a time, {threads} thread(s) each")
-        # Cells others fork from first: their forks can start as soon as their snapshot is written.
-        pending = sorted(cells, key=lambda c: not (c.read_plan() or {}).get("snapshot_epochs"))
+        pending = sources_first(cells)
         running: dict[str, tuple[CellPaths, subprocess.Popen]] = {}
         held: set[str] = set()
         failed = stopped = 0
@@ -140,7 +155,7 @@ class LocalExecutor:
                     pending.remove(cell)
                     running[cell.root.name] = (cell, self._start(cell, ctx, threads))
                     ctx.echo(f"start  {cell.root.name}")
-                self._announce_held(pending, running, held, ctx)
+                announce_held(pending, running, held, ctx)
                 if self.stopping and running:
                     self._stop_all(running, ctx)
                 for key, (cell, proc) in list(running.items()):
@@ -162,16 +177,6 @@ class LocalExecutor:
             ctx.echo(f"stopped; {len(pending)} cells not started. Rerun the same command to continue.")
             return 130
         return 1 if failed or stopped else 0
-
-    @staticmethod
-    def _announce_held(pending: list[CellPaths], running: dict, held: set[str], ctx: RunContext) -> None:
-        in_play = {c.root.name for c in pending} | set(running)
-        for cell in pending:
-            source = waits_for_fork(cell, in_play)
-            if source is not None and cell.root.name not in held:
-                held.add(cell.root.name)
-                ctx.echo(f"wait   {cell.root.name}: starts from {source}'s state after epoch "
-                         f"{cell.fork_source()[1]}, once it is written")
 
     def _report_progress(self, running: dict, ctx: RunContext) -> None:
         """Every `progress_seconds`, one line per running cell whose state moved (epoch or evaluation stage)."""

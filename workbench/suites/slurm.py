@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 
 from ..errors import WorkbenchError
 from ..threads import usable_cores
-from .executors import EXECUTORS, RunContext, report_ended, split_cores
+from .executors import EXECUTORS, RunContext, announce_held, next_ready, report_ended, sources_first, split_cores
 from .layout import CellPaths
 from .state import JobRecord, cell_state, mark_job
 
@@ -151,8 +151,9 @@ def local_executor(folder: Path):
     return submitit.AutoExecutor(folder=folder, cluster="local")
 
 
-def submitit_parameters(slurm: dict[str, Any], name: str, cpus: int) -> dict[str, Any]:
-    """AutoExecutor parameters from the suite's resolved Slurm settings (generic keys + slurm_* ones)."""
+def submitit_parameters(slurm: dict[str, Any], name: str, cpus: int, after: str | None = None) -> dict[str, Any]:
+    """AutoExecutor parameters from the suite's resolved Slurm settings (generic keys + slurm_* ones); `after`:
+    a job id whose end the job waits for (besides any dependency the settings give)."""
     params: dict[str, Any] = {"name": name, "timeout_min": int(slurm.get("time_min") or 240),
                               "cpus_per_task": cpus, "nodes": 1, "tasks_per_node": 1}
     if slurm.get("gpus"):  # none asked: no --gpus-per-node=0 (a cluster without GPUs may refuse the flag)
@@ -163,6 +164,9 @@ def submitit_parameters(slurm: dict[str, Any], name: str, cpus: int) -> dict[str
         params["slurm_partition"] = slurm["partition"]
     for key, value in (slurm.get("extra") or {}).items():
         params[key if key.startswith("slurm_") else f"slurm_{key}"] = value
+    if after:
+        given = params.get("slurm_dependency")
+        params["slurm_dependency"] = ",".join(filter(None, [given, f"afterany:{after}"]))  # ",": all of them
     return params
 
 
@@ -188,6 +192,26 @@ def _failure_message(exc: BaseException) -> str:
     return (lines[-1] if lines else text)[:300]
 
 
+def source_job(cell: CellPaths, submitted: dict[str, str]) -> tuple[str, str] | None:
+    """(job id, source cell) whose end a fork's job waits for, so that it starts from the source's kept state:
+    the source's job submitted now (`submitted`: cell -> job id) or earlier and still queued or running. None
+    when the cell forks from nothing, the state is kept already, the cell's own run has started (it resumes),
+    or the source has no live Slurm job (done, or failed: the fork trains alone)."""
+    fork = cell.fork_source()
+    if fork is None or cell.fork_snapshot() is not None:
+        return None
+    run = cell.run()
+    if run is not None and run.last.exists():
+        return None
+    name = fork[0].root.name
+    if name in submitted:
+        return submitted[name], name
+    record = JobRecord.read(fork[0].job)
+    if record is not None and record.executor == "slurm" and record.state in ("queued", "running") and record.job_id:
+        return str(record.job_id), name
+    return None
+
+
 def suite_root(cells: list[CellPaths]) -> Path:
     return cells[0].root.resolve().parent.parent  # <runs>/suites/<suite>/cells/<key>
 
@@ -211,11 +235,12 @@ class SlurmExecutor:
     def threads(self, ctx: RunContext) -> int:
         return int(ctx.slurm.get("cpus") or 1)
 
-    def prepare(self, cells: list[CellPaths], ctx: RunContext, threads: int):
+    def prepare(self, cells: list[CellPaths], ctx: RunContext, threads: int, after: str | None = None):
+        """The submitit executor for the cells' jobs; `after`: a job id whose end they wait for."""
         folder = suite_root(cells) / "slurm"
         folder.mkdir(parents=True, exist_ok=True)
         executor = self.make_executor(folder)
-        apply_parameters(executor, submitit_parameters(ctx.slurm, f"wb-{ctx.suite}", threads))
+        apply_parameters(executor, submitit_parameters(ctx.slurm, f"wb-{ctx.suite}", threads, after))
         return executor
 
     def submit(self, executor, cell: CellPaths, ctx: RunContext, threads: int):
@@ -257,11 +282,18 @@ class SlurmExecutor:
         if ctx.jobs > 1:
             ctx.echo("note: --jobs does not apply to Slurm (the scheduler decides how many cells run at once)")
         jobs = []
+        submitted: dict[str, str] = {}
         try:
-            for cell in cells:
-                job = self.submit(executor, cell, ctx, threads)
+            for cell in sources_first(cells):
+                after = source_job(cell, submitted) if ctx.slurm.get("fork_wait", True) else None
+                # A fork waits for its source's job: a dependency is per job, so its own executor.
+                job = self.submit(executor if after is None else self.prepare(cells, ctx, threads, after[0]),
+                                  cell, ctx, threads)
                 jobs.append(job)
-                ctx.echo(f"queued {cell.root.name}: job {job.job_id}")
+                submitted[cell.root.name] = str(job.job_id)
+                ctx.echo(f"queued {cell.root.name}: job {job.job_id}" + (
+                    "" if after is None else f", after job {after[0]} ({after[1]}) ends: it starts from that "
+                                             f"cell's state after epoch {cell.fork_source()[1]}"))
         finally:
             if jobs:
                 runs = cells[0].root.resolve().parents[3]
@@ -283,18 +315,25 @@ class SlurmExecutor:
         executor = self.prepare(cells, ctx, threads)
         ctx.echo(f"{len(cells)} cells to run through submitit ({self.name}), {jobs_at_once} at a time, "
                  f"{threads} thread(s) each")
-        pending = list(cells)
+        pending = sources_first(cells)
         running: dict[str, tuple[CellPaths, Any]] = {}
+        held: set[str] = set()
         failed = stopped = 0
         asked = False
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while pending or running:
+                # Jobs here start at once: a fork is held (as by the local executor) until its source's
+                # state is kept, instead of a Slurm dependency.
                 while pending and len(running) < jobs_at_once and not self.stopping:
-                    cell = pending.pop(0)
+                    cell = next_ready(pending, running)
+                    if cell is None:
+                        break
+                    pending.remove(cell)
                     job = self.submit(executor, cell, ctx, threads)
                     running[cell.root.name] = (cell, job)
                     ctx.echo(f"start  {cell.root.name} (job {job.job_id})")
+                announce_held(pending, running, held, ctx)
                 if self.stopping and running and not asked:
                     asked = True
                     ctx.echo(f"stopping {len(running)} running cell(s); they checkpoint first")

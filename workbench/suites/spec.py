@@ -140,6 +140,10 @@ class SlurmSettings(Strict):
     time_min: PositiveInt = 240
     mem_gb: Union[PositiveInt, None] = None
     extra: dict[str, Any] = Field(default_factory=dict, description="more submitit slurm_* parameters")
+    fork_wait: bool = Field(
+        True, description="a fork's job waits for its source's job to end (a Slurm dependency, afterany), so it "
+                          "starts from the source's kept state; false: it starts when Slurm schedules it, from "
+                          "that state only if it is kept by then")
 
 
 class Suite(Strict):
