@@ -14,7 +14,9 @@ from tiny_suite import wb, write_suite
 from workbench.checkpoint import read_checkpoint
 from workbench.config import validate_config
 from workbench.errors import WorkbenchError
-from workbench.suites.layout import SuitePaths
+from workbench.runs import RunPaths, Status, write_json_atomic
+from workbench.suites.executors import waits_for_fork
+from workbench.suites.layout import CellPaths, SuitePaths
 from workbench.suites.plan import plan_cells
 from workbench.suites.spec import load_suite
 from workbench.training import prepare_run, run_training
@@ -77,3 +79,23 @@ def test_a_forked_cell_waits_for_its_source_and_ends_as_if_trained_alone(tmp_pat
     for part in ("state_dict", "auxiliary"):
         for k in a[part]:
             assert torch.equal(a[part][k], b[part][k]), f"{part}.{k}"
+
+
+def test_a_fork_waits_only_while_its_source_can_still_keep_the_state(tmp_path):
+    source, fork = CellPaths(tmp_path / "cells" / "src"), CellPaths(tmp_path / "cells" / "fork")
+    for cell in (source, fork):
+        cell.root.mkdir(parents=True)
+    write_json_atomic(fork.plan, {"model": "fork", "fork": {"cell": "src", "epochs": 1}})
+    in_play = {"src", "fork"}
+    assert fork.awaited_source() == source and waits_for_fork(fork, in_play) == "src"  # not started
+    run = RunPaths(source.root / "run")
+    run.root.mkdir()
+    run.config.write_text("epochs: 3\n")
+    Status(state="running", epoch=0, epochs=3).write(run.status)
+    assert fork.awaited_source() == source  # in its first epoch
+    assert waits_for_fork(fork, {"fork"}) is None  # a source not run here holds nothing
+    # Past epoch 1 and nothing kept (planned before the fork): waiting for it, evaluations and all, gains nothing.
+    Status(state="running", epoch=1, epochs=3).write(run.status)
+    assert fork.awaited_source() is None and waits_for_fork(fork, in_play) is None
+    run.snapshot(1).mkdir(parents=True)
+    assert fork.awaited_source() is None and fork.fork_snapshot() == run.snapshot(1)

@@ -170,14 +170,14 @@ FORK_SUITE = """\
 name: tiny-forks
 seeds: [0]
 models:
-  - name: source
-    profile: quickstart
-    set: {epochs: 2, defense: pcl, defense.warmup_epochs: 1, defense.heads: [fc1], adv_train.phases: last_phase}
   - name: fork
     profile: quickstart
     fork_from: source
     set: {epochs: 2, defense: pcl, defense.warmup_epochs: 1, defense.heads: [fc1], adv_train.phases: last_phase,
           adv_train.attack: fgsm}
+  - name: source
+    profile: quickstart
+    set: {epochs: 2, defense: pcl, defense.warmup_epochs: 1, defense.heads: [fc1], adv_train.phases: last_phase}
 evaluations:
   - name: fgsm
     attacks: [fgsm]
@@ -187,30 +187,34 @@ evaluations:
 
 
 def dependency_of(bin_dir: Path, job: int) -> str | None:
-    found = [ln.split("=", 1)[1] for ln in (bin_dir / f"script-{job}.sh").read_text().splitlines()
+    # submitit shell-quotes a value with "?" in it
+    found = [ln.split("=", 1)[1].strip("'") for ln in (bin_dir / f"script-{job}.sh").read_text().splitlines()
              if ln.startswith("#SBATCH --dependency=")]
     return found[0] if found else None
 
 
-@pytest.mark.parametrize("slurm_block, expected", [
-    ("", "afterany:{source}"),
-    ("slurm: {extra: {dependency: 'afterok:17'}}\n", "afterok:17,afterany:{source}"),
+@pytest.mark.parametrize("slurm_block, given", [
+    ("", None),
+    ("slurm: {extra: {dependency: 'afterok:17'}}\n", "afterok:17"),
+    ("slurm: {extra: {additional_parameters: {dependency: 'afterok:17'}}}\n", "afterok:17"),  # would replace ours
     ("slurm: {fork_wait: false}\n", None),
 ])
-def test_a_fork_job_waits_for_its_source_job(tmp_path, slurm_block, expected):
+def test_a_fork_job_waits_for_its_source_job(tmp_path, slurm_block, given):
     suite, runs, bin_dir = tmp_path / "forks.yaml", tmp_path / "runs", fake_slurm(tmp_path)
     suite.write_text(FORK_SUITE + slurm_block)
     env = wb_env(bin_dir)
+    waits = "fork_wait: false" not in slurm_block
+    expected = ",".join(filter(None, [given, "afterany:{source}" if waits else None])) or None
     proc = wb("suite", "run", str(suite), "--runs", str(runs), "--executor", "slurm", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cells = {json.loads(c.plan.read_text())["model"]: c
              for c in map(CellPaths, (runs / "suites" / "tiny-forks" / "cells").iterdir())}
     assert json.loads(cells["fork"].plan.read_text())["fork"]["epochs"] == 1  # the shared CE warm-up
     jobs = {m: int(JobRecord.read(c.job).job_id) for m, c in cells.items()}
-    assert jobs == {"source": 4241, "fork": 4242}  # the source is submitted first
-    assert dependency_of(bin_dir, 4241) == (None if "afterok" not in slurm_block else "afterok:17")
+    assert jobs == {"source": 4241, "fork": 4242}  # the source first, though the suite lists the fork first
+    assert dependency_of(bin_dir, 4241) == given
     assert dependency_of(bin_dir, 4242) == (expected and expected.format(source=4241))
-    if expected is None:
+    if not waits:
         return
     assert "after job 4241" in proc.stderr
     # The fork's job was cancelled, its source is still pending: the rerun's fork waits for that job again.
@@ -220,6 +224,30 @@ def test_a_fork_job_waits_for_its_source_job(tmp_path, slurm_block, expected):
     assert f"skip {cells['source'].root.name}: already running" in proc.stderr
     assert int(JobRecord.read(cells["fork"].job).job_id) == 4243
     assert dependency_of(bin_dir, 4243) == expected.format(source=4241)
+    # Only the fork is chosen: the source's record is checked with Slurm before the fork depends on it.
+    (bin_dir / "squeue-answer").write_text("4241|PENDING\n4243|CANCELLED\n")
+    proc = wb("suite", "run", str(suite), "--runs", str(runs), "--executor", "slurm", "--models", "fork", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert dependency_of(bin_dir, 4244) == expected.format(source=4241)
+    # Slurm has forgotten the source's job (a dependency on it would be refused): the fork no longer waits.
+    (bin_dir / "squeue-answer").write_text("4244|CANCELLED\n")
+    proc = wb("suite", "run", str(suite), "--runs", str(runs), "--executor", "slurm", "--models", "fork", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert int(JobRecord.read(cells["fork"].job).job_id) == 4245
+    assert dependency_of(bin_dir, 4245) == given
+
+
+def test_a_dependency_a_fork_wait_cannot_join_is_refused_before_any_job(tmp_path):
+    suite, runs, bin_dir = tmp_path / "forks.yaml", tmp_path / "runs", fake_slurm(tmp_path)
+    suite.write_text(FORK_SUITE + "slurm: {extra: {dependency: 'afterok:17?afterok:18'}}\n")
+    proc = wb("suite", "run", str(suite), "--runs", str(runs), "--executor", "slurm", env=wb_env(bin_dir))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "fork_wait: false" in proc.stderr and "'?'" in proc.stderr
+    assert not list(bin_dir.glob("script-*.sh"))  # nothing submitted
+    suite.write_text(FORK_SUITE + "slurm: {fork_wait: false, extra: {dependency: 'afterok:17?afterok:18'}}\n")
+    proc = wb("suite", "run", str(suite), "--runs", str(runs), "--executor", "slurm", env=wb_env(bin_dir))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert dependency_of(bin_dir, 4241) == dependency_of(bin_dir, 4242) == "afterok:17?afterok:18"
 
 
 def test_suite_slurm_settings_and_extra_reach_the_sbatch_script(tmp_path, monkeypatch):

@@ -85,13 +85,10 @@ def report_ended(cell: CellPaths, ctx: RunContext) -> str:
 
 
 def waits_for_fork(cell: CellPaths, in_play: set[str]) -> str | None:
-    """The source cell whose kept state `cell` waits for: it forks from it, has not started, and the source (still
-    to run or running here) has not written the snapshot yet. None: start it now."""
-    fork = cell.fork_source()
-    if fork is None or fork[0].root.name not in in_play or cell.fork_snapshot() is not None:
-        return None
-    run = cell.run()
-    return None if run is not None and run.last.exists() else fork[0].root.name
+    """The source cell whose kept state `cell` waits for (`CellPaths.awaited_source`), when that source is still
+    to run or running here. None: start it now."""
+    source = cell.awaited_source()
+    return source.root.name if source is not None and source.root.name in in_play else None
 
 
 def sources_first(cells: list[CellPaths]) -> list[CellPaths]:

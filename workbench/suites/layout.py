@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..runs import RunPaths, read_json
+from ..runs import RunPaths, Status, read_json
 
 SUITES_DIR = "suites"
 
@@ -49,6 +49,21 @@ class CellPaths:
         """The source cell's kept state this cell's run starts from, once the source has written it."""
         found = self.fork_snapshots()
         return found[0] if found and found[0].name == f"epoch-{self.fork_source()[1]}" else None
+
+    def awaited_source(self) -> "CellPaths | None":
+        """The source cell whose kept state this cell would start from, while it may still be written. None when
+        the cell forks from nothing, the state is kept, the cell's own run has started (it resumes), or the
+        source's run is past that epoch without keeping it (planned before the fork: it never will)."""
+        fork = self.fork_source()
+        if fork is None or self.fork_snapshot() is not None:
+            return None
+        run = self.run()
+        if run is not None and run.last.exists():
+            return None
+        source_run = fork[0].run()
+        status = Status.read(source_run.status) if source_run is not None else None
+        # status.json says epoch K only after epoch K's snapshot is written (Trainer: snapshot, then status).
+        return None if status is not None and status.epoch >= fork[1] else fork[0]
 
     def fork_snapshots(self) -> list[Path]:
         """The source's kept states this cell's run may start from, latest first: the planned one, then earlier

@@ -165,9 +165,24 @@ def submitit_parameters(slurm: dict[str, Any], name: str, cpus: int, after: str 
     for key, value in (slurm.get("extra") or {}).items():
         params[key if key.startswith("slurm_") else f"slurm_{key}"] = value
     if after:
-        given = params.get("slurm_dependency")
-        params["slurm_dependency"] = ",".join(filter(None, [given, f"afterany:{after}"]))  # ",": all of them
+        params["slurm_dependency"] = _with_dependency(params, f"afterany:{after}")
     return params
+
+
+def _with_dependency(params: dict[str, Any], ours: str) -> str:
+    """The job's dependency list with `ours` added (all must hold: ","). One given in `additional_parameters`
+    would replace ours (submitit applies those last), so it is taken from there."""
+    extra = params.get("slurm_additional_parameters")
+    given = [params.get("slurm_dependency")]
+    if isinstance(extra, dict) and "dependency" in extra:
+        extra = dict(extra)
+        given.append(extra.pop("dependency"))
+        params["slurm_additional_parameters"] = extra
+    given = [str(d) for d in given if d]
+    if any("?" in d for d in given):  # sbatch takes one separator per list: "?" (any of) cannot take a ","
+        raise WorkbenchError(f"slurm.extra.dependency {' '.join(given)!r} uses '?' (any of), so a fork's "
+                             f"wait for its source ({ours}) cannot be added; set slurm.fork_wait: false")
+    return ",".join(given + [ours])
 
 
 def apply_parameters(executor, params: dict[str, Any]) -> None:
@@ -194,22 +209,24 @@ def _failure_message(exc: BaseException) -> str:
 
 def source_job(cell: CellPaths, submitted: dict[str, str]) -> tuple[str, str] | None:
     """(job id, source cell) whose end a fork's job waits for, so that it starts from the source's kept state:
-    the source's job submitted now (`submitted`: cell -> job id) or earlier and still queued or running. None
-    when the cell forks from nothing, the state is kept already, the cell's own run has started (it resumes),
-    or the source has no live Slurm job (done, or failed: the fork trains alone)."""
-    fork = cell.fork_source()
-    if fork is None or cell.fork_snapshot() is not None:
+    the source's job submitted now (`submitted`: cell -> job id) or earlier and, as Slurm says, still queued or
+    running. None when the cell need not wait (`CellPaths.awaited_source`) or the source has no live Slurm job
+    (done, failed, or left out of this run and gone: the fork trains alone)."""
+    source = cell.awaited_source()
+    if source is None:
         return None
-    run = cell.run()
-    if run is not None and run.last.exists():
-        return None
-    name = fork[0].root.name
+    name = source.root.name
     if name in submitted:
         return submitted[name], name
-    record = JobRecord.read(fork[0].job)
-    if record is not None and record.executor == "slurm" and record.state in ("queued", "running") and record.job_id:
-        return str(record.job_id), name
-    return None
+    record = JobRecord.read(source.job)
+    if record is None or record.executor != "slurm" or record.state not in ("queued", "running") or not record.job_id:
+        return None
+    job_id = str(record.job_id)
+    # The record may be stale (a source left out by --models is not refreshed): a dependency on a job Slurm has
+    # forgotten is refused, and one on an ended job holds nothing. Unanswered: trust the record.
+    answer = query_slurm([job_id])
+    verdict = _slurm_verdict(job_id, answer[job_id], record) if job_id in answer else None
+    return None if verdict is not None and verdict["state"] == "failed" else (job_id, name)
 
 
 def suite_root(cells: list[CellPaths]) -> Path:
@@ -279,6 +296,8 @@ class SlurmExecutor:
             return self._run_and_wait(cells, ctx)
         threads = self.threads(ctx)
         executor = self.prepare(cells, ctx, threads)
+        if ctx.slurm.get("fork_wait", True) and any(c.fork_source() for c in cells):
+            submitit_parameters(ctx.slurm, "", threads, after="0")  # a dependency we cannot add: before any job
         if ctx.jobs > 1:
             ctx.echo("note: --jobs does not apply to Slurm (the scheduler decides how many cells run at once)")
         jobs = []
