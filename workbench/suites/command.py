@@ -159,7 +159,11 @@ def _cells_to_run(paths, cells, budget: str, only: tuple[str, ...] | None = None
     from .state import cell_state
 
     states = {c.key: cell_state(paths.cell(c.key), budget) for c in cells}
-    _refresh_slurm([s for s in states.values() if s is not None], paths)  # a dead queued job is not "running"
+    # Sources of chosen forks too (left out by --models): a fork's Slurm job may be made to wait for theirs.
+    forks = (paths.cell(c.key).fork_source() for c in cells)
+    sources = {f[0].root.name: f[0] for f in forks if f is not None and f[0].root.name not in states}
+    outside = [cell_state(src, budget) for src in sources.values()]
+    _refresh_slurm([s for s in [*states.values(), *outside] if s is not None], paths)  # a dead job is not "running"
     todo, busy, done = [], [], 0
     for cell in cells:
         st = states[cell.key]

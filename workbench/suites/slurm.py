@@ -209,9 +209,10 @@ def _failure_message(exc: BaseException) -> str:
 
 def source_job(cell: CellPaths, submitted: dict[str, str]) -> tuple[str, str] | None:
     """(job id, source cell) whose end a fork's job waits for, so that it starts from the source's kept state:
-    the source's job submitted now (`submitted`: cell -> job id) or earlier and, as Slurm says, still queued or
-    running. None when the cell need not wait (`CellPaths.awaited_source`) or the source has no live Slurm job
-    (done, failed, or left out of this run and gone: the fork trains alone)."""
+    the source's job submitted now (`submitted`: cell -> job id) or earlier and still queued or running (its
+    record refreshed from Slurm before the run: `suite run` asks about chosen forks' sources too). None when the
+    cell need not wait (`CellPaths.awaited_source`) or the source has no live Slurm job (done, failed, or gone:
+    the fork trains alone)."""
     source = cell.awaited_source()
     if source is None:
         return None
@@ -219,14 +220,9 @@ def source_job(cell: CellPaths, submitted: dict[str, str]) -> tuple[str, str] | 
     if name in submitted:
         return submitted[name], name
     record = JobRecord.read(source.job)
-    if record is None or record.executor != "slurm" or record.state not in ("queued", "running") or not record.job_id:
-        return None
-    job_id = str(record.job_id)
-    # The record may be stale (a source left out by --models is not refreshed): a dependency on a job Slurm has
-    # forgotten is refused, and one on an ended job holds nothing. Unanswered: trust the record.
-    answer = query_slurm([job_id])
-    verdict = _slurm_verdict(job_id, answer[job_id], record) if job_id in answer else None
-    return None if verdict is not None and verdict["state"] == "failed" else (job_id, name)
+    if record is not None and record.executor == "slurm" and record.state in ("queued", "running") and record.job_id:
+        return str(record.job_id), name
+    return None
 
 
 def suite_root(cells: list[CellPaths]) -> Path:
